@@ -1,0 +1,216 @@
+//! Who owns a secret: the app, the account that installed it and the mode (test or live) form a
+//! `Namespace`, the unit of isolation. Also the secret's public id, `appsecret_` + 30 random
+//! alphanumerics, drawn from the OS random source so ids reveal nothing about order or count.
+
+use std::fmt;
+
+use crate::secret::InvalidValue;
+
+/// Test and live data never see each other; the key's prefix decides which one a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    Test,
+    Live,
+}
+
+impl Mode {
+    pub fn is_live(self) -> bool {
+        matches!(self, Mode::Live)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Test => "test",
+            Mode::Live => "live",
+        }
+    }
+}
+
+/// Identifiers of apps and accounts are short ASCII tokens; anything else is refused before it
+/// can reach storage or a log line.
+fn check_token(value: &str, max: usize) -> Result<(), InvalidValue> {
+    if value.is_empty() {
+        return Err(InvalidValue::Empty);
+    }
+    if value.len() > max {
+        return Err(InvalidValue::TooLong { max });
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(InvalidValue::Malformed);
+    }
+    Ok(())
+}
+
+/// The app a credential belongs to. In dev mode, the text after the key's mode prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppId(String);
+
+impl AppId {
+    pub const MAX_LEN: usize = 200;
+
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        check_token(value, Self::MAX_LEN)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An account on the platform, `acct_...`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub const PREFIX: &'static str = "acct_";
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        check_token(value, Self::MAX_LEN)?;
+        match value.strip_prefix(Self::PREFIX) {
+            Some(rest) if !rest.is_empty() => Ok(Self(value.to_owned())),
+            _ => Err(InvalidValue::Malformed),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A dashboard user of one account, the owner of a user-scoped secret. Stripe documents no
+/// format beyond "not empty, at most 5,000 characters", so that is all that is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        crate::secret::check_text(value, crate::limits::MAX_STRING_CHARS)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The unit of isolation: one app's secrets on one account in one mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace {
+    pub app: AppId,
+    pub account: AccountId,
+    pub mode: Mode,
+}
+
+/// `appsecret_` followed by 30 characters of `[A-Za-z0-9]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretId(String);
+
+const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+impl SecretId {
+    pub const PREFIX: &'static str = "appsecret_";
+    pub const RANDOM_LEN: usize = 30;
+
+    /// A fresh id. Rejection sampling keeps every character uniformly likely.
+    pub fn generate() -> Self {
+        let mut id = String::with_capacity(Self::PREFIX.len() + Self::RANDOM_LEN);
+        id.push_str(Self::PREFIX);
+        let mut buf = [0u8; 64];
+        while id.len() < Self::PREFIX.len() + Self::RANDOM_LEN {
+            // The OS random source failing is unrecoverable for a secret store.
+            getrandom::getrandom(&mut buf).expect("the operating system's random source failed");
+            for &b in &buf {
+                if b < 248 && id.len() < Self::PREFIX.len() + Self::RANDOM_LEN {
+                    id.push(ALPHANUMERIC[(b % 62) as usize] as char);
+                }
+            }
+        }
+        Self(id)
+    }
+
+    /// Accepts only the exact shape this server issues; used for ids read back from storage
+    /// and for list cursors.
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        match value.strip_prefix(Self::PREFIX) {
+            Some(rest)
+                if rest.len() == Self::RANDOM_LEN
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                Ok(Self(value.to_owned()))
+            }
+            _ => Err(InvalidValue::Malformed),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_have_the_contract_shape_and_differ() {
+        let a = SecretId::generate();
+        let b = SecretId::generate();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.as_str().len(), 40);
+            assert!(SecretId::parse(id.as_str()).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn secret_id_parse_refuses_other_shapes() {
+        for bad in [
+            "",
+            "appsecret_",
+            "appsecret_short",
+            "sec_123456789012345678901234567890",
+            "appsecret_12345678901234567890123456789!",
+        ] {
+            assert!(SecretId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn account_ids_need_the_prefix_and_a_body() {
+        assert!(AccountId::parse("acct_1Abc").is_ok());
+        for bad in ["", "acct_", "acc_1", "acct_1 2", "acct_é"] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn app_ids_are_short_ascii_tokens() {
+        assert!(AppId::parse("abc_123").is_ok());
+        assert!(AppId::parse("").is_err());
+        assert!(AppId::parse("a-b").is_err());
+        assert!(AppId::parse(&"a".repeat(201)).is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! Envelope encryption. Every payload is sealed with AES-256-GCM under a fresh random 256-bit
+//! data key; the data key is itself sealed (wrapped) under a key-encryption key derived from the
+//! root key, which comes from outside the database (a file or the environment). Both layers take
+//! the caller's associated data, so a sealed value opens only for the identity it was sealed for:
+//! moved to another row, it fails instead of yielding another tenant's secret.
+//!
+//! Sealed format, version 1 (all lengths fixed):
+//!
+//! ```text
+//! version(1) | root key id(8) | wrap nonce(12) | wrapped data key(32 + 16 tag)
+//!            | payload nonce(12) | ciphertext(n + 16 tag)
+//! ```
+//!
+//! The root key id is a fingerprint (HMAC of a constant), safe to store and log, that lets a
+//! future rotation find which root key wrapped a value.
+
+mod envelope;
+mod root_key;
+
+pub use envelope::Envelope;
+pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};
+
+/// Why sealing, opening or loading a key failed. Messages never include key material or
+/// plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("the sealed value is too short or has an unknown format version")]
+    Malformed,
+    #[error("the sealed value was written under root key {0}, which this server does not have")]
+    UnknownRootKey(KeyId),
+    #[error(
+        "the sealed value failed authentication: it was altered, or moved from the record it \
+         was sealed for"
+    )]
+    Tampered,
+    #[error("the operating system's random source failed")]
+    Random,
+    #[error("root key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("root key from {source_name}: {reason}")]
+    KeyFormat { source_name: String, reason: String },
+}

@@ -1,0 +1,1 @@
+//! placeholder while the SQLite store is written.
