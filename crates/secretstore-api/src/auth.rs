@@ -1,0 +1,289 @@
+//! Who is asking: the API key from `Authorization` (Bearer, or Basic with the key as user name)
+//! and the account from `Stripe-Account`, resolved by an `Authenticator` into a `Principal` that
+//! names the namespace the request acts in and what it may do there.
+//!
+//! Dev mode's authenticator is the only one today: any well-formed key is accepted and names its
+//! app. A provisioning authenticator (keys stored as hashes, compared in constant time) will
+//! implement the same trait, so nothing above this module changes when it arrives.
+
+use base64::Engine as _;
+use http::HeaderMap;
+use secretstore_core::{AccountId, AppId, Mode, Namespace};
+use zeroize::Zeroizing;
+
+/// A key's kind: `sk_` reaches everything the app may; `rk_` carries explicit permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Secret,
+    Restricted,
+}
+
+/// An API key taken apart. Its text is wiped on drop and never printed whole.
+pub struct ApiKey {
+    pub kind: KeyKind,
+    pub mode: Mode,
+    text: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey({})", mask_key(&self.text))
+    }
+}
+
+const PREFIXES: [(&str, KeyKind, Mode); 4] = [
+    ("sk_test_", KeyKind::Secret, Mode::Test),
+    ("sk_live_", KeyKind::Secret, Mode::Live),
+    ("rk_test_", KeyKind::Restricted, Mode::Test),
+    ("rk_live_", KeyKind::Restricted, Mode::Live),
+];
+
+/// Longest key accepted, prefix included.
+const MAX_KEY_LEN: usize = 255;
+
+impl ApiKey {
+    /// The key's text after its prefix (`abc` in `sk_test_abc`).
+    pub fn body(&self) -> &str {
+        &self.text[8..]
+    }
+
+    /// The whole key, for hashing into idempotency records. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    pub fn masked(&self) -> String {
+        mask_key(&self.text)
+    }
+
+    fn parse(text: Zeroizing<String>) -> Result<Self, AuthError> {
+        let found = PREFIXES
+            .iter()
+            .find(|(prefix, _, _)| text.starts_with(prefix));
+        match found {
+            Some(&(_, kind, mode))
+                if text.len() <= MAX_KEY_LEN
+                    && text.len() > 8
+                    && text[8..]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Ok(Self { kind, mode, text })
+            }
+            _ => Err(AuthError::InvalidKey {
+                masked: mask_key(&text),
+            }),
+        }
+    }
+}
+
+/// `sk_test_****` and the last four characters, as Stripe shows keys in errors. Short or
+/// unrecognisable keys show less, so an error never reveals most of a key.
+pub fn mask_key(key: &str) -> String {
+    let printable: String = key
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(MAX_KEY_LEN)
+        .collect();
+    let (prefix, rest) = match PREFIXES.iter().find(|(p, _, _)| printable.starts_with(p)) {
+        Some((p, _, _)) => (*p, &printable[p.len()..]),
+        None => ("", printable.as_str()),
+    };
+    if rest.len() >= 12 {
+        format!("{prefix}****{}", &rest[rest.len() - 4..])
+    } else {
+        format!("{prefix}****")
+    }
+}
+
+/// What the request may do, and where.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub namespace: Namespace,
+    pub can_read: bool,
+    pub can_write: bool,
+    /// Identifies the credential for idempotency records (hashed there, never stored raw).
+    pub credential: Zeroizing<Vec<u8>>,
+}
+
+/// Why a request was not let in. The 401s show the key only masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    InvalidKey {
+        masked: String,
+    },
+    /// `Stripe-Account` is not an account id.
+    AccountInvalid,
+    /// The key may not act for the account it named.
+    AccountDenied {
+        masked: String,
+        account: String,
+    },
+    /// The key lacks the permission the operation needs.
+    PermissionDenied {
+        masked: String,
+        permission: &'static str,
+    },
+}
+
+/// Reads the API key from `Authorization`: `Bearer <key>`, `Basic base64(<key>:)` or
+/// `Basic <key>` (Stripe accepts all three).
+pub fn api_key_from_headers(headers: &HeaderMap) -> Result<ApiKey, AuthError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(AuthError::Missing);
+    };
+    let value = value.to_str().map_err(|_| AuthError::InvalidKey {
+        masked: "****".into(),
+    })?;
+    let value = value.trim();
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    let text = if scheme.eq_ignore_ascii_case("bearer") {
+        Zeroizing::new(credentials.to_owned())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        match base64::engine::general_purpose::STANDARD.decode(credentials) {
+            Ok(decoded) => {
+                let decoded = Zeroizing::new(decoded);
+                match std::str::from_utf8(&decoded) {
+                    Ok(text) => Zeroizing::new(text.split(':').next().unwrap_or("").to_owned()),
+                    Err(_) => {
+                        return Err(AuthError::InvalidKey {
+                            masked: "****".into(),
+                        })
+                    }
+                }
+            }
+            Err(_) => Zeroizing::new(credentials.trim_end_matches(':').to_owned()),
+        }
+    } else {
+        return Err(AuthError::InvalidKey {
+            masked: mask_key(value),
+        });
+    };
+    if text.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    ApiKey::parse(text)
+}
+
+/// Resolves a key and an optional `Stripe-Account` into a `Principal`.
+pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
+    fn authenticate(&self, key: &ApiKey, account: Option<&str>) -> Result<Principal, AuthError>;
+}
+
+/// Dev mode (CONTRACT §8): every well-formed key is accepted; the text after the mode prefix
+/// names the app; any `acct_...` is an installation of it. Without `Stripe-Account`, requests act
+/// on the app's own account, `acct_dev_<app>`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DevAuthenticator;
+
+impl Authenticator for DevAuthenticator {
+    fn authenticate(&self, key: &ApiKey, account: Option<&str>) -> Result<Principal, AuthError> {
+        let app = AppId::parse(key.body()).map_err(|_| AuthError::InvalidKey {
+            masked: key.masked(),
+        })?;
+        let account = match account {
+            Some(account) => AccountId::parse(account).map_err(|_| AuthError::AccountInvalid)?,
+            None => {
+                AccountId::parse(&format!("acct_dev_{app}")).map_err(|_| AuthError::InvalidKey {
+                    masked: key.masked(),
+                })?
+            }
+        };
+        Ok(Principal {
+            namespace: Namespace {
+                app,
+                account,
+                mode: key.mode,
+            },
+            can_read: true,
+            can_write: true,
+            credential: Zeroizing::new(key.expose().as_bytes().to_vec()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(auth).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_and_both_basic_forms() {
+        let bearer = api_key_from_headers(&headers("Bearer sk_test_abc")).unwrap();
+        assert_eq!(bearer.body(), "abc");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("sk_live_abc:");
+        let basic = api_key_from_headers(&headers(&format!("Basic {encoded}"))).unwrap();
+        assert_eq!((basic.body(), basic.mode), ("abc", Mode::Live));
+        let raw = api_key_from_headers(&headers("Basic rk_test_abc")).unwrap();
+        assert_eq!(raw.kind, KeyKind::Restricted);
+    }
+
+    #[test]
+    fn missing_and_malformed_keys() {
+        assert_eq!(
+            api_key_from_headers(&HeaderMap::new()).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            api_key_from_headers(&headers("Bearer ")).unwrap_err(),
+            AuthError::Missing
+        );
+        for bad in [
+            "Bearer sk_test_",
+            "Bearer bogus",
+            "Bearer pk_test_abc",
+            "Token sk_test_abc",
+            "Bearer sk_test_a-b",
+        ] {
+            assert!(
+                matches!(
+                    api_key_from_headers(&headers(bad)),
+                    Err(AuthError::InvalidKey { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_show_prefix_and_last_four_only() {
+        assert_eq!(
+            mask_key("sk_test_51HabcdefghijklmnWXYZ"),
+            "sk_test_****WXYZ"
+        );
+        assert_eq!(mask_key("sk_test_short"), "sk_test_****");
+        assert_eq!(mask_key("bogus"), "****");
+        let key = api_key_from_headers(&headers("Bearer sk_test_0123456789abcdef")).unwrap();
+        assert!(!format!("{key:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn dev_mode_names_app_account_and_mode() {
+        let key = api_key_from_headers(&headers("Bearer sk_live_myapp")).unwrap();
+        let p = DevAuthenticator
+            .authenticate(&key, Some("acct_123"))
+            .unwrap();
+        assert_eq!(p.namespace.app.as_str(), "myapp");
+        assert_eq!(p.namespace.account.as_str(), "acct_123");
+        assert_eq!(p.namespace.mode, Mode::Live);
+        let own = DevAuthenticator.authenticate(&key, None).unwrap();
+        assert_eq!(own.namespace.account.as_str(), "acct_dev_myapp");
+        assert_eq!(
+            DevAuthenticator
+                .authenticate(&key, Some("usr_1"))
+                .unwrap_err(),
+            AuthError::AccountInvalid
+        );
+    }
+}

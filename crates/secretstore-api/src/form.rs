@@ -1,0 +1,402 @@
+//! The decoder for Stripe's wire format: `application/x-www-form-urlencoded` bodies and query
+//! strings whose keys nest with brackets (`scope[type]=user`, raw or percent-encoded) and whose
+//! arrays come indexed from the SDKs (`expand[0]=payload`) or bare from curl (`expand[]=payload`).
+//!
+//! It builds a small tree and nothing more; which parameters an operation accepts is decided in
+//! `params`. The decoder bounds everything a client controls (pairs, depth, array length) so a
+//! hostile body costs at most a linear pass over bytes the body limit already capped.
+//!
+//! We decode by hand rather than with serde_qs: Stripe's errors must name the offending parameter
+//! in its wire form (`scope[user]`), refuse unknown parameters precisely, accept both array
+//! forms, and report non-UTF-8 input as a client error, none of which serde_qs's errors allow.
+
+use std::collections::BTreeMap;
+
+use percent_encoding::percent_decode;
+
+/// Most `key=value` pairs one request may carry (query and body together).
+pub const MAX_PAIRS: usize = 256;
+/// Deepest nesting of brackets (`a[b][c]` is depth 2).
+pub const MAX_DEPTH: usize = 4;
+/// Most items one array may hold.
+pub const MAX_ARRAY_ITEMS: usize = 64;
+
+/// A decoded value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Text(String),
+    Map(BTreeMap<String, Node>),
+    /// Items in the order given; an indexed item (`[3]`) carries its index so later pairs with
+    /// the same index land in the same item.
+    List(Vec<(Option<u64>, Node)>),
+}
+
+impl Node {
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Text(_) => "a string",
+            Node::Map(_) => "an object",
+            Node::List(_) => "an array",
+        }
+    }
+}
+
+/// Why a body or query string could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormError {
+    TooManyPairs,
+    TooDeep {
+        param: String,
+    },
+    TooManyItems {
+        param: String,
+    },
+    NotUtf8,
+    /// One parameter given twice with different values, or as two different shapes.
+    Conflict {
+        param: String,
+        detail: String,
+    },
+}
+
+impl FormError {
+    pub fn message(&self) -> String {
+        match self {
+            FormError::TooManyPairs => {
+                format!("Too many parameters: a request may carry at most {MAX_PAIRS}.")
+            }
+            FormError::TooDeep { param } => format!(
+                "Parameter {param} is nested too deeply: at most {MAX_DEPTH} levels of brackets."
+            ),
+            FormError::TooManyItems { param } => {
+                format!("Too many items in {param}: an array may hold at most {MAX_ARRAY_ITEMS}.")
+            }
+            FormError::NotUtf8 => {
+                "The request's parameters are not valid UTF-8 once percent-decoded.".to_owned()
+            }
+            FormError::Conflict { param, detail } => format!("Invalid {param}: {detail}."),
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            FormError::TooDeep { param }
+            | FormError::TooManyItems { param }
+            | FormError::Conflict { param, .. } => Some(param),
+            FormError::TooManyPairs | FormError::NotUtf8 => None,
+        }
+    }
+}
+
+/// The decoded parameters of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Form {
+    pub root: BTreeMap<String, Node>,
+    /// Every decoded pair in wire order, for the idempotency fingerprint.
+    pub pairs: Vec<(String, String)>,
+}
+
+fn decode_component(raw: &[u8]) -> Result<String, FormError> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    String::from_utf8(bytes).map_err(|_| FormError::NotUtf8)
+}
+
+/// One step of a key's path.
+#[derive(Debug, PartialEq, Eq)]
+enum Segment<'a> {
+    Name(&'a str),
+    /// `[]`: a new array item.
+    Append,
+    /// `[N]`: the array item with index N.
+    Index(u64),
+}
+
+/// Splits `scope[type]` into `scope`, `[type]`. A key whose brackets don't follow the grammar is
+/// one flat name (and so, in practice, an unknown parameter).
+fn split_key(key: &str) -> (&str, Vec<Segment<'_>>) {
+    let Some(open) = key.find('[') else {
+        return (key, Vec::new());
+    };
+    if open == 0 {
+        return (key, Vec::new());
+    }
+    let (base, mut rest) = key.split_at(open);
+    let mut segments = Vec::new();
+    while !rest.is_empty() {
+        let Some(inner) = rest.strip_prefix('[') else {
+            return (key, Vec::new());
+        };
+        let Some(close) = inner.find(']') else {
+            return (key, Vec::new());
+        };
+        let name = &inner[..close];
+        if name.contains('[') {
+            return (key, Vec::new());
+        }
+        segments.push(if name.is_empty() {
+            Segment::Append
+        } else if name.len() <= 9 && name.bytes().all(|b| b.is_ascii_digit()) {
+            Segment::Index(name.parse().unwrap_or(0))
+        } else {
+            Segment::Name(name)
+        });
+        rest = &inner[close + 1..];
+    }
+    (base, segments)
+}
+
+impl Form {
+    /// Adds every pair of a query string or urlencoded body.
+    pub fn extend_from(&mut self, raw: &[u8]) -> Result<(), FormError> {
+        for pair in raw.split(|&b| b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            if self.pairs.len() >= MAX_PAIRS {
+                return Err(FormError::TooManyPairs);
+            }
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let key = decode_component(key)?;
+            let value = decode_component(value)?;
+            self.insert(&key, value.clone())?;
+            self.pairs.push((key, value));
+        }
+        Ok(())
+    }
+
+    pub fn parse(raw: &[u8]) -> Result<Self, FormError> {
+        let mut form = Self::default();
+        form.extend_from(raw)?;
+        Ok(form)
+    }
+
+    fn insert(&mut self, key: &str, value: String) -> Result<(), FormError> {
+        let (base, segments) = split_key(key);
+        if segments.len() > MAX_DEPTH {
+            return Err(FormError::TooDeep {
+                param: base.to_owned(),
+            });
+        }
+        let mut wire = base.to_owned();
+        let slot = self.root.entry(base.to_owned());
+        let mut node: &mut Node = match slot {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(empty_for(segments.first())),
+        };
+        for (i, segment) in segments.iter().enumerate() {
+            let next = empty_for(segments.get(i + 1));
+            node = match (segment, node) {
+                (Segment::Name(name), Node::Map(map)) => {
+                    wire.push('[');
+                    wire.push_str(name);
+                    wire.push(']');
+                    map.entry((*name).to_owned()).or_insert(next)
+                }
+                (Segment::Append, Node::List(items)) => {
+                    wire.push_str("[]");
+                    if items.len() >= MAX_ARRAY_ITEMS {
+                        return Err(FormError::TooManyItems {
+                            param: base.to_owned(),
+                        });
+                    }
+                    items.push((None, next));
+                    &mut items.last_mut().expect("just pushed").1
+                }
+                (Segment::Index(index), Node::List(items)) => {
+                    wire.push_str(&format!("[{index}]"));
+                    match items.iter().position(|(i, _)| *i == Some(*index)) {
+                        Some(at) => &mut items[at].1,
+                        None => {
+                            if items.len() >= MAX_ARRAY_ITEMS {
+                                return Err(FormError::TooManyItems {
+                                    param: base.to_owned(),
+                                });
+                            }
+                            items.push((Some(*index), next));
+                            &mut items.last_mut().expect("just pushed").1
+                        }
+                    }
+                }
+                (_, other) => {
+                    return Err(FormError::Conflict {
+                        param: wire,
+                        detail: format!("given both as {} and with brackets", other.kind()),
+                    })
+                }
+            };
+        }
+        match node {
+            Node::Text(existing) if existing.is_empty() || *existing == value => {
+                *existing = value;
+                Ok(())
+            }
+            Node::Text(_) => Err(FormError::Conflict {
+                param: wire,
+                detail: "given more than once with different values".to_owned(),
+            }),
+            other => Err(FormError::Conflict {
+                param: wire,
+                detail: format!("given both as {} and as a string", other.kind()),
+            }),
+        }
+    }
+}
+
+fn empty_for(segment: Option<&Segment<'_>>) -> Node {
+    match segment {
+        None => Node::Text(String::new()),
+        Some(Segment::Name(_)) => Node::Map(BTreeMap::new()),
+        Some(Segment::Append | Segment::Index(_)) => Node::List(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text(s: &str) -> Node {
+        Node::Text(s.to_owned())
+    }
+
+    fn map(items: &[(&str, Node)]) -> Node {
+        Node::Map(
+            items
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn flat_pairs_with_plus_and_percent_escapes() {
+        let form = Form::parse(b"name=my+key&payload=a%26b%3Dc%20d").unwrap();
+        assert_eq!(form.root["name"], text("my key"));
+        assert_eq!(form.root["payload"], text("a&b=c d"));
+        assert_eq!(form.pairs.len(), 2);
+    }
+
+    #[test]
+    fn brackets_raw_and_percent_encoded_give_the_same_tree() {
+        let raw = Form::parse(b"scope[type]=user&scope[user]=usr_1").unwrap();
+        let encoded = Form::parse(b"scope%5Btype%5D=user&scope%5buser%5d=usr_1").unwrap();
+        assert_eq!(raw.root, encoded.root);
+        assert_eq!(
+            raw.root["scope"],
+            map(&[("type", text("user")), ("user", text("usr_1"))])
+        );
+    }
+
+    #[test]
+    fn arrays_bare_and_indexed() {
+        let bare = Form::parse(b"expand[]=payload&expand[]=scope").unwrap();
+        assert_eq!(
+            bare.root["expand"],
+            Node::List(vec![(None, text("payload")), (None, text("scope"))])
+        );
+        let indexed = Form::parse(b"expand%5B0%5D=payload&expand[1]=scope").unwrap();
+        assert_eq!(
+            indexed.root["expand"],
+            Node::List(vec![(Some(0), text("payload")), (Some(1), text("scope"))])
+        );
+    }
+
+    #[test]
+    fn indexed_items_of_objects_merge() {
+        let form = Form::parse(b"items[0][a]=1&items[0][b]=2&items[1][a]=3").unwrap();
+        let Node::List(items) = &form.root["items"] else {
+            panic!("not a list")
+        };
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].1, map(&[("a", text("1")), ("b", text("2"))]));
+    }
+
+    #[test]
+    fn malformed_brackets_are_one_flat_name() {
+        for key in ["scope[type", "scope]type[", "scope[a]b", "[x]", "a[b[c]]"] {
+            let form = Form::parse(format!("{key}=v").as_bytes()).unwrap();
+            assert_eq!(form.root.get(key), Some(&text("v")), "{key}");
+        }
+    }
+
+    #[test]
+    fn empty_pairs_and_missing_equals_are_tolerated() {
+        let form = Form::parse(b"&&name&payload=&").unwrap();
+        assert_eq!(form.root["name"], text(""));
+        assert_eq!(form.root["payload"], text(""));
+    }
+
+    #[test]
+    fn same_value_twice_is_fine_different_values_conflict() {
+        assert!(Form::parse(b"name=a&name=a").is_ok());
+        let err = Form::parse(b"name=a&name=b").unwrap_err();
+        assert_eq!(err.param(), Some("name"));
+        let err = Form::parse(b"scope=account&scope[type]=account").unwrap_err();
+        assert_eq!(err.param(), Some("scope"));
+        let err = Form::parse(b"scope[type]=account&scope=account").unwrap_err();
+        assert_eq!(err.param(), Some("scope"));
+        let err = Form::parse(b"expand[]=a&expand[x]=b").unwrap_err();
+        assert_eq!(err.param(), Some("expand"));
+    }
+
+    #[test]
+    fn limits_on_pairs_depth_and_items() {
+        let many = "a=1&".repeat(MAX_PAIRS + 1);
+        assert_eq!(Form::parse(many.as_bytes()), Err(FormError::TooManyPairs));
+        let deep = format!("a{}=1", "[b]".repeat(MAX_DEPTH + 1));
+        assert!(matches!(
+            Form::parse(deep.as_bytes()),
+            Err(FormError::TooDeep { .. })
+        ));
+        let items = "expand[]=x&".repeat(MAX_ARRAY_ITEMS + 1);
+        assert!(matches!(
+            Form::parse(items.as_bytes()),
+            Err(FormError::TooManyItems { .. })
+        ));
+        let indexed: String = (0..=MAX_ARRAY_ITEMS)
+            .map(|i| format!("expand[{i}]=x&"))
+            .collect();
+        assert!(matches!(
+            Form::parse(indexed.as_bytes()),
+            Err(FormError::TooManyItems { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_not_a_replacement() {
+        assert_eq!(Form::parse(b"name=%FF%FE"), Err(FormError::NotUtf8));
+        assert_eq!(Form::parse(b"na%C3me=x"), Err(FormError::NotUtf8));
+    }
+
+    #[test]
+    fn multibyte_text_round_trips() {
+        let form = Form::parse("name=%F0%9F%98%80%C3%A9".as_bytes()).unwrap();
+        assert_eq!(form.root["name"], text("😀é"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Form::parse(&bytes);
+        }
+
+        #[test]
+        fn any_encoded_value_decodes_back(value in "\\PC{0,64}") {
+            let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            let form = Form::parse(format!("name={encoded}").as_bytes()).unwrap();
+            prop_assert_eq!(&form.root["name"], &Node::Text(value));
+        }
+
+        #[test]
+        fn bracket_keys_never_panic(key in "[a-z\\[\\]0-9]{0,24}") {
+            let _ = Form::parse(format!("{key}=v").as_bytes());
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! `Idempotency-Key` as CONTRACT §5 says: replayed with `Idempotent-Replayed: true` for the same
+//! parameters, refused for other parameters, 409 while the first request still runs, per
+//! credential, and the kept answer sealed at rest.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Method;
+use secretstore_core::idempotency::{IdempotencyClaim, IdempotencyKey, KeptAnswer};
+use secretstore_core::store::{ListQuery, PutRequest, SealedSecret, Store, StoredList};
+use secretstore_core::{SecretKey, StoreError};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::common::{app, contains, files_under, KEY};
+
+const ACCOUNT: &str = "scope[type]=account";
+
+async fn set_with_key(
+    app: &crate::common::TestApp,
+    key: &str,
+    params: &str,
+) -> crate::common::Answer {
+    app.call_as(
+        KEY,
+        &[("idempotency-key", key)],
+        Method::POST,
+        "/v1/apps/secrets",
+        params,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn same_key_same_parameters_replays_the_first_answer() {
+    let app = app().build().await;
+    let first = set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
+    assert_eq!(first.status, 200);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    // Change what a re-run would answer; the replay must still be the first answer.
+    app.set(&format!(
+        "name=n&payload=changed&{ACCOUNT}&expires_at={}",
+        crate::common::START + 99
+    ))
+    .await;
+    let replay = set_with_key(&app, "k1", &format!("scope[type]=account&payload=p&name=n")).await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.json, first.json);
+}
+
+#[tokio::test]
+async fn same_key_other_parameters_is_an_idempotency_error() {
+    let app = app().build().await;
+    set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
+    let reuse = set_with_key(&app, "k1", &format!("name=n&payload=other&{ACCOUNT}")).await;
+    reuse.assert_error(400, "idempotency_error", Some("idempotency_key_reused"));
+    let other_path = app
+        .call_as(
+            KEY,
+            &[("idempotency-key", "k1")],
+            Method::POST,
+            "/v1/apps/secrets/delete",
+            &format!("name=n&{ACCOUNT}"),
+        )
+        .await;
+    other_path.assert_error(400, "idempotency_error", None);
+    let other_account = app
+        .call_as(
+            KEY,
+            &[("idempotency-key", "k1"), ("stripe-account", "acct_9")],
+            Method::POST,
+            "/v1/apps/secrets",
+            &format!("name=n&payload=p&{ACCOUNT}"),
+        )
+        .await;
+    other_account.assert_error(400, "idempotency_error", None);
+}
+
+#[tokio::test]
+async fn keys_are_per_credential_and_expire_after_a_day() {
+    let app = app().build().await;
+    let mine = set_with_key(&app, "shared", &format!("name=n&payload=p&{ACCOUNT}")).await;
+    let theirs = app
+        .call_as(
+            "sk_test_other",
+            &[("idempotency-key", "shared")],
+            Method::POST,
+            "/v1/apps/secrets",
+            &format!("name=n&payload=x&{ACCOUNT}"),
+        )
+        .await;
+    assert_eq!(theirs.status, 200);
+    assert!(theirs.headers.get("idempotent-replayed").is_none());
+    assert_ne!(theirs.json["id"], mine.json["id"]);
+
+    app.clock.advance(24 * 3600);
+    let later = set_with_key(&app, "shared", &format!("name=n&payload=new&{ACCOUNT}")).await;
+    assert_eq!(later.status, 200);
+    assert!(later.headers.get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn errors_the_operation_answered_are_kept_validation_errors_are_not() {
+    let app = app().build().await;
+    let missing = app
+        .call_as(
+            KEY,
+            &[("idempotency-key", "d1")],
+            Method::POST,
+            "/v1/apps/secrets/delete",
+            &format!("name=nope&{ACCOUNT}"),
+        )
+        .await;
+    missing.assert_error(404, "invalid_request_error", Some("resource_missing"));
+    app.set(&format!("name=nope&payload=p&{ACCOUNT}")).await;
+    let replay = app
+        .call_as(
+            KEY,
+            &[("idempotency-key", "d1")],
+            Method::POST,
+            "/v1/apps/secrets/delete",
+            &format!("name=nope&{ACCOUNT}"),
+        )
+        .await;
+    assert_eq!(replay.status, 404);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+
+    let invalid = set_with_key(&app, "v1", "name=n&scope[type]=account").await;
+    invalid.assert_error(400, "invalid_request_error", Some("parameter_missing"));
+    let fixed = set_with_key(&app, "v1", &format!("name=n&payload=p&{ACCOUNT}")).await;
+    assert_eq!(fixed.status, 200);
+}
+
+#[tokio::test]
+async fn idempotency_key_longer_than_255_is_refused() {
+    let app = app().build().await;
+    let long = "k".repeat(256);
+    set_with_key(&app, &long, &format!("name=n&payload=p&{ACCOUNT}"))
+        .await
+        .assert_error(
+            400,
+            "invalid_request_error",
+            Some("idempotency_key_invalid"),
+        );
+    assert_eq!(
+        set_with_key(
+            &app,
+            &"k".repeat(255),
+            &format!("name=n&payload=p&{ACCOUNT}")
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn kept_answer_with_a_payload_is_sealed_at_rest() {
+    let app = app().build().await;
+    let payload = "kept-answer-plaintext-3f9a1c";
+    let first = set_with_key(
+        &app,
+        "e1",
+        &format!("name=n&payload={payload}&{ACCOUNT}&expand[]=payload"),
+    )
+    .await;
+    assert_eq!(first.json["payload"], payload);
+    let replay = set_with_key(
+        &app,
+        "e1",
+        &format!("name=n&payload={payload}&{ACCOUNT}&expand[]=payload"),
+    )
+    .await;
+    assert_eq!(replay.json["payload"], payload);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    app.store.close().await.unwrap();
+    for (path, bytes) in files_under(&app.data_dir()) {
+        assert!(
+            !contains(&bytes, payload.as_bytes()),
+            "plaintext found in {}",
+            path.display()
+        );
+    }
+}
+
+/// A store whose puts wait for a permit, so a test can hold a request in flight.
+#[derive(Debug)]
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    gate: Arc<Semaphore>,
+    entered: Arc<Notify>,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
+        self.entered.notify_one();
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Internal("closed".into()))?;
+        self.inner.put(request).await
+    }
+    async fn get(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
+        self.inner.get(key, now).await
+    }
+    async fn delete(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
+        self.inner.delete(key, now).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.purge_expired(now).await
+    }
+    async fn idempotency_claim(
+        &self,
+        key: &IdempotencyKey,
+        now: i64,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        self.inner.idempotency_claim(key, now).await
+    }
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyKey,
+        answer: KeptAnswer,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.idempotency_complete(key, answer, now).await
+    }
+    async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        self.inner.idempotency_release(key).await
+    }
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.meta_get(name).await
+    }
+    async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.meta_put(name, value).await
+    }
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.inner.check_ready().await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_one_runs_the_other_gets_409() {
+    let gate = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(Notify::new());
+    let app = Arc::new(
+        app()
+            .wrap_store({
+                let gate = gate.clone();
+                let entered = entered.clone();
+                move |inner| {
+                    Arc::new(GatedStore {
+                        inner,
+                        gate,
+                        entered,
+                    })
+                }
+            })
+            .build()
+            .await,
+    );
+    let params = format!("name=n&payload=p&{ACCOUNT}");
+    let first = tokio::spawn({
+        let app = app.clone();
+        let params = params.clone();
+        async move { set_with_key(&app, "race", &params).await }
+    });
+    // The first request holds the key once it is parked at the gate, inside its write.
+    entered.notified().await;
+    let second = set_with_key(&app, "race", &params).await;
+    second.assert_error(409, "idempotency_error", Some("idempotency_key_in_use"));
+    gate.add_permits(10);
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200);
+    let third = set_with_key(&app, "race", &params).await;
+    assert_eq!(third.headers["idempotent-replayed"], "true");
+    assert_eq!(third.json, first.json);
+}

@@ -1,0 +1,10 @@
+//! In-process tests of the whole HTTP service: the real router over a real SQLite store in a
+//! temporary directory, with a clock the tests move. One binary, one module per concern.
+
+mod common;
+mod errors;
+mod expiry;
+mod idempotency;
+mod model;
+mod operations;
+mod secrecy;

@@ -1,0 +1,95 @@
+//! The command line: every flag has a `SECRETSTORE_*` environment twin, and `--help` explains
+//! each one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "secretstore",
+    version,
+    about = "A self-hosted Secret Store that speaks Stripe's /v1/apps/secrets API.",
+    long_about = "A self-hosted, multi-tenant Secret Store that speaks Stripe's Secret Store API \
+                  (/v1/apps/secrets), so Stripe's official SDKs work against it with only their \
+                  base URL changed. Secrets are encrypted at rest under a root key that never \
+                  enters the database."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Root key: --root-key-file PATH, or the key itself (64 hex digits or \
+base64) in the environment variable SECRETSTORE_ROOT_KEY (never a flag, so it stays out of the \
+process list). With --dev and neither, a key is generated into DATA/root.key on first start.\n\n\
+On start the server prints one line, `secretstore listening on http://ADDR`, on standard output; \
+logs go to standard error."
+)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port; the chosen address is printed.
+    #[arg(long, env = "SECRETSTORE_LISTEN", default_value = "127.0.0.1:12111")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded database (created with mode 0700 if missing).
+    #[arg(long, env = "SECRETSTORE_DATA", default_value = "./secretstore-data")]
+    pub data: PathBuf,
+
+    /// Development mode: no provisioning. Any well-formed key is accepted and the text after
+    /// its mode prefix names the app (sk_test_abc and sk_live_abc are app "abc" in test and
+    /// live mode); any acct_... in Stripe-Account is accepted. A root key is generated into the
+    /// data directory if none is given. Never use it for real secrets.
+    #[arg(long, env = "SECRETSTORE_DEV")]
+    pub dev: bool,
+
+    /// File holding the 256-bit root key (64 hex digits or base64). Refused if group or others
+    /// can read it.
+    #[arg(long, env = "SECRETSTORE_ROOT_KEY_FILE", value_name = "PATH")]
+    pub root_key_file: Option<PathBuf>,
+
+    /// Most live secrets one scope (an account scope, or one user's scope) may hold.
+    #[arg(long, env = "SECRETSTORE_MAX_SECRETS_PER_SCOPE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_secrets_per_scope: u32,
+
+    /// Seconds between sweeps that delete expired secrets from storage.
+    #[arg(long, env = "SECRETSTORE_SWEEP_INTERVAL", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sweep_interval: u64,
+
+    /// Largest request body accepted, in bytes; larger ones are answered 413. The default
+    /// admits the largest valid request (three 5,000-character fields of 4-byte characters,
+    /// percent-encoded).
+    #[arg(long, env = "SECRETSTORE_MAX_BODY_BYTES", default_value_t = secretstore_api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Reader threads for the embedded database.
+    #[arg(long, env = "SECRETSTORE_READERS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub readers: u16,
+
+    /// Log format.
+    #[arg(long, env = "SECRETSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "secretstore=debug").
+    #[arg(long, env = "SECRETSTORE_LOG", default_value = "info")]
+    pub log: String,
+}
