@@ -1,0 +1,9 @@
+//! End-to-end tests of the real `secretstore` binary: started on a free port over a fresh data
+//! directory, driven over HTTP, stopped with SIGTERM or killed with SIGKILL, restarted, and its
+//! files inspected. One binary, one module per concern.
+
+mod server;
+
+mod durability;
+mod startup;
+mod tampering;

@@ -1,0 +1,210 @@
+//! Start-up refuses what it must, with a message a person can act on, and the running server's
+//! logs carry what an operator needs and nothing secret.
+
+use std::process::Stdio;
+
+use crate::server::{client, set, Site, BIN};
+
+fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
+    let output = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn wrong_root_key_is_refused_at_start_up() {
+    let mut site = Site::new();
+    let mut server = site.start(&[]);
+    let (status, _) = set(
+        &client(),
+        &server.url,
+        "sk_test_a",
+        &[("name", "n"), ("payload", "p"), ("scope[type]", "account")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    server.terminate();
+
+    let mut other = site.command(&[]);
+    other.env("SECRETSTORE_ROOT_KEY", "ab".repeat(32));
+    let (ok, text) = run_to_exit(other);
+    assert!(!ok);
+    assert!(
+        text.contains("root key") && text.contains("different"),
+        "{text}"
+    );
+    assert!(!text.contains(&"ab".repeat(32)), "the key is never printed");
+    // The right key still works.
+    site.start(&[]);
+}
+
+#[tokio::test]
+async fn root_key_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let key_file = site.dir.path().join("root.key");
+    std::fs::write(&key_file, "cd".repeat(32)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = site.command(&["--root-key-file", key_file.to_str().unwrap()]);
+    command.env_remove("SECRETSTORE_ROOT_KEY");
+    let (ok, text) = run_to_exit(command);
+    assert!(!ok);
+    assert!(text.contains("chmod 600"), "{text}");
+}
+
+#[tokio::test]
+async fn dev_mode_generates_a_private_root_key_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut site = Site::new();
+    let mut command = site.command(&[]);
+    command.env_remove("SECRETSTORE_ROOT_KEY");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let key = site.data().join("root.key");
+    for _ in 0..200 {
+        if key.exists() && std::fs::metadata(&key).unwrap().len() > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let data_mode = std::fs::metadata(site.data()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(data_mode, 0o700);
+    let before = std::fs::read(&key).unwrap();
+    site.root_key.clear();
+    let mut again = site.command(&[]);
+    again.env_remove("SECRETSTORE_ROOT_KEY");
+    let mut child = again
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key is kept, not regenerated"
+    );
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_is_refused() {
+    let mut site = Site::new();
+    let _first = site.start(&[]);
+    let (ok, text) = run_to_exit(site.command(&[]));
+    assert!(!ok);
+    assert!(text.contains("in use"), "{text}");
+}
+
+#[tokio::test]
+async fn without_dev_mode_it_explains_how_to_start() {
+    let site = Site::new();
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(site.data())
+        .env("SECRETSTORE_ROOT_KEY", &site.root_key)
+        .env_remove("SECRETSTORE_DEV");
+    let (ok, text) = run_to_exit(command);
+    assert!(!ok);
+    assert!(text.contains("--dev"), "{text}");
+}
+
+#[test]
+fn help_documents_every_flag_and_its_environment_twin() {
+    let output = std::process::Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (flag, env) in [
+        ("--listen", "SECRETSTORE_LISTEN"),
+        ("--data", "SECRETSTORE_DATA"),
+        ("--dev", "SECRETSTORE_DEV"),
+        ("--root-key-file", "SECRETSTORE_ROOT_KEY_FILE"),
+        (
+            "--max-secrets-per-scope",
+            "SECRETSTORE_MAX_SECRETS_PER_SCOPE",
+        ),
+        ("--sweep-interval", "SECRETSTORE_SWEEP_INTERVAL"),
+        ("--max-body-bytes", "SECRETSTORE_MAX_BODY_BYTES"),
+        ("--log-format", "SECRETSTORE_LOG_FORMAT"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing from:\n{help}"
+        );
+    }
+    assert!(help.contains("SECRETSTORE_ROOT_KEY "), "{help}");
+}
+
+#[tokio::test]
+async fn json_logs_carry_request_facts_and_never_a_payload_or_whole_key() {
+    let mut site = Site::new();
+    let mut server = site.start(&["--log-format", "json"]);
+    let key = "sk_test_logcheck0123456789secretpart";
+    let payload = "log-check-payload-5e8d2b";
+    let http = client();
+    let (status, _) = set(
+        &http,
+        &server.url,
+        key,
+        &[
+            ("name", "n"),
+            ("payload", payload),
+            ("scope[type]", "account"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let bad = http
+        .get(format!(
+            "{}/v1/apps/secrets/find?name=n&scope[type]=account&payload={payload}",
+            server.url
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body = bad.text().await.unwrap();
+    assert!(!body.contains(payload));
+    server.terminate();
+    let log = server.log_text();
+    assert!(!log.contains(payload), "payload in the log:\n{log}");
+    assert!(
+        !log.contains("logcheck0123456789secretpart"),
+        "key in the log:\n{log}"
+    );
+    let requests: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .filter(|v: &serde_json::Value| v.get("request_id").is_some())
+        .collect();
+    assert!(requests.len() >= 2, "{log}");
+    for entry in &requests {
+        for field in ["request_id", "method", "path", "status", "latency_ms"] {
+            assert!(entry.get(field).is_some(), "{field} missing: {entry}");
+        }
+    }
+}
