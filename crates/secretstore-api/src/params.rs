@@ -49,6 +49,12 @@ pub enum Parsed {
     List { request: ListRequest, reveal: bool },
 }
 
+/// `scope[type]` and `scope[user]` as given, before they are checked.
+struct ScopeGiven {
+    kind: Option<String>,
+    user: Option<String>,
+}
+
 /// Removes parameters from the form as they are recognised; whatever is left is unknown.
 struct Taker {
     root: BTreeMap<String, Node>,
@@ -72,7 +78,7 @@ impl Taker {
     }
 
     /// `scope[type]` and `scope[user]`, as given.
-    fn scope(&mut self) -> Result<Option<(Option<String>, Option<String>)>, ApiError> {
+    fn scope(&mut self) -> Result<Option<ScopeGiven>, ApiError> {
         match self.root.remove("scope") {
             None => Ok(None),
             Some(Node::Map(mut map)) => {
@@ -81,7 +87,7 @@ impl Taker {
                 if let Some(extra) = map.keys().next() {
                     return Err(ApiError::unknown(&format!("scope[{extra}]")));
                 }
-                Ok(Some((kind, user)))
+                Ok(Some(ScopeGiven { kind, user }))
             }
             Some(_) => Err(ApiError::invalid(
                 "parameter_invalid",
@@ -166,8 +172,8 @@ fn check_length(value: &str, param: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_scope(given: Option<(Option<String>, Option<String>)>) -> Result<Scope, ApiError> {
-    let (kind, user) = given.ok_or_else(|| ApiError::missing("scope"))?;
+fn parse_scope(given: Option<ScopeGiven>) -> Result<Scope, ApiError> {
+    let ScopeGiven { kind, user } = given.ok_or_else(|| ApiError::missing("scope"))?;
     let kind = required(kind, "scope[type]")?;
     match kind.as_str() {
         "account" => match user {

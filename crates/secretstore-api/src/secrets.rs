@@ -285,15 +285,19 @@ async fn idempotent(
         .await
         .map_err(|e| core_error(e, request_id))?
     {
-        IdempotencyClaim::InFlight => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorType::IdempotencyError,
-            Some("idempotency_key_in_use"),
-            format!(
-                "There is currently another in-progress request using this idempotency key \
-                 ('{key}'). Retry after it completes."
-            ),
-        )),
+        IdempotencyClaim::InFlight => {
+            let mut err = ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::IdempotencyError,
+                Some("idempotency_key_in_use"),
+                format!(
+                    "There is currently another in-progress request using this idempotency key \
+                     ('{key}'). Retry after it completes."
+                ),
+            );
+            err.should_retry = Some(true);
+            Err(err)
+        }
         IdempotencyClaim::Kept(answer) => {
             if answer.fingerprint != fingerprint {
                 return Err(ApiError::new(

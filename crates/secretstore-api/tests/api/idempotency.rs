@@ -42,7 +42,7 @@ async fn same_key_same_parameters_replays_the_first_answer() {
         crate::common::START + 99
     ))
     .await;
-    let replay = set_with_key(&app, "k1", &format!("scope[type]=account&payload=p&name=n")).await;
+    let replay = set_with_key(&app, "k1", "scope[type]=account&payload=p&name=n").await;
     assert_eq!(replay.status, 200);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     assert_eq!(replay.json, first.json);
@@ -276,6 +276,7 @@ async fn concurrent_requests_with_one_key_one_runs_the_other_gets_409() {
     entered.notified().await;
     let second = set_with_key(&app, "race", &params).await;
     second.assert_error(409, "idempotency_error", Some("idempotency_key_in_use"));
+    assert_eq!(second.headers["stripe-should-retry"], "true");
     gate.add_permits(10);
     let first = first.await.unwrap();
     assert_eq!(first.status, 200);

@@ -82,7 +82,7 @@ impl Model {
             .filter(|((s, _), e)| *s == scope && e.expires_at.is_none_or(|at| at > self.now))
             .map(|(_, e)| e)
             .collect();
-        live.sort_by(|a, b| b.seq.cmp(&a.seq));
+        live.sort_by_key(|e| std::cmp::Reverse(e.seq));
         live
     }
 }

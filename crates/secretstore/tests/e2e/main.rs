@@ -2,6 +2,9 @@
 //! directory, driven over HTTP, stopped with SIGTERM or killed with SIGKILL, restarted, and its
 //! files inspected. One binary, one module per concern.
 
+// Tests fail loudly: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
 mod server;
 
 mod durability;
