@@ -34,6 +34,8 @@ pub struct ApiError {
     /// Sets `Stripe-Should-Retry`: true for failures a retry may cure (storage unavailable),
     /// false for ones it cannot.
     pub should_retry: Option<bool>,
+    /// Sets `Retry-After` (seconds).
+    pub retry_after: Option<HeaderValue>,
 }
 
 #[derive(Serialize)]
@@ -66,6 +68,7 @@ impl ApiError {
             message,
             param: None,
             should_retry: None,
+            retry_after: None,
         }
     }
 
@@ -289,6 +292,11 @@ impl IntoResponse for ApiError {
                 "stripe-should-retry",
                 HeaderValue::from_static(if retry { "true" } else { "false" }),
             );
+        }
+        if let Some(after) = &self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, after.clone());
         }
         response.extensions_mut().insert(self);
         response

@@ -8,6 +8,7 @@ pub mod error;
 pub mod form;
 pub mod middleware;
 pub mod params;
+pub mod rate_limit;
 pub mod render;
 mod secrets;
 
@@ -25,6 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Authenticator, DevAuthenticator};
 pub use error::ApiError;
+pub use rate_limit::RateLimit;
 
 /// The largest valid request is three 5,000-character fields of 4-byte characters, each byte
 /// percent-encoded (12 bytes a character): 180,000 bytes plus names and brackets.
@@ -50,6 +52,8 @@ pub struct AppState {
     pub service: SecretService,
     pub auth: Arc<dyn Authenticator>,
     pub config: ApiConfig,
+    /// Requests a second per credential; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -189,6 +189,9 @@ async fn pipeline(
         .auth
         .authenticate(&key, account.as_deref())
         .map_err(auth_error)?;
+    if let Some(limit) = &state.rate_limit {
+        limit.check(&principal.credential)?;
+    }
     let allowed = if operation.writes() {
         principal.can_write
     } else {

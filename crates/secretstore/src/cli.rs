@@ -80,6 +80,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_MAX_BODY_BYTES", default_value_t = secretstore_api::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Requests a second each API key may make (bursts of as many); over it, requests are
+    /// answered 429 rate_limit with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "SECRETSTORE_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
     /// Reader threads for the embedded database.
     #[arg(long, env = "SECRETSTORE_READERS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]

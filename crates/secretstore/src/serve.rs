@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use secretstore_api::{router, ApiConfig, AppState, DevAuthenticator};
+use secretstore_api::{router, ApiConfig, AppState, DevAuthenticator, RateLimit};
 use secretstore_core::{Limits, SecretService, Store, SystemClock};
 use secretstore_crypto::{EnvRootKey, Envelope, FileRootKey, RootKey, RootKeySource};
 use secretstore_sqlite::{SqliteOptions, SqliteStore};
@@ -141,8 +141,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     announce(addr, &args);
 
+    let rate_limit = std::num::NonZeroU32::new(args.rate_limit).map(RateLimit::per_second);
     let sweeper = tokio::spawn(sweep(
         service.clone(),
+        rate_limit.clone(),
         Duration::from_secs(args.sweep_interval),
     ));
     let state = AppState {
@@ -151,6 +153,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config: ApiConfig {
             max_body_bytes: args.max_body_bytes,
         },
+        rate_limit,
     };
     secretstore_api::serve(listener, router(state), shutdown_signal())
         .await
@@ -189,9 +192,10 @@ fn announce(addr: SocketAddr, args: &ServeArgs) {
     let _ = out.flush();
 }
 
-/// Deletes expired secrets from storage on a fixed interval. They are already invisible to
-/// every request from the second they expire; the sweep reclaims the space.
-async fn sweep(service: SecretService, every: Duration) {
+/// Deletes expired secrets from storage on a fixed interval (they are already invisible to every
+/// request from the second they expire; the sweep reclaims the space), and lets the rate
+/// limiter forget idle keys.
+async fn sweep(service: SecretService, rate_limit: Option<RateLimit>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -200,6 +204,9 @@ async fn sweep(service: SecretService, every: Duration) {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "swept expired secrets"),
             Err(err) => tracing::warn!(error = %err, "sweeping expired secrets failed"),
+        }
+        if let Some(limit) = &rate_limit {
+            limit.forget_idle();
         }
     }
 }

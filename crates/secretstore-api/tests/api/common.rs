@@ -64,11 +64,18 @@ pub struct Builder {
     limits: Limits,
     config: ApiConfig,
     store: Option<Arc<dyn Store>>,
+    rate_limit: Option<secretstore_api::RateLimit>,
 }
 
 impl Builder {
     pub fn max_per_scope(mut self, max: u32) -> Self {
         self.limits.max_secrets_per_scope = max;
+        self
+    }
+
+    pub fn rate_limit(mut self, per_second: u32) -> Self {
+        self.rate_limit =
+            std::num::NonZeroU32::new(per_second).map(secretstore_api::RateLimit::per_second);
         self
     }
 
@@ -105,6 +112,7 @@ impl Builder {
             service: service.clone(),
             auth: Arc::new(DevAuthenticator),
             config: self.config,
+            rate_limit: self.rate_limit,
         };
         TestApp {
             router: router(state),
@@ -121,6 +129,7 @@ pub fn app() -> Builder {
         limits: Limits::default(),
         config: ApiConfig::default(),
         store: None,
+        rate_limit: None,
     }
 }
 

@@ -381,3 +381,35 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
 fn rusqlite_open(dir: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("secretstore.db")).unwrap()
 }
+
+#[tokio::test]
+async fn too_many_requests_from_one_key_is_429_with_retry_headers() {
+    // 2 a second with bursts of 2: the first two pass; of the next 20, sent at once, the bucket
+    // refills at most a token per 500 ms, so most are refused.
+    let app = app().rate_limit(2).build().await;
+    for _ in 0..2 {
+        assert_eq!(app.list(ACCOUNT).await.status, 200);
+    }
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        answers.push(app.list(ACCOUNT).await);
+    }
+    let limited = answers
+        .into_iter()
+        .find(|a| a.status == 429)
+        .expect("a 429");
+    limited.assert_error(429, "invalid_request_error", Some("rate_limit"));
+    assert_eq!(limited.headers["stripe-should-retry"], "true");
+    assert_eq!(limited.headers["retry-after"], "1");
+    // Another credential has its own budget.
+    let other = app
+        .call_as(
+            "sk_test_other",
+            &[],
+            Method::GET,
+            "/v1/apps/secrets",
+            ACCOUNT,
+        )
+        .await;
+    assert_eq!(other.status, 200);
+}

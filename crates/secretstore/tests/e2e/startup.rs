@@ -148,6 +148,7 @@ fn help_documents_every_flag_and_its_environment_twin() {
         ("--sweep-interval", "SECRETSTORE_SWEEP_INTERVAL"),
         ("--max-body-bytes", "SECRETSTORE_MAX_BODY_BYTES"),
         ("--log-format", "SECRETSTORE_LOG_FORMAT"),
+        ("--rate-limit", "SECRETSTORE_RATE_LIMIT"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

@@ -1,0 +1,127 @@
+//! The data directory: created private (mode 0700) when missing, its files created readable by
+//! the owner only (0600), and held by one process at a time through an exclusive `flock` on its
+//! `LOCK` file. The lock matters beyond tidiness: idempotency claims in flight live in this
+//! process's memory, so a second server on the same files could run a request twice.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use secretstore_core::StoreError;
+
+/// Name of the database file inside the data directory (SQLite adds `-wal` and `-shm`).
+pub const DATABASE_FILE: &str = "secretstore.db";
+
+/// Name of the file whose `flock` marks the directory as taken.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Owner read and write only: sealed secrets are still nobody else's business.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// The exclusive hold on a data directory; released when dropped (or when the process dies,
+/// which is why `flock` and not a pid file).
+#[derive(Debug)]
+pub struct DirLock {
+    // Kept open only for its lock.
+    _file: File,
+}
+
+/// Creates the directory if needed, takes its lock and makes sure the database file exists with
+/// owner-only permissions. Returns the lock and the database path.
+pub fn prepare(dir: &Path) -> Result<(DirLock, PathBuf), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| io_failure(format!("cannot create data directory {}", dir.display()), e))?;
+    let lock = lock(dir)?;
+    let database = dir.join(DATABASE_FILE);
+    // SQLite would create the file with the process umask (often 0644); creating it first makes
+    // it 0600, and SQLite gives its -wal and -shm files the database file's permissions.
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(&database)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io_failure(
+                format!("cannot create database file {}", database.display()),
+                e,
+            ))
+        }
+    }
+    Ok((lock, database))
+}
+
+fn lock(dir: &Path) -> Result<DirLock, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(|e| io_failure(format!("cannot open lock file {}", path.display()), e))?;
+    match try_lock_exclusive(&file) {
+        Ok(true) => {}
+        Ok(false) => {
+            let holder = read_holder(&mut file)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            return Err(StoreError::Unavailable(format!(
+                "data directory {} is in use by another secretstore process{holder}",
+                dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(io_failure(
+                format!("cannot lock data directory {}", dir.display()),
+                e,
+            ))
+        }
+    }
+    // The pid is only a courtesy for the message above; the lock is what counts, so failing to
+    // write it is not an error.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(file, "{}", std::process::id()));
+    Ok(DirLock { _file: file })
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds it. A
+/// second `open` in this same process counts as another holder, which the tests rely on.
+#[allow(unsafe_code)]
+fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    loop {
+        // SAFETY: `flock` reads no memory of ours; the descriptor is valid while `file` lives.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(code) if code == libc::EWOULDBLOCK => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+fn read_holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+fn io_failure(what: String, err: io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {err}"))
+}

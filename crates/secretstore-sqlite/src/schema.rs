@@ -1,0 +1,97 @@
+//! The schema and its migrations. Each migration is one SQL script; the database records how
+//! many it has applied in `PRAGMA user_version`, so opening applies only the missing ones, all
+//! in one transaction, and a database written by a newer binary is refused instead of misread.
+//!
+//! Append new migrations; never edit one that has shipped.
+
+use rusqlite::{Connection, TransactionBehavior};
+use secretstore_core::StoreError;
+
+use crate::errors::sql_failure;
+
+/// Every migration, in order; `user_version` = how many of them the database has.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: secrets, idempotency records, store metadata.
+    //
+    // `seq` is the order of creation (AUTOINCREMENT so a deleted newest row's number is never
+    // given again); a replace keeps the row and so its place in lists. `scope_user` is '' for the
+    // account scope so the uniqueness constraint treats it as a value (NULLs never collide).
+    // Column names `id`, `name` and `sealed` are relied upon by an end-to-end test.
+    "CREATE TABLE secrets (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        livemode INTEGER NOT NULL CHECK (livemode IN (0, 1)),
+        scope_type TEXT NOT NULL CHECK (scope_type IN ('account', 'user')),
+        scope_user TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires_at INTEGER NULL,
+        sealed BLOB NOT NULL,
+        UNIQUE (app, account, livemode, scope_type, scope_user, name)
+    );
+    -- Serves list (one scope, by seq) and the live count of a scope.
+    CREATE INDEX secrets_by_scope
+        ON secrets (app, account, livemode, scope_type, scope_user, seq);
+    -- Serves the expiry sweep.
+    CREATE INDEX secrets_by_expiry ON secrets (expires_at) WHERE expires_at IS NOT NULL;
+
+    CREATE TABLE idempotency (
+        credential BLOB NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        status INTEGER NOT NULL,
+        sealed_body BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (credential, key)
+    );
+    -- Serves the sweep of records past their time to live.
+    CREATE INDEX idempotency_by_created ON idempotency (created);
+
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value BLOB
+    );",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to `SCHEMA_VERSION`, or refuses one that is newer.
+pub fn migrate(conn: &mut Connection, path_for_messages: &str) -> Result<(), StoreError> {
+    // IMMEDIATE takes the write lock before reading the version, so two processes could never
+    // both decide to apply the same migration (the directory lock already prevents that).
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_failure(&e))?;
+    let version: u32 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| sql_failure(&e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Internal(format!(
+            "the database {path_for_messages} has schema version {version}, newer than the \
+             {SCHEMA_VERSION} this secretstore knows: it was written by a newer secretstore; \
+             run that version (or newer) on it"
+        )));
+    }
+    for (index, script) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(script)
+            .map_err(|e| match sql_failure(&e) {
+                // A full disk is worth retrying; a script that fails on this database is not.
+                StoreError::Unavailable(why) => StoreError::Unavailable(why),
+                _ => StoreError::Internal(format!("schema migration {} failed: {e}", index + 1)),
+            })?;
+    }
+    if version < SCHEMA_VERSION {
+        // PRAGMA takes no bound parameters; the value is our own constant.
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(|e| sql_failure(&e))?;
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrated database schema"
+        );
+    }
+    tx.commit().map_err(|e| sql_failure(&e))
+}

@@ -1,0 +1,113 @@
+//! Tests that need the store's insides: the write connection's own settings, which no other
+//! connection can see, and the writer's recovery from a full disk (simulated with
+//! `max_page_count`, which SQLite reports exactly as SQLITE_FULL).
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use secretstore_core::{Scope, SecretId, Store, StoreError};
+use secretstore_store_tests::fixtures::{home, key, put_bytes, NOW};
+
+use crate::writer::WriteJob;
+use crate::{SqliteOptions, SqliteStore};
+
+impl SqliteStore {
+    /// Runs `run` on the write connection, inside a batch like any write.
+    async fn inspect(
+        &self,
+        run: impl FnOnce(&Connection) -> rusqlite::Result<String> + Send + 'static,
+    ) -> Result<String, StoreError> {
+        self.write(|reply| WriteJob::Inspect {
+            run: Box::new(run),
+            reply,
+        })
+        .await
+    }
+}
+
+fn pragma(name: &'static str) -> impl FnOnce(&Connection) -> rusqlite::Result<String> {
+    move |conn| {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| {
+            row.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|value| match value {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(text) => text,
+            other => format!("{other:?}"),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_write_connection_uses_wal_full_sync_and_foreign_keys() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    assert_eq!(
+        store.inspect(pragma("journal_mode")).await.expect("pragma"),
+        "wal"
+    );
+    assert_eq!(
+        store.inspect(pragma("synchronous")).await.expect("pragma"),
+        "2",
+        "synchronous = FULL"
+    );
+    assert_eq!(
+        store.inspect(pragma("foreign_keys")).await.expect("pragma"),
+        "1"
+    );
+    assert_ne!(
+        store.inspect(pragma("busy_timeout")).await.expect("pragma"),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_unavailable_and_writes_resume_when_space_returns() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open"));
+    let ns = home();
+    let small = key(&ns, &Scope::Account, "small");
+    store
+        .put(put_bytes(&small, NOW, vec![1; 100]))
+        .await
+        .expect("put before the disk fills");
+
+    // The database may not grow any more: the next large write hits "disk full".
+    let pages = store
+        .inspect(|conn| {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n.to_string())
+        })
+        .await
+        .expect("limit the size");
+    assert!(!pages.is_empty());
+    let big = key(&ns, &Scope::Account, "big");
+    match store.put(put_bytes(&big, NOW, vec![2; 256 * 1024])).await {
+        Err(StoreError::Unavailable(why)) => assert_eq!(why, "disk full"),
+        other => panic!("expected Unavailable(\"disk full\"), got {other:?}"),
+    }
+    assert_eq!(
+        store.get(&big, NOW).await.expect("get"),
+        None,
+        "nothing half-written"
+    );
+    assert!(
+        store.get(&small, NOW).await.expect("get").is_some(),
+        "reads still work"
+    );
+
+    // Space returns: the same writer takes the same write, no restart.
+    store
+        .inspect(pragma("max_page_count = 1073741823"))
+        .await
+        .expect("lift the limit");
+    let stored = store
+        .put(put_bytes(&big, NOW, vec![2; 256 * 1024]))
+        .await
+        .expect("put after space returned");
+    assert_eq!(stored.sealed.len(), 256 * 1024);
+    assert_ne!(stored.id, SecretId::generate());
+}

@@ -1,0 +1,624 @@
+//! What is particular to the SQLite store, beyond the conformance suite: data surviving a
+//! restart, the data directory's lock and permissions, schema versions, group commit actually
+//! batching (with failing jobs inside a batch), and damaged rows reported, not panicked on.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secretstore_core::{
+    IdempotencyClaim, IdempotencyKey, KeptAnswer, ListQuery, Mode, Namespace, PutRequest, Scope,
+    SealedSecret, SecretId, Store, StoreError,
+};
+use secretstore_sqlite::{SqliteOptions, SqliteStore, DATABASE_FILE, LOCK_FILE, SCHEMA_VERSION};
+use secretstore_store_tests::fixtures::{
+    failing_put, home, key, namespace, put_ok, put_request, query, user, NOW, ROOMY,
+};
+
+fn open(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir, SqliteOptions::default()).expect("open")
+}
+
+fn open_with(dir: &Path, options: SqliteOptions) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(dir, options).expect("open"))
+}
+
+async fn list_ids(store: &dyn Store, ns: &Namespace, scope: &Scope) -> Vec<SecretId> {
+    store
+        .list(&ListQuery {
+            namespace: ns.clone(),
+            scope: scope.clone(),
+            limit: 100,
+            cursor: None,
+            now: NOW,
+        })
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+/// Writes a known state: a (expiring), b (replaced), c (deleted), a meta value and a kept
+/// idempotent answer. Returns a and b as stored.
+async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret, KeptAnswer) {
+    let ns = home();
+    let a = put_ok(
+        &store,
+        &key(&ns, &Scope::Account, "a"),
+        NOW,
+        Some(NOW + 100),
+        ROOMY,
+        "a",
+    )
+    .await;
+    put_ok(
+        &store,
+        &key(&ns, &Scope::Account, "b"),
+        NOW,
+        None,
+        ROOMY,
+        "b1",
+    )
+    .await;
+    put_ok(
+        &store,
+        &key(&ns, &Scope::Account, "c"),
+        NOW,
+        None,
+        ROOMY,
+        "c",
+    )
+    .await;
+    let b = put_ok(
+        &store,
+        &key(&ns, &Scope::Account, "b"),
+        NOW + 1,
+        None,
+        ROOMY,
+        "b2",
+    )
+    .await;
+    store
+        .delete(&key(&ns, &Scope::Account, "c"), NOW + 1)
+        .await
+        .expect("delete")
+        .expect("c existed");
+    store.meta_put("check", vec![1, 2, 3]).await.expect("meta");
+    let ik = IdempotencyKey::new(b"sk_test_x", "k1");
+    assert_eq!(
+        store.idempotency_claim(&ik, NOW).await.expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    let answer = KeptAnswer {
+        fingerprint: [3; 32],
+        status: 200,
+        sealed_body: b"sealed".to_vec(),
+        created: NOW,
+    };
+    store
+        .idempotency_complete(&ik, answer.clone(), NOW)
+        .await
+        .expect("complete");
+    (a, b, answer)
+}
+
+async fn check_known_state(
+    store: Arc<dyn Store>,
+    a: &SealedSecret,
+    b: &SealedSecret,
+    answer: &KeptAnswer,
+) {
+    let ns = home();
+    assert_eq!(store.get(&a.key, NOW).await.expect("get"), Some(a.clone()));
+    assert_eq!(
+        store.get(&b.key, NOW + 1).await.expect("get"),
+        Some(b.clone())
+    );
+    assert_eq!(
+        store
+            .get(&key(&ns, &Scope::Account, "c"), NOW)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        list_ids(&*store, &ns, &Scope::Account).await,
+        vec![b.id.clone(), a.id.clone()]
+    );
+    assert_eq!(
+        store.meta_get("check").await.expect("meta"),
+        Some(vec![1, 2, 3])
+    );
+    let ik = IdempotencyKey::new(b"sk_test_x", "k1");
+    assert_eq!(
+        store.idempotency_claim(&ik, NOW + 1).await.expect("claim"),
+        IdempotencyClaim::Kept(answer.clone())
+    );
+    // New secrets still go to the top after a restart.
+    let d = put_ok(
+        &store,
+        &key(&ns, &Scope::Account, "d"),
+        NOW + 2,
+        None,
+        ROOMY,
+        "d",
+    )
+    .await;
+    assert_eq!(
+        list_ids(&*store, &ns, &Scope::Account).await,
+        vec![d.id, b.id.clone(), a.id.clone()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_survives_close_and_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    let (a, b, answer) = write_known_state(Arc::clone(&store)).await;
+    store.close().await.expect("close");
+    drop(store);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    check_known_state(store, &a, &b, &answer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_survives_drop_and_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    let (a, b, answer) = write_known_state(Arc::clone(&store)).await;
+    // No close: dropping must release the directory for an immediate reopen.
+    drop(store);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    check_known_state(store, &a, &b, &answer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_open_of_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let first = open(tmp.path());
+    match SqliteStore::open(tmp.path(), SqliteOptions::default()) {
+        Err(StoreError::Unavailable(why)) => {
+            let expected = format!(
+                "data directory {} is in use by another secretstore process",
+                tmp.path().display()
+            );
+            assert!(why.starts_with(&expected), "{why}");
+            assert!(
+                why.contains(&format!("pid {}", std::process::id())),
+                "{why}"
+            );
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    first.close().await.expect("close");
+    // Closed but not yet dropped: the lock is held until the store is dropped.
+    assert!(SqliteStore::open(tmp.path(), SqliteOptions::default()).is_err());
+    drop(first);
+    let again = open(tmp.path());
+    again.check_ready().await.expect("ready");
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_directory_and_its_files_are_private() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("nested").join("data");
+    let store = open(&dir);
+    store
+        .put(put_request(
+            &key(&home(), &Scope::Account, "x"),
+            NOW,
+            None,
+            ROOMY,
+            "x",
+        ))
+        .await
+        .expect("put");
+    assert_eq!(mode_of(&dir), 0o700, "data directory");
+    for file in [
+        DATABASE_FILE.to_owned(),
+        format!("{DATABASE_FILE}-wal"),
+        format!("{DATABASE_FILE}-shm"),
+        LOCK_FILE.to_owned(),
+    ] {
+        assert_eq!(mode_of(&dir.join(&file)), 0o600, "{file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_are_recorded_in_user_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    store.close().await.expect("close");
+    drop(store);
+    let db = rusqlite::Connection::open(tmp.path().join(DATABASE_FILE)).expect("sqlite");
+    let version: u32 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, SCHEMA_VERSION);
+    let journal: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(journal, "wal", "WAL is a property of the database file");
+    let columns: Vec<String> = {
+        let mut stmt = db
+            .prepare("SELECT name FROM pragma_table_info('secrets')")
+            .expect("prepare");
+        let names = stmt.query_map([], |r| r.get(0)).expect("query");
+        names.collect::<Result<_, _>>().expect("columns")
+    };
+    for expected in [
+        "seq",
+        "id",
+        "app",
+        "account",
+        "livemode",
+        "scope_type",
+        "scope_user",
+        "name",
+        "created",
+        "expires_at",
+        "sealed",
+    ] {
+        assert!(
+            columns.iter().any(|c| c == expected),
+            "secrets.{expected} missing: {columns:?}"
+        );
+    }
+    drop(db);
+    // Reopening an up-to-date database applies nothing and keeps the version.
+    let store = open(tmp.path());
+    store.check_ready().await.expect("ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_from_a_newer_secretstore_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    drop(open(tmp.path()));
+    let db = rusqlite::Connection::open(tmp.path().join(DATABASE_FILE)).expect("sqlite");
+    db.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+        .expect("set version");
+    drop(db);
+    match SqliteStore::open(tmp.path(), SqliteOptions::default()) {
+        Err(StoreError::Internal(why)) => {
+            assert!(why.contains("newer"), "{why}");
+            assert!(
+                why.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+                "{why}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Holds the writer inside a put's seal until `release` is called, so that jobs sent meanwhile
+/// queue up and go into the next batch together.
+struct Gate {
+    go: std::sync::mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<Result<SealedSecret, StoreError>>,
+}
+
+impl Gate {
+    async fn close(store: &Arc<SqliteStore>) -> Gate {
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let mut request = put_request(
+            &key(&home(), &user("usr_gate"), "gate"),
+            NOW,
+            None,
+            ROOMY,
+            "g",
+        );
+        request.seal = Box::new(move |id: &SecretId| {
+            let _ = started_tx.send(());
+            let _ = wait.recv();
+            Ok(id.as_str().as_bytes().to_vec())
+        });
+        let task = {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.put(request).await })
+        };
+        started.await.expect("the writer reached the gate");
+        Gate { go, task }
+    }
+
+    async fn release(self) {
+        self.go.send(()).expect("gate still waiting");
+        self.task.await.expect("task").expect("gated put");
+    }
+}
+
+/// Waits until `count` writes are queued behind the gate.
+async fn until_queued(store: &SqliteStore, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().queued_writes < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} writes queued",
+            store.stats().queued_writes
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_batches_concurrent_puts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open_with(tmp.path(), SqliteOptions::default());
+    let before = store.stats();
+    let gate = Gate::close(&store).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..199 {
+        let store = Arc::clone(&store);
+        let k = key(&home(), &Scope::Account, &format!("batched-{n}"));
+        tasks.spawn(async move { store.put(put_request(&k, NOW, None, ROOMY, "b")).await });
+    }
+    until_queued(&store, 199).await;
+    gate.release().await;
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task").expect("put");
+    }
+    let after = store.stats();
+    assert_eq!(after.ops - before.ops, 200, "every put ran");
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "the gate's batch, then one batch of 199"
+    );
+    assert_eq!(
+        list_ids(&*store, &home(), &Scope::Account).await.len(),
+        100,
+        "a full page"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_batch_bounds_a_transaction() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = SqliteOptions {
+        max_batch: 8,
+        readers: 1,
+        ..SqliteOptions::default()
+    };
+    let store = open_with(tmp.path(), options);
+    let before = store.stats();
+    let gate = Gate::close(&store).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let store = Arc::clone(&store);
+        let k = key(&home(), &Scope::Account, &format!("small-batch-{n}"));
+        tasks.spawn(async move { store.put(put_request(&k, NOW, None, ROOMY, "b")).await });
+    }
+    until_queued(&store, 20).await;
+    gate.release().await;
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task").expect("put");
+    }
+    let after = store.stats();
+    assert_eq!(
+        after.commits - before.commits,
+        1 + 3,
+        "the gate, then 8 + 8 + 4"
+    );
+}
+
+/// Queues one job after another behind the gate, in a known order.
+async fn queue<T: Send + 'static>(
+    store: &Arc<SqliteStore>,
+    queued: &mut usize,
+    job: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let task = tokio::spawn(job);
+    *queued += 1;
+    until_queued(store, *queued).await;
+    task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_jobs_in_a_batch_are_undone_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open_with(tmp.path(), SqliteOptions::default());
+    let ns = home();
+    let s = Scope::Account;
+    let x = put_ok(
+        &(Arc::clone(&store) as Arc<dyn Store>),
+        &key(&ns, &s, "x"),
+        NOW,
+        None,
+        2,
+        "x",
+    )
+    .await;
+    let before = store.stats();
+    let gate = Gate::close(&store).await;
+    let mut n = 0;
+    let put = |request: PutRequest| {
+        let store = Arc::clone(&store);
+        async move { store.put(request).await }
+    };
+    let new1 = queue(
+        &store,
+        &mut n,
+        put(put_request(&key(&ns, &s, "new1"), NOW, None, 2, "1")),
+    )
+    .await;
+    // Sees new1, which is not committed yet but earlier in the same transaction.
+    let new2 = queue(
+        &store,
+        &mut n,
+        put(put_request(&key(&ns, &s, "new2"), NOW, None, 2, "2")),
+    )
+    .await;
+    let bad = queue(
+        &store,
+        &mut n,
+        put(failing_put(&key(&ns, &s, "bad"), NOW, ROOMY)),
+    )
+    .await;
+    let replace = queue(
+        &store,
+        &mut n,
+        put(put_request(&key(&ns, &s, "x"), NOW + 1, None, 2, "x2")),
+    )
+    .await;
+    let delete = {
+        let store = Arc::clone(&store);
+        let k = key(&ns, &s, "new1");
+        queue(&store.clone(), &mut n, async move {
+            store.delete(&k, NOW + 1).await
+        })
+        .await
+    };
+    let new3 = queue(
+        &store,
+        &mut n,
+        put(put_request(&key(&ns, &s, "new3"), NOW + 1, None, 2, "3")),
+    )
+    .await;
+    let mut panicking = put_request(&key(&ns, &s, "panics"), NOW, None, ROOMY, "p");
+    panicking.seal = Box::new(|_: &SecretId| panic!("a deliberate panic inside a seal closure"));
+    let panics = queue(&store, &mut n, put(panicking)).await;
+    let meta = {
+        let store = Arc::clone(&store);
+        queue(&store.clone(), &mut n, async move {
+            store.meta_put("m", vec![7]).await
+        })
+        .await
+    };
+    gate.release().await;
+
+    let new1 = new1.await.expect("task").expect("new1 fits");
+    assert!(matches!(
+        new2.await.expect("task"),
+        Err(StoreError::ScopeFull { max: 2 })
+    ));
+    assert!(matches!(bad.await.expect("task"), Err(StoreError::Seal(_))));
+    let replaced = replace.await.expect("task").expect("replace");
+    assert_eq!(replaced.id, x.id);
+    assert_eq!(
+        delete.await.expect("task").expect("delete").map(|s| s.id),
+        Some(new1.id)
+    );
+    let new3 = new3.await.expect("task").expect("room after the delete");
+    assert!(matches!(
+        panics.await.expect("task"),
+        Err(StoreError::Internal(_))
+    ));
+    meta.await.expect("task").expect("meta");
+
+    let after = store.stats();
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "the gate's batch and one more"
+    );
+    assert_eq!(after.ops - before.ops, 9);
+    assert_eq!(list_ids(&*store, &ns, &s).await, vec![new3.id, x.id]);
+    assert_eq!(store.meta_get("m").await.expect("meta"), Some(vec![7]));
+    // The writer survived the panic.
+    put_ok(
+        &(Arc::clone(&store) as Arc<dyn Store>),
+        &key(&ns, &user("usr_after"), "after"),
+        NOW,
+        None,
+        2,
+        "a",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_works_in_steps() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = SqliteOptions {
+        purge_batch: 3,
+        ..SqliteOptions::default()
+    };
+    let store: Arc<SqliteStore> = open_with(tmp.path(), options);
+    let dyn_store: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
+    for n in 0..10 {
+        put_ok(
+            &dyn_store,
+            &key(&home(), &Scope::Account, &format!("e{n}")),
+            NOW,
+            Some(NOW + 1),
+            ROOMY,
+            "e",
+        )
+        .await;
+    }
+    let before = store.stats();
+    assert_eq!(store.purge_expired(NOW + 1).await.expect("purge"), 10);
+    assert_eq!(store.stats().ops - before.ops, 4, "3 + 3 + 3 + 1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_row_is_an_internal_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
+    let ns = home();
+    let s = user("usr_damage");
+    put_ok(&store, &key(&ns, &s, "bad-id"), NOW, None, ROOMY, "a").await;
+    put_ok(&store, &key(&ns, &s, "fine"), NOW, None, ROOMY, "b").await;
+    // Another connection edits the file under the running store, as an operator's shell could.
+    let db = rusqlite::Connection::open(tmp.path().join(DATABASE_FILE)).expect("sqlite");
+    db.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    db.execute(
+        "UPDATE secrets SET id = 'not-an-id' WHERE name = 'bad-id'",
+        [],
+    )
+    .expect("damage the id");
+    drop(db);
+
+    assert!(matches!(
+        store.get(&key(&ns, &s, "bad-id"), NOW).await,
+        Err(StoreError::Internal(_))
+    ));
+    assert!(matches!(
+        store.list(&query(&ns, &s, 10, None, NOW)).await,
+        Err(StoreError::Internal(_))
+    ));
+    assert!(matches!(
+        store.delete(&key(&ns, &s, "bad-id"), NOW).await,
+        Err(StoreError::Internal(_))
+    ));
+    assert!(matches!(
+        store
+            .put(put_request(&key(&ns, &s, "bad-id"), NOW, None, ROOMY, "c"))
+            .await,
+        Err(StoreError::Internal(_))
+    ));
+    // The rest keeps working.
+    assert!(store
+        .get(&key(&ns, &s, "fine"), NOW)
+        .await
+        .expect("get")
+        .is_some());
+    put_ok(&store, &key(&ns, &s, "new"), NOW, None, ROOMY, "n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespaces_with_the_same_texts_in_other_columns_do_not_collide() {
+    // An account id that looks like an app id and the reverse must not alias.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
+    let one = namespace("acct_x", "acct_y", Mode::Test);
+    let two = namespace("acct_y", "acct_x", Mode::Test);
+    let a = put_ok(&store, &key(&one, &Scope::Account, "n"), NOW, None, 1, "a").await;
+    let b = put_ok(&store, &key(&two, &Scope::Account, "n"), NOW, None, 1, "b").await;
+    assert_ne!(a.id, b.id);
+    assert_eq!(list_ids(&*store, &one, &Scope::Account).await, vec![a.id]);
+}
