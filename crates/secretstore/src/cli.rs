@@ -25,6 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Set, find, list and delete secrets on a secretstore or on Stripe.
+    Secrets(crate::secrets::SecretsArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    Completions(crate::generate::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(crate::generate::ManArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

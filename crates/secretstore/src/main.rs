@@ -1,8 +1,12 @@
 //! The `secretstore` binary. `secretstore serve` runs the Secret Store: it loads the root key,
 //! opens storage, checks the key against the data, starts the expiry sweep and serves HTTP until
 //! SIGTERM or SIGINT, then finishes in-flight requests and flushes storage before exiting.
+//! `secretstore secrets` sets, finds, lists and deletes secrets on a server (this one or
+//! Stripe); `completions` and `man` print shell completions and the man page.
 
 mod cli;
+mod generate;
+mod secrets;
 mod serve;
 
 use clap::Parser;
@@ -11,5 +15,8 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Serve(args) => serve::main(args),
+        cli::Command::Secrets(args) => secrets::main(args),
+        cli::Command::Completions(args) => generate::completions(args),
+        cli::Command::Man(args) => generate::man(args),
     }
 }

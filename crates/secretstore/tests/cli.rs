@@ -1,0 +1,539 @@
+//! The `secretstore secrets`, `completions` and `man` commands, run as a user would: a real
+//! `secretstore serve --dev` on a free port, and the binary run again as a subprocess for each
+//! command, with input on stdin and the key in the environment.
+
+// Tests fail loudly: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_secretstore");
+const KEY: &str = "sk_test_clitest";
+
+/// A dev-mode server on a free port; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let root_key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("SECRETSTORE_ROOT_KEY", root_key)
+        .env_remove("SECRETSTORE_ROOT_KEY_FILE")
+        .env_remove("SECRETSTORE_MAX_SECRETS_PER_SCOPE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut first = String::new();
+        let _ = reader.read_line(&mut first);
+        let _ = tx.send(first);
+        // Keep draining so the server never blocks on a full pipe.
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("secretstore listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+/// `secretstore` with a clean environment: no key or base URL unless the test gives one.
+fn bare() -> Command {
+    let mut command = Command::new(BIN);
+    for var in [
+        "SECRETSTORE_API_KEY",
+        "STRIPE_API_KEY",
+        "SECRETSTORE_BASE_URL",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Runs a command with `stdin` as its standard input.
+fn run(mut command: Command, stdin: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+struct Answer {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Answer {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.stdout))
+    }
+}
+
+impl Server {
+    /// `secretstore secrets ARGS` against this server, the key in the environment.
+    fn secrets(&self, args: &[&str], stdin: &str) -> Answer {
+        let mut command = bare();
+        command
+            .arg("secrets")
+            .args(args)
+            .env("SECRETSTORE_API_KEY", KEY)
+            .env("SECRETSTORE_BASE_URL", &self.url);
+        answer(run(command, stdin))
+    }
+}
+
+fn answer(output: Output) -> Answer {
+    Answer {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn set_from_stdin_then_find_hidden_revealed_and_as_json() {
+    let server = start();
+    let set = server.secrets(&["set", "my-api-key"], "s3cr3t\n").ok();
+    assert!(set.stdout.contains("appsecret_"), "{}", set.stdout);
+    assert!(set.stdout.contains("my-api-key"));
+    assert!(
+        !set.stdout.contains("s3cr3t"),
+        "set never prints the payload"
+    );
+
+    let hidden = server.secrets(&["find", "my-api-key"], "").ok();
+    assert!(
+        hidden.stdout.contains("(hidden; use --reveal)"),
+        "{}",
+        hidden.stdout
+    );
+    assert!(!hidden.stdout.contains("s3cr3t"));
+
+    let revealed = server.secrets(&["find", "my-api-key", "--reveal"], "").ok();
+    // One trailing newline from stdin was removed: the payload is exactly "s3cr3t".
+    assert!(
+        revealed
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["payload", "s3cr3t"]),
+        "{}",
+        revealed.stdout
+    );
+
+    let json = server
+        .secrets(&["find", "my-api-key", "--json"], "")
+        .ok()
+        .json();
+    assert_eq!(json["object"], "apps.secret");
+    assert_eq!(json["name"], "my-api-key");
+    assert_eq!(json["scope"]["type"], "account");
+    assert!(json.get("payload").is_none(), "{json}");
+
+    let json = server
+        .secrets(&["--json", "find", "my-api-key", "--reveal"], "")
+        .ok()
+        .json();
+    assert_eq!(json["payload"], "s3cr3t");
+}
+
+#[test]
+fn set_from_a_file_keeps_inner_newlines() {
+    let server = start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key.pem");
+    std::fs::write(&file, "-----BEGIN-----\nabc\n-----END-----\n").unwrap();
+    server
+        .secrets(
+            &["set", "pem", "--payload-file", file.to_str().unwrap()],
+            "ignored",
+        )
+        .ok();
+    let json = server
+        .secrets(&["find", "pem", "--reveal", "--json"], "")
+        .ok()
+        .json();
+    assert_eq!(json["payload"], "-----BEGIN-----\nabc\n-----END-----");
+
+    let missing = server.secrets(
+        &[
+            "set",
+            "x",
+            "--payload-file",
+            dir.path().join("nope").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("cannot read the payload file"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn a_payload_is_never_taken_from_the_command_line_and_never_empty() {
+    let server = start();
+    let positional = server.secrets(&["set", "name", "s3cr3t"], "");
+    assert_eq!(positional.code, 2, "{}", positional.stderr);
+    let flag = server.secrets(&["set", "name", "--payload", "s3cr3t"], "");
+    assert_eq!(flag.code, 2, "{}", flag.stderr);
+
+    let empty = server.secrets(&["set", "name"], "");
+    assert_eq!(empty.code, 2);
+    assert!(empty.stderr.contains("empty"), "{}", empty.stderr);
+    let newline_only = server.secrets(&["set", "name"], "\n");
+    assert_eq!(newline_only.code, 2);
+
+    let listed = server.secrets(&["list", "--json"], "").ok().json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn list_and_delete() {
+    let server = start();
+    for name in ["first", "second", "third"] {
+        server.secrets(&["set", name], "p").ok();
+    }
+    let table = server.secrets(&["list"], "").ok();
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{}", table.stdout);
+    assert!(
+        lines[1].starts_with("third"),
+        "newest first: {}",
+        table.stdout
+    );
+    assert_eq!(lines.len(), 4);
+
+    let page = server
+        .secrets(&["list", "--limit", "2", "--json"], "")
+        .ok()
+        .json();
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+
+    let all = server
+        .secrets(&["list", "--limit", "1", "--all", "--json"], "")
+        .ok()
+        .json();
+    let names: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["third", "second", "first"]);
+    assert_eq!(all["has_more"], false);
+
+    let deleted = server.secrets(&["delete", "second"], "").ok();
+    assert!(deleted.stdout.contains("deleted"), "{}", deleted.stdout);
+    let json = server
+        .secrets(&["delete", "third", "--json"], "")
+        .ok()
+        .json();
+    assert_eq!(json["deleted"], true);
+
+    let gone = server.secrets(&["find", "second"], "");
+    assert_eq!(gone.code, 1);
+    assert!(
+        gone.stderr.contains("No such secret: 'second'"),
+        "{}",
+        gone.stderr
+    );
+    assert!(gone.stderr.contains("resource_missing"), "{}", gone.stderr);
+    assert!(gone.stdout.is_empty());
+
+    let left = server.secrets(&["list"], "").ok();
+    assert!(left.stdout.contains("first") && !left.stdout.contains("second"));
+}
+
+#[test]
+fn user_scope_and_account_keep_secrets_apart() {
+    let server = start();
+    server
+        .secrets(&["set", "token", "--scope", "user:usr_123"], "user's")
+        .ok();
+    server
+        .secrets(&["set", "token", "--account", "acct_42"], "acct_42's")
+        .ok();
+
+    let user = server
+        .secrets(
+            &[
+                "find",
+                "token",
+                "--scope",
+                "user:usr_123",
+                "--reveal",
+                "--json",
+            ],
+            "",
+        )
+        .ok()
+        .json();
+    assert_eq!(user["payload"], "user's");
+    assert_eq!(user["scope"]["user"], "usr_123");
+
+    let account = server
+        .secrets(
+            &[
+                "find",
+                "token",
+                "--account",
+                "acct_42",
+                "--reveal",
+                "--json",
+            ],
+            "",
+        )
+        .ok()
+        .json();
+    assert_eq!(account["payload"], "acct_42's");
+
+    // The app's own account scope holds neither.
+    assert_eq!(server.secrets(&["find", "token"], "").code, 1);
+    let readable = server
+        .secrets(&["list", "--scope", "user:usr_123"], "")
+        .ok();
+    assert!(readable.stdout.contains("token"));
+
+    let bad = server.secrets(&["list", "--scope", "team"], "");
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("user:<id>"), "{}", bad.stderr);
+}
+
+#[test]
+fn expires_at_takes_durations_and_the_server_refuses_the_past() {
+    let server = start();
+    let before = now();
+    let json = server
+        .secrets(&["set", "soon", "--expires-at", "30d", "--json"], "x")
+        .ok()
+        .json();
+    let at = json["expires_at"].as_i64().unwrap();
+    assert!(
+        at >= before + 30 * 86_400 && at <= now() + 30 * 86_400,
+        "{json}"
+    );
+
+    let exact = now() + 3600;
+    let json = server
+        .secrets(
+            &["set", "exact", "--expires-at", &exact.to_string(), "--json"],
+            "x",
+        )
+        .ok()
+        .json();
+    assert_eq!(json["expires_at"].as_i64(), Some(exact));
+
+    let past = server.secrets(&["set", "past", "--expires-at", "1000"], "x");
+    assert_eq!(past.code, 1);
+    assert!(
+        past.stderr
+            .contains("Invalid expires_at: must be a Unix timestamp in the future."),
+        "{}",
+        past.stderr
+    );
+    assert!(
+        past.stderr.contains("parameter_out_of_range"),
+        "{}",
+        past.stderr
+    );
+
+    let nonsense = server.secrets(&["set", "x", "--expires-at", "soon"], "x");
+    assert_eq!(nonsense.code, 2);
+    assert!(nonsense.stderr.contains("30d"), "{}", nonsense.stderr);
+}
+
+#[test]
+fn the_api_key_comes_from_the_flag_or_either_variable_and_is_never_printed() {
+    let server = start();
+    let mut command = bare();
+    command.args(["secrets", "list", "--base-url", &server.url]);
+    let missing = answer(run(command, ""));
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("no API key"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("STRIPE_API_KEY"),
+        "{}",
+        missing.stderr
+    );
+
+    let mut command = bare();
+    command
+        .args(["secrets", "list", "--base-url", &server.url])
+        .env("STRIPE_API_KEY", KEY);
+    answer(run(command, "")).ok();
+
+    let mut command = bare();
+    command.args([
+        "secrets",
+        "list",
+        "--base-url",
+        &server.url,
+        "--api-key",
+        KEY,
+    ]);
+    answer(run(command, "")).ok();
+
+    let secret_part = "0123456789abcdefSECRET";
+    let bad_key = format!("sk_bogus_{secret_part}");
+    let mut command = bare();
+    command
+        .args(["secrets", "list", "--base-url", &server.url])
+        .env("SECRETSTORE_API_KEY", &bad_key);
+    let refused = answer(run(command, ""));
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("HTTP 401"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains(secret_part), "{}", refused.stderr);
+    assert!(!refused.stdout.contains(secret_part));
+
+    // Help shows the variable's name, never its value.
+    let mut command = bare();
+    command
+        .args(["secrets", "--help"])
+        .env("SECRETSTORE_API_KEY", &bad_key);
+    let help = answer(run(command, "")).ok();
+    assert!(
+        help.stdout.contains("SECRETSTORE_API_KEY"),
+        "{}",
+        help.stdout
+    );
+    assert!(
+        help.stdout.contains("http://127.0.0.1:12111"),
+        "{}",
+        help.stdout
+    );
+    assert!(!help.stdout.contains(secret_part), "{}", help.stdout);
+}
+
+#[test]
+fn nothing_listening_is_reported_with_a_hint() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut command = bare();
+    command
+        .args([
+            "secrets",
+            "list",
+            "--base-url",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .env("SECRETSTORE_API_KEY", KEY);
+    let failed = answer(run(command, ""));
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed.stderr.contains("could not reach"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("is the server running"),
+        "{}",
+        failed.stderr
+    );
+}
+
+#[test]
+fn completions_for_each_shell_mention_secrets() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut command = bare();
+        command.args(["completions", shell]);
+        let script = answer(run(command, "")).ok();
+        assert!(!script.stdout.is_empty(), "{shell}");
+        assert!(
+            script.stdout.contains("secrets"),
+            "{shell}: {}",
+            script.stdout
+        );
+        assert!(script.stdout.contains("reveal"), "{shell}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = bare();
+    command
+        .args(["completions", "fish", "--out-dir"])
+        .arg(dir.path());
+    answer(run(command, "")).ok();
+    assert!(dir.path().join("secretstore.fish").exists());
+}
+
+#[test]
+fn the_man_page_describes_the_commands() {
+    let mut command = bare();
+    command.arg("man");
+    let page = answer(run(command, "")).ok();
+    assert!(
+        page.stdout.starts_with(".ie") || page.stdout.contains(".TH"),
+        "{}",
+        page.stdout
+    );
+    assert!(page.stdout.contains("secrets"), "{}", page.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = bare();
+    command.args(["man", "--out-dir"]).arg(dir.path());
+    answer(run(command, "")).ok();
+    let written: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(written.iter().any(|n| n == "secretstore.1"), "{written:?}");
+    assert!(
+        written.iter().any(|n| n.starts_with("secretstore-secrets")),
+        "{written:?}"
+    );
+}
