@@ -1,7 +1,7 @@
 //! secretstore's HTTP layer: Stripe's Secret Store wire format on axum. `router` builds the whole
 //! service (the four operations, health checks, JSON answers for every unknown route, method,
-//! oversized or malformed request, and panics), and `serve` runs it until a shutdown signal,
-//! finishing in-flight requests first. Tests build the router in-process; the binary serves it.
+//! oversized, slow or malformed request, and panics), and `serve` runs it with bounds on what
+//! each client may hold until a shutdown signal, finishing in-flight requests first. Tests build the router in-process; the binary serves it.
 
 pub mod auth;
 pub mod error;
@@ -11,9 +11,10 @@ pub mod params;
 pub mod rate_limit;
 pub mod render;
 mod secrets;
+mod server;
 
-use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -21,12 +22,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::StatusCode;
 use secretstore_core::SecretService;
-use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Authenticator, DevAuthenticator};
 pub use error::ApiError;
 pub use rate_limit::RateLimit;
+pub use server::{serve, ServerLimits};
 
 /// The largest valid request is three 5,000-character fields of 4-byte characters, each byte
 /// percent-encoded (12 bytes a character): 180,000 bytes plus names and brackets.
@@ -36,12 +37,19 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct ApiConfig {
     /// Bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// A body not received in full within this time is refused with 408.
+    pub body_timeout: Duration,
+    /// Requests whose headers add up to more bytes than this are refused with 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
+        let limits = ServerLimits::default();
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: limits.body_timeout,
+            max_header_bytes: limits.max_header_bytes,
         }
     }
 }
@@ -57,6 +65,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let config = state.config;
     Router::new()
         .route("/v1/apps/secrets", post(secrets::set).get(secrets::list))
         .route("/v1/apps/secrets/find", get(secrets::find))
@@ -67,18 +76,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(unrecognized)
         .with_state(state)
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(axum::middleware::from_fn(middleware::stamp))
-}
-
-/// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .layer(axum::middleware::from_fn_with_state(
+            config,
+            middleware::stamp,
+        ))
 }
 
 async fn unrecognized(request: Request) -> Response {

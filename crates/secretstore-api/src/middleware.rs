@@ -1,15 +1,18 @@
-//! What every answer gets, whatever route produced it: a unique `Request-Id`, `Cache-Control:
-//! no-store` (answers may hold secrets), `Stripe-Version` echoed, and one log line with the
-//! request id, method, path (never the query: it may carry parameters), status and latency.
+//! What every request and answer goes through, whatever route serves it: the header-size limit,
+//! a unique `Request-Id`, `Cache-Control: no-store` (answers may hold secrets), `Stripe-Version`
+//! echoed, and one log line with the request id, method, path (never the query: it may carry
+//! parameters), status and latency.
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
+use axum::response::IntoResponse as _;
 use axum::response::Response;
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorType};
+use crate::ApiConfig;
 
 /// The request's id, placed in extensions so handlers can log with it.
 #[derive(Debug, Clone)]
@@ -42,7 +45,16 @@ impl RequestId {
 /// Longest `Stripe-Version` echoed back; anything longer or unprintable is not echoed.
 const MAX_VERSION_LEN: usize = 64;
 
-pub async fn stamp(mut request: Request, next: Next) -> Response {
+/// Bytes a request's headers take on the wire, near enough: names, values and separators.
+fn header_bytes(request: &Request) -> usize {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+pub async fn stamp(State(config): State<ApiConfig>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = RequestId::generate();
     request.extensions_mut().insert(id.clone());
@@ -54,7 +66,20 @@ pub async fn stamp(mut request: Request, next: Next) -> Response {
         .filter(|v| v.len() <= MAX_VERSION_LEN && v.to_str().is_ok())
         .cloned();
 
-    let mut response = next.run(request).await;
+    let mut response = if header_bytes(&request) > config.max_header_bytes {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorType::InvalidRequestError,
+            Some("headers_too_large"),
+            format!(
+                "The request's headers are larger than this server's limit of {} bytes.",
+                config.max_header_bytes
+            ),
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
 
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id.0) {

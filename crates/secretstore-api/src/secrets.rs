@@ -144,12 +144,22 @@ async fn read_form(
         if declared.is_some_and(|n| n > state.config.max_body_bytes as u64) {
             return Err(too_large());
         }
-        let bytes = Zeroizing::new(
-            axum::body::to_bytes(body, state.config.max_body_bytes)
-                .await
-                .map_err(|_| too_large())?
-                .to_vec(),
-        );
+        let read = axum::body::to_bytes(body, state.config.max_body_bytes);
+        let bytes = match tokio::time::timeout(state.config.body_timeout, read).await {
+            Ok(Ok(bytes)) => Zeroizing::new(bytes.to_vec()),
+            Ok(Err(_)) => return Err(too_large()),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorType::InvalidRequestError,
+                    Some("request_timeout"),
+                    format!(
+                        "The request body was not received within {} seconds.",
+                        state.config.body_timeout.as_secs()
+                    ),
+                ))
+            }
+        };
         if !bytes.is_empty() {
             if !is_form_content_type(&parts.headers) {
                 return Err(ApiError::new(

@@ -91,6 +91,28 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
 
+    /// Connections open at once; a connection beyond it is answered 503 and closed. Idle
+    /// connections count, so keep it well above the clients you expect.
+    #[arg(long, env = "SECRETSTORE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers; also the longest an idle keep-alive
+    /// connection is kept open. Slow-loris clients are cut off by it.
+    #[arg(long, env = "SECRETSTORE_HEADER_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+
+    /// Seconds a client has to send a request's body; slower ones are answered 408.
+    #[arg(long, env = "SECRETSTORE_BODY_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+
+    /// Largest total size of a request's headers, in bytes; larger ones are answered 431.
+    #[arg(long, env = "SECRETSTORE_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1_048_576))]
+    pub max_header_bytes: usize,
+
     /// Reader threads for the embedded database.
     #[arg(long, env = "SECRETSTORE_READERS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]

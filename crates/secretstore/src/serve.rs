@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use secretstore_api::{router, ApiConfig, AppState, DevAuthenticator, RateLimit};
+use secretstore_api::{router, ApiConfig, AppState, DevAuthenticator, RateLimit, ServerLimits};
 use secretstore_core::{Limits, SecretService, Store, SystemClock};
 use secretstore_crypto::{EnvRootKey, Envelope, FileRootKey, RootKey, RootKeySource};
 use secretstore_sqlite::{SqliteOptions, SqliteStore};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::cli::{LogFormat, ServeArgs};
 
@@ -135,13 +135,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let service = SecretService::new(Arc::clone(&store), envelope, Arc::new(SystemClock), limits);
     service.verify_root_key().await?;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     announce(addr, &args);
 
     let rate_limit = std::num::NonZeroU32::new(args.rate_limit).map(RateLimit::per_second);
+    let limits = ServerLimits {
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_secs(args.header_timeout),
+        body_timeout: Duration::from_secs(args.body_timeout),
+        max_header_bytes: args.max_header_bytes,
+        ..ServerLimits::default()
+    };
     let sweeper = tokio::spawn(sweep(
         service.clone(),
         rate_limit.clone(),
@@ -152,10 +158,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         auth: Arc::new(DevAuthenticator),
         config: ApiConfig {
             max_body_bytes: args.max_body_bytes,
+            body_timeout: limits.body_timeout,
+            max_header_bytes: limits.max_header_bytes,
         },
         rate_limit,
     };
-    secretstore_api::serve(listener, router(state), shutdown_signal())
+    secretstore_api::serve(listener, router(state), limits, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
     sweeper.abort();
@@ -166,6 +174,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("flushing storage at shutdown failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds with a deep accept queue: a burst of thousands of connections then waits in the kernel
+/// instead of having its SYNs dropped and retried a second later.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// The one line tests and scripts wait for, then (dev mode) a banner with a first call.

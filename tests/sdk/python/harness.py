@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+import stripe
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 READY_RE = re.compile(r"^secretstore listening on (http://127\.0\.0\.1:(\d+))\s*$")
@@ -146,6 +147,37 @@ class Server:
         self.url, self.port = found["url"], int(found["port"])
         return self
 
+    def start_expecting_refusal(self, timeout: float = STOP_TIMEOUT_S) -> str:
+        """Starts the server where it must refuse to run; returns what it printed.
+
+        Fails the test if it gets as far as listening, or has not exited within `timeout`.
+        """
+        binary = binary_path()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETSTORE_")}
+        env.update(self.extra_env)
+        args = [str(binary), "serve"]
+        if self.use_flags:
+            args += ["--dev", "--listen", "127.0.0.1:0", "--data", str(self.data_dir)]
+        args += self.extra_args
+        try:
+            done = subprocess.run(
+                args,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                cwd=str(self.data_dir.parent),
+                env=env,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode("utf-8", "replace")
+            raise AssertionError(f"server did not refuse to start; it printed:\n{out}")
+        out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+        with open(self.log_path, "ab") as log:
+            log.write(out.encode())
+        assert done.returncode != 0, f"server exited 0 but should have refused:\n{out}"
+        assert "listening on" not in done.stdout.decode("utf-8", "replace"), out
+        return out
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Sends `sig` and waits for the process; returns its exit code."""
         assert self.proc is not None
@@ -210,7 +242,9 @@ def expect_error(exc_cls, fn, *, status, type_="invalid_request_error", code=ANY
     assert body.get("type") == type_, body
     if code is not ANY:
         assert body.get("code") == code, body
-        assert getattr(err, "code", code) == code
+        # stripe-python fills `code` for InvalidRequestError (others leave it None).
+        if isinstance(err, stripe.InvalidRequestError):
+            assert err.code == code
     if param is not ANY:
         assert body.get("param") == param, body
     if message is not ANY:

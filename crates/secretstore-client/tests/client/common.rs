@@ -58,6 +58,7 @@ pub async fn server_with_max(max: u32) -> TestServer {
     tokio::spawn(secretstore_api::serve(
         listener,
         router(state),
+        secretstore_api::ServerLimits::default(),
         async move {
             let _ = stopped.await;
         },

@@ -7,6 +7,8 @@
 
 mod server;
 
+mod abuse;
 mod durability;
+mod faults;
 mod startup;
 mod tampering;
