@@ -76,29 +76,7 @@ pub fn run(mut conn: Connection, jobs: Receiver<ReadJob>) {
 }
 
 fn get(conn: &Connection, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
-    let cols = ScopeColumns::new(&key.namespace, &key.scope);
-    conn.prepare_cached(
-        "SELECT id, name, created, expires_at, sealed FROM secrets
-         WHERE app = ?1 AND account = ?2 AND livemode = ?3 AND scope_type = ?4
-           AND scope_user = ?5 AND name = ?6 AND (expires_at IS NULL OR expires_at > ?7)",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_row(
-            params![
-                cols.app,
-                cols.account,
-                cols.livemode,
-                cols.scope_type,
-                cols.scope_user,
-                key.name.as_str(),
-                now
-            ],
-            |row| secret_from_row(row, &key.namespace, &key.scope),
-        )
-        .optional()
-    })
-    .map_err(|e| sql_failure(&e))?
-    .transpose()
+    Ok(crate::rows::live_secret(conn, key, now)?.map(|(secret, _)| secret))
 }
 
 /// Newest first by `seq`. `starting_after` pages towards older rows; `ending_before` takes the

@@ -85,3 +85,42 @@ pub fn kept_answer(
 pub fn credential(key: &IdempotencyKey) -> &[u8] {
     &key.credential
 }
+
+/// The live secret with this key and its `seq`, if any: the lookup a find and a delete share.
+pub fn live_secret(
+    conn: &rusqlite::Connection,
+    key: &SecretKey,
+    now: i64,
+) -> Result<Option<(SealedSecret, i64)>, StoreError> {
+    use rusqlite::OptionalExtension as _;
+    let cols = ScopeColumns::new(&key.namespace, &key.scope);
+    let found = conn
+        .prepare_cached(
+            "SELECT id, name, created, expires_at, sealed, seq FROM secrets
+             WHERE app = ?1 AND account = ?2 AND livemode = ?3 AND scope_type = ?4
+               AND scope_user = ?5 AND name = ?6 AND (expires_at IS NULL OR expires_at > ?7)",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                rusqlite::params![
+                    cols.app,
+                    cols.account,
+                    cols.livemode,
+                    cols.scope_type,
+                    cols.scope_user,
+                    key.name.as_str(),
+                    now
+                ],
+                |row| {
+                    let secret = secret_from_row(row, &key.namespace, &key.scope)?;
+                    Ok((secret, row.get::<_, i64>(5)?))
+                },
+            )
+            .optional()
+        })
+        .map_err(|e| crate::errors::sql_failure(&e))?;
+    match found {
+        None => Ok(None),
+        Some((secret, seq)) => Ok(Some((secret?, seq))),
+    }
+}

@@ -25,7 +25,7 @@ use secretstore_core::{
 use tokio::sync::oneshot;
 
 use crate::errors::{copy, sql_failure};
-use crate::rows::{credential, parse_id, secret_from_row, ScopeColumns};
+use crate::rows::{credential, live_secret, parse_id, ScopeColumns};
 
 /// Where a job's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -424,36 +424,9 @@ fn delete(
     key: &SecretKey,
     now: i64,
 ) -> Result<Option<SealedSecret>, StoreError> {
-    let cols = ScopeColumns::new(&key.namespace, &key.scope);
-    let found = conn
-        .prepare_cached(
-            "SELECT id, name, created, expires_at, sealed, seq FROM secrets
-             WHERE app = ?1 AND account = ?2 AND livemode = ?3 AND scope_type = ?4
-               AND scope_user = ?5 AND name = ?6 AND (expires_at IS NULL OR expires_at > ?7)",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    cols.app,
-                    cols.account,
-                    cols.livemode,
-                    cols.scope_type,
-                    cols.scope_user,
-                    key.name.as_str(),
-                    now
-                ],
-                |row| {
-                    let secret = secret_from_row(row, &key.namespace, &key.scope)?;
-                    Ok((secret, row.get::<_, i64>(5)?))
-                },
-            )
-            .optional()
-        })
-        .map_err(|e| sql_failure(&e))?;
-    let Some((secret, seq)) = found else {
+    let Some((secret, seq)) = live_secret(conn, key, now)? else {
         return Ok(None);
     };
-    let secret = secret?;
     conn.prepare_cached("DELETE FROM secrets WHERE seq = ?1")
         .and_then(|mut stmt| stmt.execute([seq]))
         .map_err(|e| sql_failure(&e))?;

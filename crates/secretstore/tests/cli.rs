@@ -5,61 +5,32 @@
 // Tests fail loudly: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_secretstore");
+use server::BIN;
 const KEY: &str = "sk_test_clitest";
 
-/// A dev-mode server on a free port; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
+/// The end-to-end tests' way of running the real server, shared rather than written twice.
+#[path = "e2e/server.rs"]
+#[allow(dead_code)]
+mod server;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A dev-mode server on a free port over a fresh data directory; both go when dropped.
+struct Server {
+    _running: server::Server,
+    url: String,
+    _site: server::Site,
 }
 
 fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let root_key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .env("SECRETSTORE_ROOT_KEY", root_key)
-        .env_remove("SECRETSTORE_ROOT_KEY_FILE")
-        .env_remove("SECRETSTORE_MAX_SECRETS_PER_SCOPE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut first = String::new();
-        let _ = reader.read_line(&mut first);
-        let _ = tx.send(first);
-        // Keep draining so the server never blocks on a full pipe.
-        let mut sink = Vec::new();
-        let _ = reader.read_to_end(&mut sink);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("secretstore listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let mut site = server::Site::new();
+    let running = site.start(&[]);
+    let url = running.url.clone();
     Server {
-        child,
+        _running: running,
         url,
-        _dir: dir,
+        _site: site,
     }
 }
 
