@@ -81,8 +81,10 @@ impl ApiError {
         )
     }
 
+    /// Names the offending parameter. A client-chosen name is cut short, so an answer stays
+    /// small (and within the spec's 5,000 characters) whatever was sent.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.param = Some(shorten(&param.into()));
         self
     }
 
@@ -97,7 +99,7 @@ impl ApiError {
     pub fn unknown(param: &str) -> Self {
         Self::invalid(
             "parameter_unknown",
-            format!("Received unknown parameter: {param}"),
+            format!("Received unknown parameter: {}", shorten(param)),
         )
         .with_param(param)
     }
@@ -199,7 +201,7 @@ impl ApiError {
             | FormError::TooDeep { .. }
             | FormError::TooManyItems { .. } => "parameter_invalid",
             FormError::NotUtf8 => "parameter_invalid_encoding",
-            FormError::Conflict { .. } => "parameter_invalid",
+            FormError::Conflict { .. } | FormError::EmptyName => "parameter_invalid",
         };
         let out = Self::invalid(code, err.message());
         match err.param() {
@@ -268,7 +270,7 @@ impl ApiError {
 }
 
 /// Values echoed in messages are cut short: a 5,000-character name makes a useless sentence.
-fn shorten(value: &str) -> String {
+pub(crate) fn shorten(value: &str) -> String {
     const MAX: usize = 200;
     match value.char_indices().nth(MAX) {
         Some((at, _)) => format!("{}...", &value[..at]),

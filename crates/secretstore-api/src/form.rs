@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode;
 
+use crate::error::shorten;
+
 /// Most `key=value` pairs one request may carry (query and body together).
 pub const MAX_PAIRS: usize = 256;
 /// Deepest nesting of brackets (`a[b][c]` is depth 2).
@@ -52,6 +54,8 @@ pub enum FormError {
         param: String,
     },
     NotUtf8,
+    /// A pair with no name (`=value`).
+    EmptyName,
     /// One parameter given twice with different values, or as two different shapes.
     Conflict {
         param: String,
@@ -75,6 +79,9 @@ impl FormError {
                 "The request's parameters are not valid UTF-8 once percent-decoded.".to_owned()
             }
             FormError::Conflict { param, detail } => format!("Invalid {param}: {detail}."),
+            FormError::EmptyName => "A parameter without a name was sent (a pair such as \
+                                     `=value`); remove it."
+                .to_owned(),
         }
     }
 
@@ -83,7 +90,7 @@ impl FormError {
             FormError::TooDeep { param }
             | FormError::TooManyItems { param }
             | FormError::Conflict { param, .. } => Some(param),
-            FormError::TooManyPairs | FormError::NotUtf8 => None,
+            FormError::TooManyPairs | FormError::NotUtf8 | FormError::EmptyName => None,
         }
     }
 }
@@ -164,6 +171,9 @@ impl Form {
                 None => (pair, &b""[..]),
             };
             let key = decode_component(key)?;
+            if key.is_empty() {
+                return Err(FormError::EmptyName);
+            }
             let value = decode_component(value)?;
             self.insert(&key, value.clone())?;
             self.pairs.push((key, value));
@@ -181,7 +191,7 @@ impl Form {
         let (base, segments) = split_key(key);
         if segments.len() > MAX_DEPTH {
             return Err(FormError::TooDeep {
-                param: base.to_owned(),
+                param: shorten(base),
             });
         }
         let mut wire = base.to_owned();
@@ -203,7 +213,7 @@ impl Form {
                     wire.push_str("[]");
                     if items.len() >= MAX_ARRAY_ITEMS {
                         return Err(FormError::TooManyItems {
-                            param: base.to_owned(),
+                            param: shorten(base),
                         });
                     }
                     items.push((None, next));
@@ -216,7 +226,7 @@ impl Form {
                         None => {
                             if items.len() >= MAX_ARRAY_ITEMS {
                                 return Err(FormError::TooManyItems {
-                                    param: base.to_owned(),
+                                    param: shorten(base),
                                 });
                             }
                             items.push((Some(*index), next));
@@ -226,7 +236,7 @@ impl Form {
                 }
                 (_, other) => {
                     return Err(FormError::Conflict {
-                        param: wire,
+                        param: shorten(&wire),
                         detail: format!("given both as {} and with brackets", other.kind()),
                     })
                 }
@@ -238,11 +248,11 @@ impl Form {
                 Ok(())
             }
             Node::Text(_) => Err(FormError::Conflict {
-                param: wire,
+                param: shorten(&wire),
                 detail: "given more than once with different values".to_owned(),
             }),
             other => Err(FormError::Conflict {
-                param: wire,
+                param: shorten(&wire),
                 detail: format!("given both as {} and as a string", other.kind()),
             }),
         }
@@ -367,6 +377,22 @@ mod tests {
             Form::parse(indexed.as_bytes()),
             Err(FormError::TooManyItems { .. })
         ));
+    }
+
+    #[test]
+    fn a_pair_without_a_name_is_refused() {
+        assert_eq!(Form::parse(b"=null"), Err(FormError::EmptyName));
+        assert_eq!(Form::parse(b"name=a&=b"), Err(FormError::EmptyName));
+    }
+
+    #[test]
+    fn names_in_errors_are_cut_short() {
+        let long = "k".repeat(6000);
+        let err = Form::parse(format!("{long}[a][b][c][d][e]=1").as_bytes()).unwrap_err();
+        assert!(err.param().unwrap().len() < 300);
+        assert!(err.message().len() < 500);
+        let err = Form::parse(format!("{long}=1&{long}=2").as_bytes()).unwrap_err();
+        assert!(err.param().unwrap().len() < 300);
     }
 
     #[test]

@@ -147,7 +147,21 @@ async fn read_form(
         let read = axum::body::to_bytes(body, state.config.max_body_bytes);
         let bytes = match tokio::time::timeout(state.config.body_timeout, read).await {
             Ok(Ok(bytes)) => Zeroizing::new(bytes.to_vec()),
-            Ok(Err(_)) => return Err(too_large()),
+            Ok(Err(err)) => {
+                let inner = err.into_inner();
+                if inner
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return Err(too_large());
+                }
+                return Err(ApiError::invalid(
+                    "body_invalid",
+                    "The request body could not be read: its chunked encoding is malformed or \
+                     the connection closed before it ended."
+                        .to_owned(),
+                ));
+            }
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,

@@ -46,6 +46,9 @@ impl Default for ServerLimits {
     }
 }
 
+/// hyper refuses longer request targets itself (414, without a body); see docs/errors.md.
+const MAX_URI_BYTES: usize = 65_534;
+
 /// Written to a connection over the limit, then the connection is closed. A fixed answer,
 /// because the request was never read.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -71,8 +74,10 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
-        // hyper's own hard cap, above ours so that ours answers in JSON first.
-        .max_buf_size((limits.max_header_bytes * 2).max(64 * 1024));
+        // hyper's own cap on a request head. It must hold the longest URI hyper parses (65,534
+        // bytes, its fixed limit) plus headers up to our limit, so that our limit answers first,
+        // in JSON.
+        .max_buf_size(MAX_URI_BYTES + 2 * limits.max_header_bytes + 8 * 1024);
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
