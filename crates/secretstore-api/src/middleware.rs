@@ -21,25 +21,46 @@ pub struct RequestId(pub String);
 const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 impl RequestId {
+    /// 20 characters drawn from a per-thread generator seeded from the OS random source once.
+    /// Ids need to be unique, not secret, so this spares every request a `getrandom` call.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 20];
-        // A failing random source still gets unique-enough ids from the clock; ids are not secrets.
-        if getrandom::getrandom(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+        thread_local! {
+            static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
         }
         let mut id = String::with_capacity(24);
         id.push_str("req_");
-        id.extend(
-            bytes
-                .iter()
-                .map(|b| ALPHANUMERIC[(*b % 62) as usize] as char),
-        );
+        STATE.with(|state| {
+            for _ in 0..2 {
+                // splitmix64: every state is visited once per 2^64 steps, and the output mix
+                // makes consecutive ids look unrelated.
+                let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+                state.set(next);
+                let mut z = next;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                for _ in 0..10 {
+                    id.push(ALPHANUMERIC[(z % 62) as usize] as char);
+                    z /= 62;
+                }
+            }
+        });
         Self(id)
     }
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Ids are not secrets: the clock and the thread still make a usable seed.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let here = 0u8;
+        bytes = (nanos ^ (std::ptr::addr_of!(here) as u64).rotate_left(32)).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// Longest `Stripe-Version` echoed back; anything longer or unprintable is not echoed.
@@ -109,4 +130,20 @@ pub async fn stamp(State(config): State<ApiConfig>, mut request: Request, next: 
         ),
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_have_the_shape_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100_000 {
+            let id = RequestId::generate().0;
+            assert_eq!(id.len(), 24);
+            assert!(id.starts_with("req_") && id[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+            assert!(seen.insert(id));
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! Idempotency claims in flight are kept in memory; an exclusive lock on the data directory
 //! makes sure no second process shares the files without sharing that memory.
 
+mod cache;
 mod data_dir;
 mod errors;
 mod reader;
@@ -53,6 +54,8 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Most expired rows one purge step deletes per table before letting other writes in.
     pub purge_batch: u32,
+    /// Secrets kept in the read cache (sealed, as stored); 0 turns it off.
+    pub cache_capacity: usize,
 }
 
 impl Default for SqliteOptions {
@@ -62,6 +65,7 @@ impl Default for SqliteOptions {
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
             purge_batch: 500,
+            cache_capacity: 100_000,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct SqliteStats {
     pub ops: u64,
     /// Write jobs waiting for the writer right now.
     pub queued_writes: usize,
+    /// Secrets in the read cache right now.
+    pub cached_secrets: usize,
 }
 
 /// The senders that feed the threads; `None` once the store is closed.
@@ -130,7 +136,7 @@ impl SqliteStore {
             .map(|_| open_reader(&database, options.busy_timeout))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(options.cache_capacity));
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let mut workers = Vec::with_capacity(readers.len() + 1);
@@ -172,11 +178,12 @@ impl SqliteStore {
         &self.dir
     }
 
-    /// Group commit counters since open.
+    /// Group commit counters since open, and the read cache's size.
     pub fn stats(&self) -> SqliteStats {
         SqliteStats {
             commits: self.shared.commits.load(Ordering::Relaxed),
             ops: self.shared.ops.load(Ordering::Relaxed),
+            cached_secrets: self.shared.cache.len(),
             queued_writes: self
                 .channels
                 .read()
@@ -320,8 +327,22 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
-        let key = key.clone();
-        self.read(|reply| ReadJob::Get { key, now, reply }).await
+        let ticket = match self.shared.cache.get(key, now) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
+        let owned = key.clone();
+        let found = self
+            .read(|reply| ReadJob::Get {
+                key: owned,
+                now,
+                reply,
+            })
+            .await?;
+        if let Some(secret) = &found {
+            self.shared.cache.fill(ticket, secret);
+        }
+        Ok(found)
     }
 
     async fn delete(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {

@@ -24,6 +24,7 @@ use secretstore_core::{
 };
 use tokio::sync::oneshot;
 
+use crate::cache::SecretCache;
 use crate::errors::{copy, sql_failure};
 use crate::rows::{credential, live_secret, parse_id, ScopeColumns};
 
@@ -31,7 +32,7 @@ use crate::rows::{credential, live_secret, parse_id, ScopeColumns};
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// What the writer thread and the store handle share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
     /// Idempotency keys claimed by requests still running. In memory because a claim only means
     /// something while its request runs; the data directory lock keeps it to one process.
@@ -39,6 +40,19 @@ pub struct Shared {
     /// Transactions committed, and jobs run; for tests and metrics of the group commit.
     pub commits: AtomicU64,
     pub ops: AtomicU64,
+    /// Sealed secrets recently read; the writer invalidates what it changes.
+    pub cache: SecretCache,
+}
+
+impl Shared {
+    pub fn new(cache_capacity: usize) -> Self {
+        Self {
+            inflight: Mutex::default(),
+            commits: AtomicU64::default(),
+            ops: AtomicU64::default(),
+            cache: SecretCache::new(cache_capacity),
+        }
+    }
 }
 
 /// How many rows one purge job deleted, per table.
@@ -132,6 +146,17 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>, shared: &Shared) {
             _ => None,
         })
         .collect();
+    // The secrets this batch may change, to drop from the read cache once it is settled.
+    let mut touched: Vec<SecretKey> = Vec::new();
+    let mut purged_at: Option<i64> = None;
+    for job in &batch {
+        match job {
+            WriteJob::Put { request, .. } => touched.push(request.key.clone()),
+            WriteJob::Delete { key, .. } => touched.push(key.clone()),
+            WriteJob::Purge { now, .. } => purged_at = Some(*now),
+            _ => {}
+        }
+    }
     let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
     let failure = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Err(e) => {
@@ -166,6 +191,14 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>, shared: &Shared) {
     };
     if let Some(err) = &failure {
         tracing::warn!(error = %err, jobs = answers.len(), "write batch failed");
+    }
+    // Before any answer goes out: once a write is acknowledged, no read may see what it
+    // replaced. (On a failed batch nothing changed, and forgetting is harmless.)
+    for key in &touched {
+        shared.cache.invalidate(key);
+    }
+    if let Some(now) = purged_at {
+        shared.cache.purge(now);
     }
     if !released.is_empty() {
         let mut inflight = shared.inflight.lock();
