@@ -137,14 +137,19 @@ impl FindSecret {
     }
 
     pub(crate) fn form(&self) -> Form<'_> {
-        let mut form = Form::default();
-        form.push("name", self.name.as_str());
-        self.scope.append_to(&mut form);
-        if self.expand_payload {
-            form.push("expand[0]", "payload");
-        }
-        form
+        named_secret_form(&self.scope, &self.name, self.expand_payload)
     }
+}
+
+/// The parameters find and delete share: one secret named in one scope, payload on request.
+fn named_secret_form<'a>(scope: &'a Scope, name: &'a str, expand_payload: bool) -> Form<'a> {
+    let mut form = Form::default();
+    form.push("name", name);
+    scope.append_to(&mut form);
+    if expand_payload {
+        form.push("expand[0]", "payload");
+    }
+    form
 }
 
 /// Delete a secret by name: `POST /v1/apps/secrets/delete`. The answer is the secret as it
@@ -187,13 +192,7 @@ impl DeleteSecret {
     }
 
     pub(crate) fn form(&self) -> Form<'_> {
-        let mut form = Form::default();
-        form.push("name", self.name.as_str());
-        self.scope.append_to(&mut form);
-        if self.expand_payload {
-            form.push("expand[0]", "payload");
-        }
-        form
+        named_secret_form(&self.scope, &self.name, self.expand_payload)
     }
 }
 
