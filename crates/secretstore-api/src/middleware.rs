@@ -114,7 +114,8 @@ pub async fn stamp(State(config): State<ApiConfig>, mut request: Request, next: 
         headers.insert("stripe-version", version);
     }
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Whole microseconds shown as milliseconds: 3.294, not 3.2939480000000003.
+    let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
     let shown_path: String = path.chars().take(200).collect();
     match response.extensions().get::<ApiError>() {
         Some(err) if status >= 500 => tracing::warn!(

@@ -78,8 +78,8 @@ fn auth_error(err: AuthError) -> ApiError {
                 .to_owned(),
         ),
         AuthError::InvalidKey { masked } => unauthorized(format!(
-            "Invalid API Key provided: {masked}. Keys look like sk_test_..., sk_live_..., \
-             rk_test_... or rk_live_...."
+            "Invalid API Key provided: {masked}. A key starts with sk_test_, sk_live_, rk_test_ \
+             or rk_live_, followed by letters, digits and underscores."
         )),
         AuthError::AccountInvalid => forbidden(
             "account_invalid",

@@ -212,6 +212,13 @@ impl ClientBuilder {
 
 fn parse_base_url(text: &str) -> Result<String, Error> {
     let invalid = |why: &str| Error::InvalidArgument(format!("base URL {text:?} {why}"));
+    if !text.contains("://") {
+        // `127.0.0.1:12111` or `localhost:12111`: the URL parser's own words ("relative URL
+        // without a base", or a scheme named "localhost") would not say what is missing.
+        return Err(invalid(&format!(
+            "has no scheme: write it as http://{text} (or https://{text})"
+        )));
+    }
     let url =
         reqwest::Url::parse(text).map_err(|err| invalid(&format!("does not parse: {err}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
@@ -691,6 +698,12 @@ mod tests {
             parse_base_url("http://127.0.0.1:12111/").ok().as_deref(),
             Some("http://127.0.0.1:12111")
         );
+        for bare in ["127.0.0.1:12111", "localhost:12111"] {
+            let Err(Error::InvalidArgument(message)) = parse_base_url(bare) else {
+                panic!("{bare} accepted");
+            };
+            assert!(message.contains(&format!("http://{bare}")), "{message}");
+        }
         assert_eq!(
             parse_base_url("https://gateway.example/stripe/")
                 .ok()

@@ -1,10 +1,11 @@
 //! The command line: every flag has a `SECRETSTORE_*` environment twin, and `--help` explains
 //! each one.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{BoolishValueParser, TypedValueParser as _};
+use clap::{ArgAction, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,12 +47,18 @@ pub enum LogFormat {
     after_help = "Root key: --root-key-file PATH, or the key itself (64 hex digits or \
 base64) in the environment variable SECRETSTORE_ROOT_KEY (never a flag, so it stays out of the \
 process list). With --dev and neither, a key is generated into DATA/root.key on first start.\n\n\
+Production mode (without --dev) is not available yet: provisioning of apps, accounts, API keys \
+and user sessions has not landed, so `secretstore serve` without --dev refuses to start and says \
+so. Until then, run with --dev (or SECRETSTORE_DEV=true) for local development only.\n\n\
 On start the server prints one line, `secretstore listening on http://ADDR`, on standard output; \
 logs go to standard error."
 )]
 pub struct ServeArgs {
-    /// Address to listen on. Port 0 picks a free port; the chosen address is printed.
-    #[arg(long, env = "SECRETSTORE_LISTEN", default_value = "127.0.0.1:12111")]
+    /// Address to listen on: HOST:PORT (127.0.0.1:12111, localhost:12111, [::1]:12111,
+    /// 0.0.0.0:12111 for every interface) or a bare port, which means 127.0.0.1. Port 0 picks a
+    /// free port; the chosen address is printed.
+    #[arg(long, env = "SECRETSTORE_LISTEN", default_value = "127.0.0.1:12111",
+          value_parser = parse_listen, value_name = "ADDR")]
     pub listen: SocketAddr,
 
     /// Directory of the embedded database (created with mode 0700 if missing).
@@ -61,8 +68,10 @@ pub struct ServeArgs {
     /// Development mode: no provisioning. Any well-formed key is accepted and the text after
     /// its mode prefix names the app (sk_test_abc and sk_live_abc are app "abc" in test and
     /// live mode); any acct_... in Stripe-Account is accepted. A root key is generated into the
-    /// data directory if none is given. Never use it for real secrets.
-    #[arg(long, env = "SECRETSTORE_DEV")]
+    /// data directory if none is given. Never use it for real secrets. The environment twin
+    /// takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "SECRETSTORE_DEV", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
     pub dev: bool,
 
     /// File holding the 256-bit root key (64 hex digits or base64). Refused if group or others
@@ -125,4 +134,99 @@ pub struct ServeArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "secretstore=debug").
     #[arg(long, env = "SECRETSTORE_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `--listen`: HOST:PORT with a literal address or a host name (resolved now, preferring IPv4
+/// as `localhost` usually should be), or a bare port on the loopback interface.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let expected = "expected HOST:PORT (such as 127.0.0.1:12111, localhost:12111 or \
+                    [::1]:12111) or a port number (such as 12111)";
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(expected.to_owned());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected.to_owned());
+    }
+    let found: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve the host name {host:?} ({err}); {expected}"))?
+        .collect();
+    found
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .ok_or_else(|| format!("the host name {host:?} has no address; {expected}"))
+}
+
+/// The words a boolean environment twin may hold (clap's "boolish" values).
+const BOOLEAN_WORDS: &str = "true or false (also 1 or 0, yes or no, on or off)";
+
+/// Checks the boolean environment twins of the subcommand about to run before clap reads them,
+/// so a refusal names the variable (clap would blame the flag, which the user never typed).
+pub fn check_boolean_environment(args: &[std::ffi::OsString]) -> Result<(), String> {
+    let command = Cli::command();
+    let Some(sub) = args
+        .get(1)
+        .and_then(|name| name.to_str())
+        .and_then(|name| command.find_subcommand(name))
+    else {
+        return Ok(());
+    };
+    for arg in sub.get_arguments() {
+        let (Some(variable), ArgAction::SetTrue) = (arg.get_env(), arg.get_action()) else {
+            continue;
+        };
+        let Some(value) = std::env::var_os(variable) else {
+            continue;
+        };
+        let parser = BoolishValueParser::new();
+        let fake = clap::Command::new("check");
+        if parser.parse_ref(&fake, None, &value).is_err() {
+            return Err(format!(
+                "{}={} is not a boolean: set it to {BOOLEAN_WORDS}, or unset it",
+                variable.to_string_lossy(),
+                value.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_addresses_host_names_and_bare_ports() {
+        assert_eq!(
+            parse_listen("12112").unwrap(),
+            "127.0.0.1:12112".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        let local = parse_listen("localhost:12112").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 12112, "{local}");
+        for bad in [
+            "nonsense",
+            "",
+            ":80",
+            "localhost:",
+            "localhost:99999",
+            "1.2.3.4",
+        ] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! drift from the commands they describe.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _};
@@ -39,8 +39,23 @@ pub struct ManArgs {
     out_dir: Option<PathBuf>,
 }
 
+/// Creates `--out-dir` (and its parents) if missing, as `mkdir -p` would.
+fn out_dir(dir: &Path) -> Result<(), ExitCode> {
+    std::fs::create_dir_all(dir).map_err(|err| {
+        failed(&format!(
+            "cannot create the directory {}: {err}",
+            dir.display()
+        ))
+    })
+}
+
 pub fn completions(args: CompletionsArgs) -> ExitCode {
     let mut command = Cli::command();
+    if let Some(dir) = &args.out_dir {
+        if let Err(code) = out_dir(dir) {
+            return code;
+        }
+    }
     match args.out_dir {
         Some(dir) => match clap_complete::generate_to(args.shell, &mut command, BIN, &dir) {
             Ok(path) => {
@@ -59,6 +74,11 @@ pub fn completions(args: CompletionsArgs) -> ExitCode {
 
 pub fn man(args: ManArgs) -> ExitCode {
     let command = Cli::command();
+    if let Some(dir) = &args.out_dir {
+        if let Err(code) = out_dir(dir) {
+            return code;
+        }
+    }
     match args.out_dir {
         Some(dir) => match clap_mangen::generate_to(command, &dir) {
             Ok(()) => {

@@ -12,7 +12,12 @@ mod serve;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(message) = cli::check_boolean_environment(&args) {
+        eprintln!("secretstore: {message}");
+        return std::process::ExitCode::from(2);
+    }
+    let cli = cli::Cli::parse_from(args);
     match cli.command {
         cli::Command::Serve(args) => serve::main(args),
         cli::Command::Secrets(args) => secrets::main(args),

@@ -34,8 +34,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, on standard error: a log line as well would say it twice on a terminal.
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("secretstore: {err:#}");
             ExitCode::FAILURE
         }
@@ -88,6 +88,55 @@ fn load_root_key(args: &ServeArgs) -> anyhow::Result<RootKey> {
     )
 }
 
+/// Says what is wrong with `--data` before anything else touches it, so a file or an
+/// unreadable directory is not reported later as a root-key or database problem.
+fn check_data_dir(path: &Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => bail!(
+            "the data directory {shown} (--data) is a file, not a directory; give --data the \
+             path of a directory (it is created if missing)"
+        ),
+        Ok(_) => {
+            std::fs::read_dir(path).map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot read the data directory {shown} (--data): {}; it must be a directory \
+                     this user can read and write (run as its owner, or choose another with --data)",
+                    io_reason(&err)
+                )
+            })?;
+            let probe = path.join(format!(".secretstore-write-test-{}", std::process::id()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "cannot write into the data directory {shown} (--data): {}; it must be a \
+                         directory this user can read and write (run as its owner, or choose \
+                         another with --data)",
+                        io_reason(&err)
+                    )
+                })
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => bail!(
+            "cannot use the data directory {shown} (--data): {}",
+            io_reason(&err)
+        ),
+    }
+}
+
+/// An I/O error as a short phrase, without Rust's "(os error 13)" suffix.
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::NotFound => "it does not exist".to_owned(),
+        _ => err.to_string(),
+    }
+}
+
 fn create_data_dir(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
@@ -102,7 +151,33 @@ fn create_data_dir(path: &Path) -> anyhow::Result<()> {
     };
     #[cfg(not(unix))]
     let created = std::fs::create_dir_all(path);
-    created.with_context(|| format!("cannot create the data directory {}", path.display()))
+    created.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot create the data directory {} (--data): {}",
+            path.display(),
+            io_reason(&err)
+        )
+    })
+}
+
+/// Why the listener could not be opened, and what to do about it.
+fn listen_failure(addr: SocketAddr, err: &std::io::Error) -> anyhow::Error {
+    let advice = "choose another address with --listen (or SECRETSTORE_LISTEN), for example \
+                  --listen 127.0.0.1:12113";
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {addr}: another process is already listening there (perhaps \
+             another secretstore); stop it, or {advice}"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need privileges); \
+             {advice}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+            "cannot listen on {addr}: it is not an address of this machine; {advice}"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {addr}: {err}; {advice}"),
+    }
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -113,6 +188,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
              for local development"
         );
     }
+    // The listener first: a port in use is the likeliest start-up failure, and nothing should
+    // be created (data directory, dev root key) by a start that cannot serve.
+    let listener = listen(args.listen).map_err(|err| listen_failure(args.listen, &err))?;
+    check_data_dir(&args.data)?;
     create_data_dir(&args.data)?;
     let root_key = load_root_key(&args)?;
     let envelope = Arc::new(Envelope::new(&root_key));
@@ -135,8 +214,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let service = SecretService::new(Arc::clone(&store), envelope, Arc::new(SystemClock), limits);
     service.verify_root_key().await?;
 
-    let listener =
-        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     announce(addr, &args);
 

@@ -473,13 +473,13 @@ fn completions_for_each_shell_mention_secrets() {
         );
         assert!(script.stdout.contains("reveal"), "{shell}");
     }
+    // A directory that does not exist yet is created, parents included.
     let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("not/yet");
     let mut command = bare();
-    command
-        .args(["completions", "fish", "--out-dir"])
-        .arg(dir.path());
+    command.args(["completions", "fish", "--out-dir"]).arg(&out);
     answer(run(command, "")).ok();
-    assert!(dir.path().join("secretstore.fish").exists());
+    assert!(out.join("secretstore.fish").exists());
 }
 
 #[test]
@@ -495,10 +495,11 @@ fn the_man_page_describes_the_commands() {
     assert!(page.stdout.contains("secrets"), "{}", page.stdout);
 
     let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man/man1");
     let mut command = bare();
-    command.args(["man", "--out-dir"]).arg(dir.path());
+    command.args(["man", "--out-dir"]).arg(&out);
     answer(run(command, "")).ok();
-    let written: Vec<String> = std::fs::read_dir(dir.path())
+    let written: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -507,4 +508,59 @@ fn the_man_page_describes_the_commands() {
         written.iter().any(|n| n.starts_with("secretstore-secrets")),
         "{written:?}"
     );
+}
+
+#[test]
+fn a_base_url_without_a_scheme_gets_a_suggestion() {
+    let mut command = bare();
+    command
+        .args(["secrets", "list", "--base-url", "127.0.0.1:12111"])
+        .env("SECRETSTORE_API_KEY", KEY);
+    let failed = answer(run(command, ""));
+    assert_eq!(failed.code, 2, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("http://127.0.0.1:12111"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("relative URL"), "{}", failed.stderr);
+}
+
+#[test]
+fn a_missing_name_does_not_show_the_key_or_url_as_required() {
+    for with_env in [false, true] {
+        let mut command = bare();
+        command.args(["secrets", "find"]);
+        if with_env {
+            command
+                .env("SECRETSTORE_API_KEY", KEY)
+                .env("SECRETSTORE_BASE_URL", "http://127.0.0.1:12111");
+        }
+        let failed = answer(run(command, ""));
+        assert_eq!(failed.code, 2);
+        let usage = failed
+            .stderr
+            .lines()
+            .find(|line| line.starts_with("Usage:"))
+            .unwrap_or_else(|| panic!("no usage line: {}", failed.stderr))
+            .to_owned();
+        assert_eq!(
+            usage, "Usage: secretstore secrets find <NAME>",
+            "env {with_env}"
+        );
+    }
+}
+
+#[test]
+fn the_key_and_url_variables_are_still_documented_in_help() {
+    let mut command = bare();
+    command.args(["secrets", "--help"]);
+    let help = answer(run(command, "")).ok().stdout;
+    for text in [
+        "SECRETSTORE_API_KEY",
+        "STRIPE_API_KEY",
+        "SECRETSTORE_BASE_URL",
+    ] {
+        assert!(help.contains(text), "{text} missing:\n{help}");
+    }
 }

@@ -56,11 +56,19 @@ impl Answer {
         if let Some(code) = code {
             assert_eq!(self.code(), code, "{}", self.json);
         }
-        assert!(!self.message().is_empty(), "{}", self.json);
+        let message = self.message();
+        assert!(!message.is_empty(), "{}", self.json);
+        // One sentence end, not "rk_live_....": an ellipsis ("...") only where a value was cut.
+        assert!(
+            !message.ends_with("....") && (!message.ends_with("..") || message.ends_with("...")),
+            "doubled period: {message}"
+        );
     }
 }
 
 pub struct Builder {
+    /// The data directory, made by `wrap_store` (the store in it needs it) or by `build`.
+    dir: Option<tempfile::TempDir>,
     limits: Limits,
     config: ApiConfig,
     store: Option<Arc<dyn Store>>,
@@ -90,14 +98,17 @@ impl Builder {
         let inner: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("data"), SqliteOptions::default()).unwrap(),
         );
-        // Keep the directory alive for the store's life by leaking it into the wrapper's owner.
-        std::mem::forget(dir);
+        // The app keeps the directory, so it lives exactly as long as the store in it.
+        self.dir = Some(dir);
         self.store = Some(wrap(inner));
         self
     }
 
     pub async fn build(self) -> TestApp {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match self.dir {
+            Some(dir) => dir,
+            None => tempfile::tempdir().unwrap(),
+        };
         let store = match self.store {
             Some(store) => store,
             None => Arc::new(
@@ -126,6 +137,7 @@ impl Builder {
 
 pub fn app() -> Builder {
     Builder {
+        dir: None,
         limits: Limits::default(),
         config: ApiConfig::default(),
         store: None,

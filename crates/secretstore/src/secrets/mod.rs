@@ -24,6 +24,7 @@ use self::output::PayloadLine;
 /// The key's environment variables, most specific first.
 const KEY_ENV: &str = "SECRETSTORE_API_KEY";
 const STRIPE_KEY_ENV: &str = "STRIPE_API_KEY";
+const BASE_URL_ENV: &str = "SECRETSTORE_BASE_URL";
 
 /// A local server, for help texts and hints.
 const LOCAL_URL: &str = "http://127.0.0.1:12111";
@@ -41,27 +42,17 @@ secretstore secrets list --all --json\n  \
 secretstore secrets delete gh-token --scope user:usr_1"
 )]
 pub struct SecretsArgs {
-    /// API key (sk_test_..., sk_live_..., rk_...). Prefer the environment variable: a flag is
-    /// visible to other users in the process list. Falls back to STRIPE_API_KEY.
-    #[arg(
-        long,
-        env = KEY_ENV,
-        hide_env_values = true,
-        global = true,
-        value_name = "KEY"
-    )]
+    /// API key (sk_test_..., sk_live_..., rk_...). Prefer the environment: a flag is visible to
+    /// other users in the process list. [env: SECRETSTORE_API_KEY, else STRIPE_API_KEY]
+    // Not clap's `env`: a value clap takes from the environment shows in every usage line as
+    // if the flag were required.
+    #[arg(long, global = true, value_name = "KEY")]
     api_key: Option<String>,
 
     /// Server to talk to: Stripe's API by default; a local secretstore is
-    /// http://127.0.0.1:12111.
-    #[arg(
-        long,
-        env = "SECRETSTORE_BASE_URL",
-        default_value = DEFAULT_BASE_URL,
-        global = true,
-        value_name = "URL"
-    )]
-    base_url: String,
+    /// http://127.0.0.1:12111. [env: SECRETSTORE_BASE_URL] [default: https://api.stripe.com]
+    #[arg(long, global = true, value_name = "URL")]
+    base_url: Option<String>,
 
     /// Act for this connected account (Stripe-Account: acct_...).
     #[arg(long, global = true, value_name = "ACCT")]
@@ -152,7 +143,7 @@ enum Failure {
     Local(String),
 }
 
-pub fn main(args: SecretsArgs) -> ExitCode {
+pub fn main(mut args: SecretsArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,8 +154,8 @@ pub fn main(args: SecretsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let base_url = args.base_url.clone();
-    match runtime.block_on(run(args)) {
+    let base_url = base_url(args.base_url.take());
+    match runtime.block_on(run(args, &base_url)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
             eprintln!("secretstore: {message}");
@@ -209,7 +200,7 @@ fn report(err: &Error, base_url: &str) {
             if base_url.trim_end_matches('/') == DEFAULT_BASE_URL {
                 eprintln!(
                     "  hint: this talks to Stripe by default; for a local secretstore give \
-                     --base-url {LOCAL_URL} (or set SECRETSTORE_BASE_URL)"
+                     --base-url {LOCAL_URL} (or set {BASE_URL_ENV})"
                 );
             } else {
                 eprintln!("  hint: is the server running at {base_url}?");
@@ -219,12 +210,19 @@ fn report(err: &Error, base_url: &str) {
     }
 }
 
+/// A variable's value, unless it is unset or empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// `--base-url`, else `SECRETSTORE_BASE_URL`, else Stripe's API.
+fn base_url(flag: Option<String>) -> String {
+    flag.or_else(|| env_value(BASE_URL_ENV))
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned())
+}
+
 fn api_key(flag: Option<String>) -> Result<Zeroizing<String>, Failure> {
-    let from_env = || {
-        std::env::var(STRIPE_KEY_ENV)
-            .ok()
-            .filter(|key| !key.is_empty())
-    };
+    let from_env = || env_value(KEY_ENV).or_else(|| env_value(STRIPE_KEY_ENV));
     match flag.filter(|key| !key.is_empty()).or_else(from_env) {
         Some(key) => Ok(Zeroizing::new(key)),
         None => Err(Failure::Usage(format!(
@@ -234,9 +232,9 @@ fn api_key(flag: Option<String>) -> Result<Zeroizing<String>, Failure> {
     }
 }
 
-async fn run(args: SecretsArgs) -> Result<(), Failure> {
+async fn run(args: SecretsArgs, base_url: &str) -> Result<(), Failure> {
     let key = api_key(args.api_key)?;
-    let mut builder = Client::builder(key).base_url(&args.base_url);
+    let mut builder = Client::builder(key).base_url(base_url);
     if let Some(account) = &args.account {
         builder = builder.stripe_account(account);
     }

@@ -42,13 +42,14 @@ impl Site {
         self.data().join("secretstore.db")
     }
 
+    /// `serve --dev` on a free port (unless `extra` gives `--listen`) over this site's data.
     pub fn command(&self, extra: &[&str]) -> Command {
         let mut command = Command::new(BIN);
+        command.arg("serve").arg("--dev");
+        if !extra.contains(&"--listen") {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
         command
-            .arg("serve")
-            .arg("--dev")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .arg("--data")
             .arg(self.data())
             .args(extra)

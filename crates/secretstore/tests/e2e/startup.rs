@@ -207,5 +207,155 @@ async fn json_logs_carry_request_facts_and_never_a_payload_or_whole_key() {
         for field in ["request_id", "method", "path", "status", "latency_ms"] {
             assert!(entry.get(field).is_some(), "{field} missing: {entry}");
         }
+        // Milliseconds to the microsecond, not 3.2939480000000003.
+        let latency = entry["latency_ms"].to_string();
+        let decimals = latency.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "latency_ms {latency}");
     }
+}
+
+/// stderr of a start that must fail, and whether it failed.
+fn failed_start(command: std::process::Command) -> String {
+    let (ok, text) = run_to_exit(command);
+    assert!(!ok, "the start should have failed:\n{text}");
+    text
+}
+
+#[test]
+fn a_data_path_that_is_a_file_is_reported_as_such() {
+    let site = Site::new();
+    std::fs::write(site.data(), "not a directory").unwrap();
+    let text = failed_start(site.command(&[]));
+    assert!(text.contains("is a file, not a directory"), "{text}");
+    assert!(text.contains("--data"), "{text}");
+    assert!(!text.contains("root key"), "{text}");
+}
+
+/// A command run as user `nobody`, where the machine allows it (root with setpriv); root itself
+/// reads every directory, so an unreadable one needs another user.
+fn as_nobody(command: &std::process::Command) -> Option<std::process::Command> {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout == b"0\n");
+    let has_setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !is_root || !has_setpriv {
+        eprintln!("skipped: needs root and setpriv to run the server as another user");
+        return None;
+    }
+    let mut wrapped = std::process::Command::new("setpriv");
+    wrapped
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    Some(wrapped)
+}
+
+#[test]
+fn a_data_directory_the_user_cannot_read_or_write_is_reported_as_such() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    // The site's own directory must be reachable by the other user; the data one is not.
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(site.data()).unwrap();
+    for (mode, problem) in [(0o700, "cannot read"), (0o755, "cannot write")] {
+        std::fs::set_permissions(site.data(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let Some(command) = as_nobody(&site.command(&[])) else {
+            return;
+        };
+        let text = failed_start(command);
+        assert!(text.contains(problem), "{mode:o}: {text}");
+        assert!(text.contains("the data directory"), "{text}");
+        assert!(!text.contains("root key"), "{text}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_found_first_and_nothing_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let site = Site::new();
+    let mut command = site.command(&["--listen", &addr]);
+    command.env_remove("SECRETSTORE_ROOT_KEY");
+    let text = failed_start(command);
+    assert!(text.contains("--listen"), "{text}");
+    assert!(text.contains("already listening"), "{text}");
+    assert!(!site.data().exists(), "the data directory was created");
+    // Printed once, not also as a log line.
+    assert_eq!(text.matches("cannot listen").count(), 1, "{text}");
+}
+
+#[test]
+fn listen_takes_a_bare_port_or_a_host_name_and_explains_the_form() {
+    for given in ["0", "localhost:0"] {
+        let mut site = Site::new();
+        let server = site.start(&["--listen", given]);
+        assert!(
+            server.url.starts_with("http://127.0.0.1:"),
+            "{given}: {}",
+            server.url
+        );
+    }
+    let site = Site::new();
+    let text = failed_start(site.command(&["--listen", "nonsense"]));
+    assert!(text.contains("HOST:PORT"), "{text}");
+    assert!(!text.contains("invalid socket address syntax"), "{text}");
+}
+
+#[test]
+fn boolean_variables_take_the_usual_spellings_and_are_named_when_refused() {
+    for yes in ["1", "yes", "on", "true", "TRUE"] {
+        let site = Site::new();
+        // Started by the variable alone, without the flag.
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(site.data())
+            .env("SECRETSTORE_ROOT_KEY", &site.root_key)
+            .env("SECRETSTORE_DEV", yes)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            line.starts_with("secretstore listening on"),
+            "{yes}: {line:?}"
+        );
+    }
+    let site = Site::new();
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(site.data())
+        .env("SECRETSTORE_DEV", "maybe");
+    let text = failed_start(command);
+    assert!(text.contains("SECRETSTORE_DEV=maybe"), "{text}");
+    assert!(text.contains("true or false"), "{text}");
+}
+
+#[test]
+fn serve_help_says_what_production_mode_needs() {
+    let output = std::process::Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("Production mode"), "{help}");
+    assert!(help.contains("refuses to start"), "{help}");
 }
