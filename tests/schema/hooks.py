@@ -172,7 +172,7 @@ def map_case(context: Any, case: Any) -> Any:
 
 
 def _adjust_spec(raw_schema: dict[str, Any]) -> None:
-    """Two in-memory changes to the loaded spec (the shared file is not touched):
+    """Two in-memory changes to the loaded spec (the committed file is not touched):
 
     - Links for the stateful phase: set -> find and set -> list, by the answer's `name` and
       `scope`, so schemathesis finds what it just stored. No link targets delete: delete takes

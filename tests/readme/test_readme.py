@@ -1,0 +1,238 @@
+"""Every snippet of README.md, run as it is written.
+
+The README is the front door: a new user pastes its blocks in order. This suite does the same
+on this checkout: it starts the server with the README's own command (`cargo run --release --
+serve --dev`, so the build is part of the check), puts `secretstore` on PATH the way the README
+says (`cargo install --path crates/secretstore`, into a temporary root), then runs each block
+against that server: the curl calls, the Python and Node examples, the command-line examples,
+the Rust example (compiled from crates/secretstore-client/examples/readme.rs, which must match
+the README word for word) and the benchmark. The only changes to the environment are ones a
+user would not see: the data directory and install root are temporary
+(SECRETSTORE_DATA, CARGO_INSTALL_ROOT) and the benchmark runs 1 s a scenario (DURATION).
+
+Every fenced block must be claimed by one of the handlers below, so a snippet added to the
+README without a test fails `test_every_block_is_run`.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+NODE_DIR = ROOT / "tests" / "sdk" / "node"
+EXAMPLE = ROOT / "crates" / "secretstore-client" / "examples" / "readme.rs"
+ADDR = ("127.0.0.1", 12111)
+
+# A cold release build on a small machine takes minutes.
+BUILD_TIMEOUT = 1800
+
+
+def blocks():
+    """(language, text) of every fenced block, in order."""
+    found = re.findall(r"^```([A-Za-z]*)\n(.*?)^```$", README.read_text(), flags=re.S | re.M)
+    return [(lang, text) for lang, text in found]
+
+
+def block(lang, first_line):
+    """The one block of this language whose first line starts with `first_line`."""
+    matches = [t for lg, t in blocks() if lg == lang and t.startswith(first_line)]
+    assert len(matches) == 1, f"expected one {lang} block starting {first_line!r}, found {len(matches)}"
+    return matches[0]
+
+
+# Each block's handler, by language and first line. A block may be claimed as run elsewhere only
+# where scripts/test runs exactly that command itself.
+CLAIMS = [
+    ("sh", "cargo run --release -- serve --dev", "test_the_start_command_serves_and_prints_a_first_call"),
+    ("sh", "curl -u sk_test_myapp:", "test_the_curl_calls"),
+    ("sh", "cargo install --path crates/secretstore", "test_cargo_install_puts_secretstore_on_path"),
+    ("sh", "scripts/test", "this suite's own runner: scripts/test runs every suite, this one included"),
+    ("python", "import stripe", "test_the_python_example"),
+    ("js", "import Stripe from 'stripe';", "test_the_node_example"),
+    ("sh", "scripts/reliability", "test_scripts_test_runs_the_reliability_command"),
+    ("sh", "scripts/bench", "test_the_benchmark"),
+    ("text", "crates/", "a directory listing, not a command"),
+    ("rust", "use secretstore_client::", "test_the_rust_example"),
+    ("sh", "export SECRETSTORE_API_KEY=", "test_the_command_line_examples"),
+]
+
+
+def test_every_block_is_run():
+    for lang, text in blocks():
+        first = text.splitlines()[0] if text else ""
+        claimed = [c for c in CLAIMS if c[0] == lang and first.startswith(c[1])]
+        assert len(claimed) == 1, f"README block ({lang}) starting {first!r} is not run by any test"
+        handler = claimed[0][2]
+        if handler.startswith("test_"):
+            assert handler in globals(), handler
+
+
+def port_free():
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(ADDR)
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("readme")
+
+
+@pytest.fixture(scope="module")
+def server(tmp):
+    """The README's start command, run verbatim from the clone's root."""
+    assert port_free(), f"{ADDR[0]}:{ADDR[1]} is taken; the README's server needs it"
+    command = block("sh", "cargo run --release -- serve --dev").strip()
+    out = tmp / "server.out"
+    err = tmp / "server.err"
+    env = dict(os.environ, SECRETSTORE_DATA=str(tmp / "data"))
+    for var in ("SECRETSTORE_LISTEN", "SECRETSTORE_ROOT_KEY", "SECRETSTORE_ROOT_KEY_FILE"):
+        env.pop(var, None)
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            ["bash", "-c", command], cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while "listening on" not in out.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"the start command did not start a server:\n{err.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.2)
+    # The banner comes right after the first line.
+    time.sleep(0.5)
+    yield {"banner": out.read_text(), "proc": proc}
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def sh(script, env=None, cwd=ROOT, timeout=600):
+    """Runs a block with bash, failing on the first command that fails; returns stdout."""
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"exit {result.returncode}\n{script}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout
+
+
+def test_the_start_command_serves_and_prints_a_first_call(server):
+    banner = server["banner"]
+    assert banner.startswith("secretstore listening on http://127.0.0.1:12111\n"), banner
+    assert "DEV MODE" in banner
+    # The banner's first call is the README's.
+    for line in block("sh", "curl -u sk_test_myapp:").replace("\\\n", " ").splitlines():
+        words = " ".join(line.split())
+        assert words in " ".join(banner.split()), f"{words!r} not in the banner:\n{banner}"
+
+
+def test_the_curl_calls(server):
+    out = sh(block("sh", "curl -u sk_test_myapp:"))
+    assert '"name":"my-api-key"' in out, out
+    assert '"payload":"s3cr3t"' in out, out
+
+
+@pytest.fixture(scope="module")
+def installed(tmp):
+    """`cargo install` of the README, into a temporary root instead of ~/.cargo."""
+    root = tmp / "cargo-root"
+    sh(
+        block("sh", "cargo install --path crates/secretstore"),
+        env={"CARGO_INSTALL_ROOT": str(root), "CARGO_TARGET_DIR": str(ROOT / "target")},
+        timeout=BUILD_TIMEOUT,
+    )
+    return root / "bin"
+
+
+def test_cargo_install_puts_secretstore_on_path(installed):
+    assert (installed / "secretstore").is_file()
+    assert "secrets" in sh("secretstore --help", env={"PATH": f"{installed}:{os.environ['PATH']}"})
+
+
+def test_the_python_example(server):
+    python = ROOT / "target" / "sdk" / "venv" / "bin" / "python"
+    result = subprocess.run([str(python), "-c", block("python", "import stripe")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ghp_...", result.stdout
+
+
+def test_the_node_example(server):
+    # An ES module evaluated where stripe-node is installed, as the README's `.mjs` file would be.
+    result = subprocess.run(
+        ["node", "--input-type=module"],
+        input=block("js", "import Stripe from 'stripe';"),
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "s3cr3t", result.stdout
+
+
+def test_the_command_line_examples(server, installed):
+    out = sh(
+        block("sh", "export SECRETSTORE_API_KEY="),
+        env={"PATH": f"{installed}:{os.environ['PATH']}", "GITHUB_TOKEN": "ghp_readme_cli"},
+    )
+    assert "ghp_readme_cli" in out, out  # find --reveal
+    assert '"object": "list"' in out or '"object":"list"' in out, out  # list --json
+
+
+def marked_regions(text):
+    """The lines between `// README: begin` and `// README: end`, each region dedented."""
+    regions, current = [], None
+    for line in text.splitlines():
+        marker = line.strip()
+        if marker == "// README: begin":
+            current = []
+        elif marker == "// README: end":
+            indent = min(len(l) - len(l.lstrip()) for l in current if l.strip())
+            regions.append("\n".join(l[indent:] for l in current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return regions
+
+
+def test_the_rust_example(server):
+    example = "\n\n".join(marked_regions(EXAMPLE.read_text())) + "\n"
+    assert example == block("rust", "use secretstore_client::"), (
+        f"{EXAMPLE.relative_to(ROOT)} and the README's rust block differ; keep them word for word equal"
+    )
+    out = sh("cargo run -q -p secretstore-client --example readme", timeout=BUILD_TIMEOUT)
+    assert "found github-token with its payload" in out, out
+
+
+def test_scripts_test_runs_the_reliability_command():
+    command = block("sh", "scripts/reliability").strip()
+    runner = (ROOT / "scripts" / "test").read_text()
+    assert re.search(rf'^run "reliability" .* {re.escape(command)}$', runner, flags=re.M), (
+        f"scripts/test does not run the README's `{command}`"
+    )
+
+
+def test_the_benchmark(server):
+    # One second a scenario: this checks the command works and prints its table, not the figures.
+    out = sh(block("sh", "scripts/bench"), env={"DURATION": "1", "WARMUP": "1"}, timeout=BUILD_TIMEOUT)
+    assert "==> results" in out, out[-3000:]
+    for scenario in ("ceiling", "find", "list", "set"):
+        assert re.search(rf"^{scenario}\s+\d+", out, flags=re.M), f"no {scenario} row:\n{out[-3000:]}"
