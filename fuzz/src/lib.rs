@@ -11,13 +11,70 @@ use std::sync::OnceLock;
 
 use secretstore_api::error::{ApiError, ErrorType};
 use secretstore_api::form::{Form, Node, MAX_ARRAY_ITEMS, MAX_DEPTH, MAX_PAIRS};
-use secretstore_api::params::{self, Operation, Parsed};
+use secretstore_api::ops::{self, Operation as _};
+use secretstore_api::params::Params;
 use secretstore_core::limits::{
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_STRING_CHARS, MIN_LIST_LIMIT,
 };
-use secretstore_core::{AccountId, AppId, ListCursor, Mode, Namespace, Scope, SecretId};
+use secretstore_core::{
+    AccountId, AppId, ListCursor, ListRequest, Mode, Namespace, Scope, SecretAddress, SecretId,
+    SetRequest,
+};
 
 pub mod structured;
+
+/// The four operations, as the targets name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Set,
+    Find,
+    Delete,
+    List,
+}
+
+/// An accepted request of any operation, with what the oracles look at.
+#[derive(Debug)]
+pub enum Parsed {
+    Set { request: SetRequest, reveal: bool },
+    Find { key: SecretAddress, reveal: bool },
+    Delete { key: SecretAddress, reveal: bool },
+    List { request: ListRequest, reveal: bool },
+}
+
+/// Parses a decoded form as `op`, with the operation's own `parse` (`secretstore_api::ops`).
+pub fn parse(
+    op: Operation,
+    root: BTreeMap<String, Node>,
+    namespace: &Namespace,
+) -> Result<Parsed, ApiError> {
+    let params = Params::new(root);
+    Ok(match op {
+        Operation::Set => {
+            let request = ops::Set::parse(params, namespace)?;
+            let reveal = request.reveal;
+            Parsed::Set { request, reveal }
+        }
+        Operation::Find => {
+            let request = ops::Find::parse(params, namespace)?;
+            Parsed::Find {
+                key: request.address,
+                reveal: request.reveal,
+            }
+        }
+        Operation::Delete => {
+            let request = ops::Delete::parse(params, namespace)?;
+            Parsed::Delete {
+                key: request.address,
+                reveal: request.reveal,
+            }
+        }
+        Operation::List => {
+            let request = ops::List::parse(params, namespace)?;
+            let reveal = request.reveal;
+            Parsed::List { request, reveal }
+        }
+    })
+}
 
 pub const OPERATIONS: [Operation; 4] = [
     Operation::Set,
@@ -70,10 +127,8 @@ pub fn split_query_body(data: &[u8]) -> (&[u8], &[u8]) {
 /// Decodes a query string then a body into one form, the way the server does on a POST.
 pub fn decode_merged(query: &[u8], body: &[u8]) -> Result<Form, ApiError> {
     let mut form = Form::default();
-    form.extend_from(query)
-        .map_err(|e| ApiError::from_form(&e))?;
-    form.extend_from(body)
-        .map_err(|e| ApiError::from_form(&e))?;
+    form.extend_from(query).map_err(ApiError::from)?;
+    form.extend_from(body).map_err(ApiError::from)?;
     Ok(form)
 }
 
@@ -141,7 +196,7 @@ pub fn fuzz_form(data: &[u8]) {
         check_round_trip(form);
     }
     if let Err(err) = &whole {
-        check_validation_error(&ApiError::from_form(err), None);
+        check_validation_error(&ApiError::from(err.clone()), None);
     }
 
     let (query, body) = split_query_body(data);
@@ -193,13 +248,16 @@ fn check_round_trip(form: &Form) {
 /// in wire form where present, the spec's size limits, and a JSON body of the error shape.
 /// `expect_param`: the parameter the refusal must name, when the caller knows it.
 pub fn check_validation_error(err: &ApiError, expect_param: Option<&str>) {
-    let status = err.status.as_u16();
+    let status = err.status().as_u16();
     assert!(
         status == 400 || status == 404,
         "validation answered HTTP {status}: {err:?}"
     );
-    assert_eq!(err.kind, ErrorType::InvalidRequestError, "{err:?}");
-    let code = err.code.unwrap_or_else(|| panic!("no code: {err:?}"));
+    assert_eq!(err.code.kind(), ErrorType::InvalidRequestError, "{err:?}");
+    let code = err
+        .code
+        .wire()
+        .unwrap_or_else(|| panic!("no code: {err:?}"));
     assert!(VALIDATION_CODES.contains(&code), "undocumented code {code}");
     assert_eq!(
         status == 404,
@@ -213,11 +271,7 @@ pub fn check_validation_error(err: &ApiError, expect_param: Option<&str>) {
         "message of {message_chars} characters, the spec allows {SPEC_MAX_MESSAGE}"
     );
     if let Some(param) = &err.param {
-        assert!(
-            !param.is_empty(),
-            "empty param ({code}): {:?}",
-            err.message
-        );
+        assert!(!param.is_empty(), "empty param ({code}): {:?}", err.message);
         let param_chars = param.chars().count();
         assert!(
             param_chars <= SPEC_MAX_FIELD,
@@ -365,9 +419,9 @@ pub fn check_accepted(op: Operation, root: &BTreeMap<String, Node>, parsed: &Par
     match parsed {
         Parsed::Set { request, reveal } => {
             assert_eq!(op, Operation::Set);
-            assert_eq!(&request.key.namespace, namespace());
-            check_scope(&request.key.scope);
-            check_name(request.key.name.as_str());
+            assert_eq!(&request.address.namespace, namespace());
+            check_scope(&request.address.scope);
+            check_name(request.address.name.as_str());
             let payload = request.payload.expose();
             assert!(within_limit(payload), "payload length");
             assert_eq!(Some(payload), text(root, "payload"), "payload");
@@ -417,8 +471,8 @@ pub fn check_accepted(op: Operation, root: &BTreeMap<String, Node>, parsed: &Par
 /// Validates one decoded form as `op`, twice (the answer must not depend on anything but the
 /// input), and checks the outcome.
 pub fn validate(op: Operation, form: &Form) -> Result<Parsed, ApiError> {
-    let first = params::parse(op, form.root.clone(), namespace());
-    let second = params::parse(op, form.root.clone(), namespace());
+    let first = parse(op, form.root.clone(), namespace());
+    let second = parse(op, form.root.clone(), namespace());
     match (&first, &second) {
         (Ok(parsed), Ok(_)) => check_accepted(op, &form.root, parsed),
         (Err(a), Err(b)) => {

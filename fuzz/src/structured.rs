@@ -14,8 +14,8 @@
 //! spaces, arrays bare (`expand[]`) or indexed (`expand[0]`), and on a POST some pairs moved to
 //! the query string.
 
+use crate::{Operation, Parsed};
 use arbitrary::{Arbitrary, Unstructured};
-use secretstore_api::params::{Operation, Parsed};
 use secretstore_api::DEFAULT_MAX_BODY_BYTES as MAX_BODY_BYTES;
 use secretstore_core::limits::MAX_STRING_CHARS;
 use secretstore_core::{ListCursor, Scope};
@@ -559,7 +559,7 @@ fn run_valid(v: &Valid) {
         (Expect::Accepted, Err(err)) => panic!("a valid {op:?} was refused: {err:?}"),
         (Expect::Refused { code, param }, Err(err)) => {
             check_validation_error(&err, Some(&param));
-            assert_eq!(err.code, Some(code), "{err:?}");
+            assert_eq!(err.code.wire(), Some(code), "{err:?}");
         }
         (Expect::Refused { code, param }, Ok(_)) => {
             panic!("{op:?} accepted a request that must be refused ({code} on {param})")
@@ -581,8 +581,8 @@ fn check_values(v: &Valid, parsed: &Parsed) {
     let reveal_wanted = v.expand.iter().take(8).any(|p| *p);
     match parsed {
         Parsed::Set { request, reveal } => {
-            scope_ok(&request.key.scope);
-            assert_eq!(request.key.name.as_str(), v.name.text());
+            scope_ok(&request.address.scope);
+            assert_eq!(request.address.name.as_str(), v.name.text());
             assert_eq!(request.payload.expose(), v.payload.text());
             assert_eq!(request.expires_at, v.expires_at);
             assert_eq!(*reveal, reveal_wanted);

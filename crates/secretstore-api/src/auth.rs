@@ -1,15 +1,21 @@
 //! Who is asking: the API key from `Authorization` (Bearer, or Basic with the key as user name)
-//! and the account from `Stripe-Account`, resolved by an `Authenticator` into a `Principal` that
-//! names the namespace the request acts in and what it may do there.
+//! and the account from `Stripe-Account`, resolved by an `Authenticator` into a core
+//! `Principal` that names the namespace the request acts in and what it may do there. The
+//! `Caller` extractor does that (and the rate limit) for every /v1 handler.
 //!
-//! Dev mode's authenticator is the only one today: any well-formed key is accepted and names its
-//! app. A provisioning authenticator (keys stored as hashes, compared in constant time) will
-//! implement the same trait, so nothing above this module changes when it arrives.
+//! The authenticator is async because credentials will live in storage. Dev mode's is the only
+//! one today: any well-formed key is accepted and names its app.
 
+use async_trait::async_trait;
+use axum::extract::FromRequestParts;
 use base64::Engine as _;
+use http::request::Parts;
 use http::HeaderMap;
-use secretstore_core::{AccountId, AppId, Mode, Namespace};
+use secretstore_core::{AccountId, AppId, CredentialId, Mode, Namespace, Permissions, Principal};
 use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::AppState;
 
 /// A key's kind: `sk_` reaches everything the app may; `rk_` carries explicit permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +53,9 @@ impl ApiKey {
         &self.text[8..]
     }
 
-    /// The whole key, for hashing into idempotency records. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.text
+    /// The key's identity (a hash of it), for idempotency records and rate limits.
+    pub fn credential_id(&self) -> CredentialId {
+        CredentialId::of(self.text.as_bytes())
     }
 
     pub fn masked(&self) -> String {
@@ -96,16 +102,6 @@ pub fn mask_key(key: &str) -> String {
     }
 }
 
-/// What the request may do, and where.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub namespace: Namespace,
-    pub can_read: bool,
-    pub can_write: bool,
-    /// Identifies the credential for idempotency records (hashed there, never stored raw).
-    pub credential: Zeroizing<Vec<u8>>,
-}
-
 /// Why a request was not let in. The 401s show the key only masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
@@ -115,16 +111,6 @@ pub enum AuthError {
     },
     /// `Stripe-Account` is not an account id.
     AccountInvalid,
-    /// The key may not act for the account it named.
-    AccountDenied {
-        masked: String,
-        account: String,
-    },
-    /// The key lacks the permission the operation needs.
-    PermissionDenied {
-        masked: String,
-        permission: &'static str,
-    },
 }
 
 /// Reads the API key from `Authorization`: `Bearer <key>`, `Basic base64(<key>:)` or
@@ -167,19 +153,41 @@ pub fn api_key_from_headers(headers: &HeaderMap) -> Result<ApiKey, AuthError> {
     ApiKey::parse(text)
 }
 
-/// Resolves a key and an optional `Stripe-Account` into a `Principal`.
-pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
-    fn authenticate(&self, key: &ApiKey, account: Option<&str>) -> Result<Principal, AuthError>;
+/// `Stripe-Account`, if given (trimmed).
+fn stripe_account(headers: &HeaderMap) -> Result<Option<String>, AuthError> {
+    match headers.get("stripe-account") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|text| Some(text.trim().to_owned()))
+            .map_err(|_| AuthError::AccountInvalid),
+    }
 }
 
-/// Dev mode (CONTRACT §8): every well-formed key is accepted; the text after the mode prefix
-/// names the app; any `acct_...` is an installation of it. Without `Stripe-Account`, requests act
-/// on the app's own account, `acct_dev_<app>`.
+/// Resolves a key and an optional `Stripe-Account` into a `Principal`.
+#[async_trait]
+pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
+    async fn authenticate(
+        &self,
+        key: &ApiKey,
+        account: Option<&str>,
+    ) -> Result<Principal, AuthError>;
+}
+
+/// Dev mode (docs/api.md, "Dev mode"): every well-formed key is accepted; the text after the
+/// mode prefix names the app; any `acct_...` is an installation of it. Without `Stripe-Account`,
+/// requests act on the app's own account, `acct_dev_<app>`. Secret and restricted keys alike may
+/// read and write.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DevAuthenticator;
 
+#[async_trait]
 impl Authenticator for DevAuthenticator {
-    fn authenticate(&self, key: &ApiKey, account: Option<&str>) -> Result<Principal, AuthError> {
+    async fn authenticate(
+        &self,
+        key: &ApiKey,
+        account: Option<&str>,
+    ) -> Result<Principal, AuthError> {
         let app = AppId::parse(key.body()).map_err(|_| AuthError::InvalidKey {
             masked: key.masked(),
         })?;
@@ -191,16 +199,39 @@ impl Authenticator for DevAuthenticator {
                 })?
             }
         };
+        let permissions = match key.kind {
+            KeyKind::Secret | KeyKind::Restricted => Permissions::ALL,
+        };
         Ok(Principal {
             namespace: Namespace {
                 app,
                 account,
                 mode: key.mode,
             },
-            can_read: true,
-            can_write: true,
-            credential: Zeroizing::new(key.expose().as_bytes().to_vec()),
+            credential: key.credential_id(),
+            shown: key.masked(),
+            permissions,
+            session_user: None,
         })
+    }
+}
+
+/// The authenticated caller of a /v1 request, within its rate limit. Extracting it is the
+/// first step of every operation: nothing is read or decided before the caller is known.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = api_key_from_headers(&parts.headers)?;
+        let account = stripe_account(&parts.headers)?;
+        let principal = state.auth.authenticate(&key, account.as_deref()).await?;
+        if let Some(limit) = &state.rate_limit {
+            limit.check(&principal.credential)?;
+        }
+        Ok(Caller(principal))
     }
 }
 
@@ -268,22 +299,32 @@ mod tests {
         assert!(!format!("{key:?}").contains("0123456789"));
     }
 
-    #[test]
-    fn dev_mode_names_app_account_and_mode() {
+    #[tokio::test]
+    async fn dev_mode_names_app_account_and_mode() {
         let key = api_key_from_headers(&headers("Bearer sk_live_myapp")).unwrap();
         let p = DevAuthenticator
             .authenticate(&key, Some("acct_123"))
+            .await
             .unwrap();
         assert_eq!(p.namespace.app.as_str(), "myapp");
         assert_eq!(p.namespace.account.as_str(), "acct_123");
         assert_eq!(p.namespace.mode, Mode::Live);
-        let own = DevAuthenticator.authenticate(&key, None).unwrap();
+        assert_eq!(p.credential, CredentialId::of(b"sk_live_myapp"));
+        assert!(!p.shown.contains("myapp"));
+        let own = DevAuthenticator.authenticate(&key, None).await.unwrap();
         assert_eq!(own.namespace.account.as_str(), "acct_dev_myapp");
         assert_eq!(
             DevAuthenticator
                 .authenticate(&key, Some("usr_1"))
+                .await
                 .unwrap_err(),
             AuthError::AccountInvalid
         );
+        let restricted = api_key_from_headers(&headers("Bearer rk_test_myapp")).unwrap();
+        let r = DevAuthenticator
+            .authenticate(&restricted, None)
+            .await
+            .unwrap();
+        assert_eq!(r.permissions, Permissions::ALL);
     }
 }

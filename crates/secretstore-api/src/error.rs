@@ -1,17 +1,19 @@
-//! The one mapping from everything that can go wrong to Stripe's error JSON:
-//! `{"error":{"type":...,"code":...,"message":...,"param":...}}`. Every non-2xx answer is built
-//! here. Internal failures are logged with the request id and answered with a generic sentence;
-//! their detail never reaches the client.
+//! Every error answer: one table of codes (`error_codes!`, after meilisearch's
+//! `make_error_codes!`) binds each code to its HTTP status, Stripe error type and whether the
+//! answer says `Stripe-Should-Retry`, and `ApiError` renders Stripe's JSON,
+//! `{"error":{"type":...,"code":...,"message":...,"param":...}}`. Errors of the other layers
+//! become `ApiError`s through the `From` conversions at the end of this file, so a handler only
+//! writes `?`. An unexpected failure carries its cause inside the error; the request middleware
+//! logs it once with the request id, and the client gets a generic sentence.
 //!
-//! The codes this server answers, beside Stripe's own (`parameter_missing`, `parameter_unknown`,
-//! `parameter_invalid_string_empty`, `parameter_invalid_integer`, `parameters_exclusive`,
-//! `resource_missing`, `idempotency_key_in_use`), are listed in `docs/errors.md`; they are stable.
+//! `docs/errors.md` documents the table; a test holds the two equal.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secretstore_core::{CoreError, CursorKind, InvalidExpiry, InvalidValue};
+use secretstore_core::{CoreError, CursorKind, Denied, InvalidExpiry, InvalidValue, StoreError};
 use serde::Serialize;
 
+use crate::auth::AuthError;
 use crate::form::FormError;
 
 /// Stripe's error types.
@@ -23,19 +25,102 @@ pub enum ErrorType {
     ApiError,
 }
 
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::InvalidRequestError => "invalid_request_error",
+            ErrorType::IdempotencyError => "idempotency_error",
+            ErrorType::ApiError => "api_error",
+        }
+    }
+}
+
+macro_rules! error_codes {
+    ($($variant:ident => $status:ident, $kind:ident, $code:expr, retry $retry:expr;)*) => {
+        /// Every kind of error answer this server gives. The wire code is `None` where Stripe's
+        /// answer carries none (401, an unknown route, 500).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)*
+                }
+            }
+
+            pub fn kind(self) -> ErrorType {
+                match self {
+                    $(Code::$variant => ErrorType::$kind,)*
+                }
+            }
+
+            /// The `code` field on the wire.
+            pub fn wire(self) -> Option<&'static str> {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            /// The `Stripe-Should-Retry` header, where the answer carries one.
+            pub fn should_retry(self) -> Option<bool> {
+                match self {
+                    $(Code::$variant => $retry,)*
+                }
+            }
+        }
+    };
+}
+
+// An exhaustive list of the error answers of this server (docs/errors.md documents it).
+error_codes! {
+    ParameterMissing => BAD_REQUEST, InvalidRequestError, Some("parameter_missing"), retry None;
+    ParameterUnknown => BAD_REQUEST, InvalidRequestError, Some("parameter_unknown"), retry None;
+    StringEmpty => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_string_empty"), retry None;
+    StringTooLong => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_string_too_long"), retry None;
+    NotInteger => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_integer"), retry None;
+    OutOfRange => BAD_REQUEST, InvalidRequestError, Some("parameter_out_of_range"), retry None;
+    InvalidEnum => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_enum"), retry None;
+    InvalidExpand => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_expand"), retry None;
+    ParameterInvalid => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid"), retry None;
+    BodyInvalid => BAD_REQUEST, InvalidRequestError, Some("body_invalid"), retry None;
+    InvalidEncoding => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_encoding"), retry None;
+    ParametersExclusive => BAD_REQUEST, InvalidRequestError, Some("parameters_exclusive"), retry None;
+    ScopeFull => BAD_REQUEST, InvalidRequestError, Some("scope_full"), retry None;
+    IdempotencyKeyInvalid => BAD_REQUEST, InvalidRequestError, Some("idempotency_key_invalid"), retry None;
+    IdempotencyKeyReused => BAD_REQUEST, IdempotencyError, Some("idempotency_key_reused"), retry None;
+    Unauthenticated => UNAUTHORIZED, InvalidRequestError, None, retry None;
+    AccountInvalid => FORBIDDEN, InvalidRequestError, Some("account_invalid"), retry None;
+    PermissionDenied => FORBIDDEN, InvalidRequestError, Some("permission_denied"), retry None;
+    ScopeAccessDenied => FORBIDDEN, InvalidRequestError, Some("scope_access_denied"), retry None;
+    ResourceMissing => NOT_FOUND, InvalidRequestError, Some("resource_missing"), retry None;
+    UnrecognizedUrl => NOT_FOUND, InvalidRequestError, None, retry None;
+    RequestTimeout => REQUEST_TIMEOUT, InvalidRequestError, Some("request_timeout"), retry None;
+    IdempotencyKeyInUse => CONFLICT, IdempotencyError, Some("idempotency_key_in_use"), retry Some(true);
+    RequestTooLarge => PAYLOAD_TOO_LARGE, InvalidRequestError, Some("request_too_large"), retry None;
+    ContentTypeInvalid => UNSUPPORTED_MEDIA_TYPE, InvalidRequestError, Some("content_type_invalid"), retry None;
+    RateLimit => TOO_MANY_REQUESTS, InvalidRequestError, Some("rate_limit"), retry Some(true);
+    HeadersTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, InvalidRequestError, Some("headers_too_large"), retry None;
+    Internal => INTERNAL_SERVER_ERROR, ApiError, None, retry None;
+    TooManyConnections => SERVICE_UNAVAILABLE, ApiError, Some("too_many_connections"), retry Some(true);
+    StorageUnavailable => SERVICE_UNAVAILABLE, ApiError, Some("storage_unavailable"), retry Some(true);
+}
+
 /// An error answer, ready to render.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: ErrorType,
-    pub code: Option<&'static str>,
+    pub code: Code,
     pub message: String,
     pub param: Option<String>,
-    /// Sets `Stripe-Should-Retry`: true for failures a retry may cure (storage unavailable),
-    /// false for ones it cannot.
-    pub should_retry: Option<bool>,
     /// Sets `Retry-After` (seconds).
     pub retry_after: Option<HeaderValue>,
+    /// What really went wrong, for the log only (never rendered): set on unexpected failures.
+    pub cause: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -55,30 +140,18 @@ struct Inner<'a> {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: ErrorType,
-        code: Option<&'static str>,
-        message: String,
-    ) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
-            kind,
             code,
-            message,
+            message: message.into(),
             param: None,
-            should_retry: None,
             retry_after: None,
+            cause: None,
         }
     }
 
-    pub fn invalid(code: &'static str, message: String) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::InvalidRequestError,
-            Some(code),
-            message,
-        )
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     /// Names the offending parameter. A client-chosen name is cut short, so an answer stays
@@ -88,25 +161,31 @@ impl ApiError {
         self
     }
 
+    /// Keeps what really went wrong for the log.
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
     pub fn missing(param: &str) -> Self {
-        Self::invalid(
-            "parameter_missing",
+        Self::new(
+            Code::ParameterMissing,
             format!("Missing required param: {param}."),
         )
         .with_param(param)
     }
 
     pub fn unknown(param: &str) -> Self {
-        Self::invalid(
-            "parameter_unknown",
+        Self::new(
+            Code::ParameterUnknown,
             format!("Received unknown parameter: {}", shorten(param)),
         )
         .with_param(param)
     }
 
     pub fn empty_string(param: &str) -> Self {
-        Self::invalid(
-            "parameter_invalid_string_empty",
+        Self::new(
+            Code::StringEmpty,
             format!(
                 "You passed an empty string for '{param}'. We assume empty values are an attempt \
                  to unset a parameter; however '{param}' cannot be unset. You should remove \
@@ -117,155 +196,111 @@ impl ApiError {
     }
 
     pub fn not_integer(param: &str, value: &str) -> Self {
-        Self::invalid(
-            "parameter_invalid_integer",
+        Self::new(
+            Code::NotInteger,
             format!("Invalid integer: {}", shorten(value)),
         )
         .with_param(param)
     }
 
     pub fn out_of_range(param: &str, message: String) -> Self {
-        Self::invalid("parameter_out_of_range", message).with_param(param)
+        Self::new(Code::OutOfRange, message).with_param(param)
+    }
+
+    /// A parameter of the wrong shape (a string where an object belongs, and the like).
+    pub fn invalid(param: &str, message: String) -> Self {
+        Self::new(Code::ParameterInvalid, message).with_param(param)
     }
 
     /// A string, id or other value that is not what the parameter takes.
     pub fn invalid_value(param: &str, problem: InvalidValue) -> Self {
         match problem {
             InvalidValue::Empty => Self::empty_string(param),
-            InvalidValue::TooLong { max } => Self::invalid(
-                "parameter_invalid_string_too_long",
+            InvalidValue::TooLong { max } => Self::new(
+                Code::StringTooLong,
                 format!("Invalid {param}: must be at most {max} characters long."),
             )
             .with_param(param),
             InvalidValue::Malformed => Self::invalid(
-                "parameter_invalid",
+                param,
                 format!("Invalid {param}: the value is not well formed."),
-            )
-            .with_param(param),
+            ),
         }
     }
 
     pub fn not_found(param: &str, id: &str) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
-            ErrorType::InvalidRequestError,
-            Some("resource_missing"),
+            Code::ResourceMissing,
             format!("No such secret: '{}'", shorten(id)),
         )
         .with_param(param)
     }
 
-    pub fn unrecognized_url(method: &str, path: &str) -> Self {
+    /// Stripe's answer to a path or method it does not serve; `routes` lists what it does.
+    pub fn unrecognized_url(method: &str, path: &str, routes: &str) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
-            ErrorType::InvalidRequestError,
-            None,
+            Code::UnrecognizedUrl,
             format!(
-                "Unrecognized request URL ({method}: {}). This server answers POST and GET on \
-                 /v1/apps/secrets, GET on /v1/apps/secrets/find and POST on \
-                 /v1/apps/secrets/delete.",
+                "Unrecognized request URL ({method}: {}). This server answers {routes}.",
                 shorten(path)
             ),
         )
     }
 
-    /// An unexpected failure: the detail is for the log (the caller logs it with the request id),
-    /// the client gets a sentence.
-    pub fn internal() -> Self {
+    /// An unexpected failure: the cause is for the log, the client gets a sentence.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ApiError,
-            None,
+            Code::Internal,
             "An unexpected error occurred on the server. It has been logged with this request's \
-             Request-Id; retrying will not help if it keeps happening."
-                .to_owned(),
+             Request-Id; retrying will not help if it keeps happening.",
         )
+        .with_cause(cause)
     }
 
-    pub fn unavailable() -> Self {
-        let mut err = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ApiError,
-            Some("storage_unavailable"),
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        Self::new(
+            Code::StorageUnavailable,
             "The secret store cannot accept this request right now (its storage is unavailable); \
-             nothing stored was affected. Retry later."
-                .to_owned(),
-        );
-        err.should_retry = Some(true);
-        err
-    }
-
-    pub fn from_form(err: &FormError) -> Self {
-        let code = match err {
-            FormError::TooManyPairs
-            | FormError::TooDeep { .. }
-            | FormError::TooManyItems { .. } => "parameter_invalid",
-            FormError::NotUtf8 => "parameter_invalid_encoding",
-            FormError::Conflict { .. } | FormError::EmptyName => "parameter_invalid",
-        };
-        let out = Self::invalid(code, err.message());
-        match err.param() {
-            Some(p) => out.with_param(p),
-            None => out,
-        }
-    }
-
-    /// Maps a service error. Returns the answer and, for failures the client must not see the
-    /// detail of, the detail to log.
-    pub fn from_core(err: CoreError) -> (Self, Option<String>) {
-        match err {
-            CoreError::NotFound { name } => (Self::not_found("name", name.as_str()), None),
-            CoreError::CursorNotFound { kind, id } => {
-                let param = match kind {
-                    CursorKind::StartingAfter => "starting_after",
-                    CursorKind::EndingBefore => "ending_before",
-                };
-                (Self::not_found(param, &id), None)
-            }
-            CoreError::ScopeFull { max } => (
-                Self::invalid(
-                    "scope_full",
-                    format!(
-                        "This scope already holds the maximum of {max} secrets. Delete one, or \
-                         replace an existing secret by setting its name."
-                    ),
-                )
-                .with_param("name"),
-                None,
-            ),
-            CoreError::InvalidExpiry(InvalidExpiry::NotInFuture) => (
-                Self::out_of_range(
-                    "expires_at",
-                    "Invalid expires_at: must be a Unix timestamp in the future.".to_owned(),
-                ),
-                None,
-            ),
-            CoreError::InvalidExpiry(InvalidExpiry::TooFar) => (
-                Self::out_of_range(
-                    "expires_at",
-                    "Invalid expires_at: must be at most 100 years in the future.".to_owned(),
-                ),
-                None,
-            ),
-            CoreError::Unavailable(why) => (Self::unavailable(), Some(why)),
-            other @ (CoreError::Unsealable { .. }
-            | CoreError::KeptAnswerUnsealable(_)
-            | CoreError::WrongRootKey { .. }
-            | CoreError::Crypto(_)
-            | CoreError::Storage(_)) => (Self::internal(), Some(other.to_string())),
-        }
+             nothing stored was affected. Retry later.",
+        )
+        .with_cause(cause)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
         let body = Body {
             error: Inner {
-                kind: self.kind,
-                code: self.code,
+                kind: self.code.kind(),
+                code: self.code.wire(),
                 message: &self.message,
                 param: self.param.as_deref(),
             },
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":{"type":"api_error"}}"#.to_vec())
+    }
+
+    /// The whole HTTP/1.1 answer as bytes, closing the connection: for refusals written before
+    /// any request is read (the connection limit), where there is no HTTP machinery to use.
+    pub fn to_http_bytes(&self) -> Vec<u8> {
+        let body = self.to_json();
+        let status = self.status();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        if let Some(retry) = self.code.should_retry() {
+            head.push_str(&format!("stripe-should-retry: {retry}\r\n"));
+        }
+        if let Some(after) = self.retry_after.as_ref().and_then(|v| v.to_str().ok()) {
+            head.push_str(&format!("retry-after: {after}\r\n"));
+        }
+        head.push_str(&format!(
+            "connection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        ));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
     }
 }
 
@@ -281,7 +316,7 @@ pub(crate) fn shorten(value: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
-            self.status,
+            self.status(),
             [(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -289,7 +324,7 @@ impl IntoResponse for ApiError {
             self.to_json(),
         )
             .into_response();
-        if let Some(retry) = self.should_retry {
+        if let Some(retry) = self.code.should_retry() {
             response.headers_mut().insert(
                 "stripe-should-retry",
                 HeaderValue::from_static(if retry { "true" } else { "false" }),
@@ -300,8 +335,115 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, after.clone());
         }
+        // For the request middleware: it logs the code and, once, the cause.
         response.extensions_mut().insert(self);
         response
+    }
+}
+
+impl From<FormError> for ApiError {
+    fn from(err: FormError) -> Self {
+        let code = match err {
+            FormError::NotUtf8 => Code::InvalidEncoding,
+            FormError::TooManyPairs
+            | FormError::TooDeep { .. }
+            | FormError::TooManyItems { .. }
+            | FormError::Conflict { .. }
+            | FormError::EmptyName => Code::ParameterInvalid,
+        };
+        let out = Self::new(code, err.message());
+        match err.param() {
+            Some(p) => out.with_param(p),
+            None => out,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Missing => Self::new(
+                Code::Unauthenticated,
+                "You did not provide an API key. You need to provide your API key in the \
+                 Authorization header, using Bearer auth (e.g. 'Authorization: Bearer \
+                 YOUR_SECRET_KEY'), or HTTP Basic auth with the key as the user name.",
+            ),
+            AuthError::InvalidKey { masked } => Self::new(
+                Code::Unauthenticated,
+                format!(
+                    "Invalid API Key provided: {masked}. A key starts with sk_test_, sk_live_, \
+                     rk_test_ or rk_live_, followed by letters, digits and underscores."
+                ),
+            ),
+            AuthError::AccountInvalid => Self::new(
+                Code::AccountInvalid,
+                "The Stripe-Account header must name an account, as in acct_1032D82eZvKYlo2C.",
+            ),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Permission { shown, permission } => Self::new(
+                Code::PermissionDenied,
+                format!(
+                    "The provided key '{shown}' does not have the {} permission this request \
+                     needs.",
+                    permission.as_str()
+                ),
+            ),
+            Denied::Scope { shown } => Self::new(
+                Code::ScopeAccessDenied,
+                format!(
+                    "The provided key '{shown}' is a user session: it may use only the account \
+                     scope and its own user's scope."
+                ),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::ScopeFull { max } => Self::new(
+                Code::ScopeFull,
+                format!(
+                    "This scope already holds the maximum of {max} secrets. Delete one, or \
+                     replace an existing secret by setting its name."
+                ),
+            )
+            .with_param("name"),
+            StoreError::CursorNotFound { kind, id } => {
+                let param = match kind {
+                    CursorKind::StartingAfter => "starting_after",
+                    CursorKind::EndingBefore => "ending_before",
+                };
+                Self::not_found(param, &id)
+            }
+            StoreError::Unavailable(why) => Self::unavailable(why),
+            other @ (StoreError::Seal(_) | StoreError::Internal(_)) => Self::internal(other),
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match err {
+            CoreError::NotFound { name } => Self::not_found("name", name.as_str()),
+            CoreError::InvalidExpiry(InvalidExpiry::NotInFuture) => Self::out_of_range(
+                "expires_at",
+                "Invalid expires_at: must be a Unix timestamp in the future.".to_owned(),
+            ),
+            CoreError::InvalidExpiry(InvalidExpiry::TooFar) => Self::out_of_range(
+                "expires_at",
+                "Invalid expires_at: must be at most 100 years in the future.".to_owned(),
+            ),
+            CoreError::Store(err) => err.into(),
+            other @ CoreError::Unsealable { .. } => Self::internal(other),
+        }
     }
 }
 
@@ -322,15 +464,49 @@ mod tests {
                 "param": "scope[type]"
             }})
         );
-        let json: serde_json::Value =
-            serde_json::from_slice(&ApiError::internal().to_json()).unwrap();
+        let internal = ApiError::internal("disk on fire");
+        let json: serde_json::Value = serde_json::from_slice(&internal.to_json()).unwrap();
         assert_eq!(json["error"]["type"], "api_error");
         assert!(json["error"].get("param").is_none());
+        assert!(!String::from_utf8_lossy(&internal.to_json()).contains("fire"));
     }
 
     #[test]
     fn long_values_are_shortened_in_messages() {
         let err = ApiError::not_found("name", &"x".repeat(5000));
         assert!(err.message.len() < 300);
+    }
+
+    #[test]
+    fn wire_codes_are_unique() {
+        let mut codes: Vec<_> = Code::ALL.iter().filter_map(|c| c.wire()).collect();
+        let all = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all);
+    }
+
+    #[test]
+    fn canned_answers_declare_their_exact_length() {
+        let mut err = ApiError::new(Code::TooManyConnections, "Too many.");
+        err.retry_after = Some(HeaderValue::from_static("1"));
+        let bytes = err.to_http_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("stripe-should-retry: true"), "{head}");
+        assert!(head.contains("retry-after: 1"), "{head}");
+        let declared: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(declared, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "too_many_connections");
     }
 }

@@ -1,16 +1,24 @@
-//! secretstore's HTTP layer: Stripe's Secret Store wire format on axum. `router` builds the whole
-//! service (the four operations, health checks, JSON answers for every unknown route, method,
-//! oversized, slow or malformed request, and panics), and `serve` runs it with bounds on what
-//! each client may hold until a shutdown signal, finishing in-flight requests first. Tests build the router in-process; the binary serves it.
+//! secretstore's HTTP layer: Stripe's Secret Store wire format on axum. `router` builds the
+//! service (the operations of `ops`, health checks, JSON answers for every unknown route,
+//! method, oversized, slow or malformed request, and panics), and `serve` runs it with bounds
+//! on what each client may hold until a shutdown, finishing in-flight requests first.
+//!
+//! A request flows one way: `middleware` (request id, log line, header limit) -> `auth::Caller`
+//! (who, and the rate limit) -> `idempotency::KeyHeader` -> `extract::StripeForm` (parameters)
+//! -> the operation's `parse` (`params`) -> `authorize` (core) -> `idempotency` -> the
+//! service (core) -> `render`. Every error on the way is an `error::ApiError` from one table of
+//! codes. docs/api.md describes the API; docs/errors.md the errors.
 
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod form;
+pub mod idempotency;
 pub mod middleware;
+pub mod ops;
 pub mod params;
 pub mod rate_limit;
 pub mod render;
-mod secrets;
 mod server;
 
 use std::sync::Arc;
@@ -18,38 +26,49 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
-use secretstore_core::SecretService;
+use secretstore_core::{Lifecycle, SecretService};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Authenticator, DevAuthenticator};
 pub use error::ApiError;
+pub use idempotency::Idempotency;
 pub use rate_limit::RateLimit;
-pub use server::{serve, ServerLimits};
+pub use server::{serve, Shutdown};
 
 /// The largest valid request is three 5,000-character fields of 4-byte characters, each byte
 /// percent-encoded (12 bytes a character): 180,000 bytes plus names and brackets.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Copy)]
-pub struct ApiConfig {
+/// Bounds on what one client may hold or send. Every one is a flag of `secretstore serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
     /// Bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
-    /// A body not received in full within this time is refused with 408.
+    /// Time a client has to send a request's body; slower ones are refused with 408.
     pub body_timeout: Duration,
-    /// Requests whose headers add up to more bytes than this are refused with 431.
+    /// Time a client has to send a request's headers, and the longest a keep-alive connection
+    /// may sit idle between requests.
+    pub header_timeout: Duration,
+    /// Largest total size of a request's headers, in bytes; larger ones are refused with 431.
     pub max_header_bytes: usize,
+    /// Connections open at once; beyond it a new connection gets a 503 and is closed.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests before closing their connections.
+    pub shutdown_grace: Duration,
 }
 
-impl Default for ApiConfig {
+impl Default for HttpLimits {
     fn default() -> Self {
-        let limits = ServerLimits::default();
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            body_timeout: limits.body_timeout,
-            max_header_bytes: limits.max_header_bytes,
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -58,18 +77,18 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub service: SecretService,
+    pub idempotency: Idempotency,
+    /// Storage as a whole, for the readiness check.
+    pub storage: Arc<dyn Lifecycle>,
     pub auth: Arc<dyn Authenticator>,
-    pub config: ApiConfig,
+    pub limits: HttpLimits,
     /// Requests a second per credential; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let config = state.config;
-    Router::new()
-        .route("/v1/apps/secrets", post(secrets::set).get(secrets::list))
-        .route("/v1/apps/secrets/find", get(secrets::find))
-        .route("/v1/apps/secrets/delete", post(secrets::delete))
+    let limits = state.limits;
+    ops::router()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(unrecognized)
@@ -77,19 +96,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
-            config,
-            middleware::stamp,
+            limits,
+            middleware::limit_headers,
         ))
+        .layer(axum::middleware::from_fn(middleware::stamp))
 }
 
 async fn unrecognized(request: Request) -> Response {
-    ApiError::unrecognized_url(request.method().as_str(), request.uri().path()).into_response()
+    ApiError::unrecognized_url(
+        request.method().as_str(),
+        request.uri().path(),
+        ops::routes_sentence(),
+    )
+    .into_response()
 }
 
 fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The panic message may hold anything; it is printed by the panic hook, not sent.
-    tracing::error!("a request handler panicked");
-    ApiError::internal().into_response()
+    // The panic message may hold anything; it is printed by the panic hook, not sent or logged.
+    ApiError::internal("a request handler panicked").into_response()
 }
 
 async fn healthz() -> Response {
@@ -97,12 +121,9 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.service.store().check_ready().await {
+    match state.storage.check_ready().await {
         Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            ApiError::unavailable().into_response()
-        }
+        Err(err) => ApiError::unavailable(format!("readiness check failed: {err}")).into_response(),
     }
 }
 

@@ -1,7 +1,8 @@
-//! What every request and answer goes through, whatever route serves it: the header-size limit,
-//! a unique `Request-Id`, `Cache-Control: no-store` (answers may hold secrets), `Stripe-Version`
-//! echoed, and one log line with the request id, method, path (never the query: it may carry
-//! parameters), status and latency.
+//! What every request and answer goes through, whatever route serves it. `stamp` gives each
+//! request a unique `Request-Id`, sets `Cache-Control: no-store` (answers may hold secrets),
+//! echoes `Stripe-Version`, and writes one log line with the request id, method, path (never the
+//! query: it may carry parameters), status, latency, error code and, for an unexpected failure,
+//! its cause (logged here and only here). `limit_headers` refuses oversized headers.
 
 use std::time::Instant;
 
@@ -9,44 +10,38 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::IntoResponse as _;
 use axum::response::Response;
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
+use secretstore_core::ids::ALPHANUMERIC;
+use secretstore_core::RequestId;
 
-use crate::error::{ApiError, ErrorType};
-use crate::ApiConfig;
+use crate::error::{ApiError, Code};
+use crate::HttpLimits;
 
-/// The request's id, placed in extensions so handlers can log with it.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-impl RequestId {
-    /// 20 characters drawn from a per-thread generator seeded from the OS random source once.
-    /// Ids need to be unique, not secret, so this spares every request a `getrandom` call.
-    pub fn generate() -> Self {
-        thread_local! {
-            static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
-        }
-        let mut id = String::with_capacity(24);
-        id.push_str("req_");
-        STATE.with(|state| {
-            for _ in 0..2 {
-                // splitmix64: every state is visited once per 2^64 steps, and the output mix
-                // makes consecutive ids look unrelated.
-                let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-                state.set(next);
-                let mut z = next;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                for _ in 0..10 {
-                    id.push(ALPHANUMERIC[(z % 62) as usize] as char);
-                    z /= 62;
-                }
-            }
-        });
-        Self(id)
+/// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
+/// need to be unique, not secret, so this spares every request a `getrandom` call.
+pub fn new_request_id() -> RequestId {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
     }
+    let mut id = String::with_capacity(24);
+    id.push_str("req_");
+    STATE.with(|state| {
+        for _ in 0..2 {
+            // splitmix64: every state is visited once per 2^64 steps, and the output mix
+            // makes consecutive ids look unrelated.
+            let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(next);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            for _ in 0..10 {
+                id.push(ALPHANUMERIC[(z % 62) as usize] as char);
+                z /= 62;
+            }
+        }
+    });
+    RequestId(id)
 }
 
 fn seed() -> u64 {
@@ -75,9 +70,28 @@ fn header_bytes(request: &Request) -> usize {
         .sum()
 }
 
-pub async fn stamp(State(config): State<ApiConfig>, mut request: Request, next: Next) -> Response {
+/// Refuses a request whose headers add up to more than the limit, before any handler runs.
+pub async fn limit_headers(
+    State(limits): State<HttpLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if header_bytes(&request) > limits.max_header_bytes {
+        return ApiError::new(
+            Code::HeadersTooLarge,
+            format!(
+                "The request's headers are larger than this server's limit of {} bytes.",
+                limits.max_header_bytes
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+pub async fn stamp(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = RequestId::generate();
+    let id = new_request_id();
     request.extensions_mut().insert(id.clone());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -87,20 +101,7 @@ pub async fn stamp(State(config): State<ApiConfig>, mut request: Request, next: 
         .filter(|v| v.len() <= MAX_VERSION_LEN && v.to_str().is_ok())
         .cloned();
 
-    let mut response = if header_bytes(&request) > config.max_header_bytes {
-        ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorType::InvalidRequestError,
-            Some("headers_too_large"),
-            format!(
-                "The request's headers are larger than this server's limit of {} bytes.",
-                config.max_header_bytes
-            ),
-        )
-        .into_response()
-    } else {
-        next.run(request).await
-    };
+    let mut response = next.run(request).await;
 
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id.0) {
@@ -120,11 +121,11 @@ pub async fn stamp(State(config): State<ApiConfig>, mut request: Request, next: 
     match response.extensions().get::<ApiError>() {
         Some(err) if status >= 500 => tracing::warn!(
             request_id = %id.0, %method, path = %shown_path, status, latency_ms,
-            code = err.code, "request failed"
+            code = err.code.wire(), cause = err.cause.as_deref(), "request failed"
         ),
         Some(err) => tracing::info!(
             request_id = %id.0, %method, path = %shown_path, status, latency_ms,
-            code = err.code, "request refused"
+            code = err.code.wire(), "request refused"
         ),
         None => tracing::info!(
             request_id = %id.0, %method, path = %shown_path, status, latency_ms, "request"
@@ -141,7 +142,7 @@ mod tests {
     fn request_ids_have_the_shape_and_do_not_repeat() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..100_000 {
-            let id = RequestId::generate().0;
+            let id = new_request_id().0;
             assert_eq!(id.len(), 24);
             assert!(id.starts_with("req_") && id[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
             assert!(seen.insert(id));

@@ -1,75 +1,61 @@
-//! Each operation's parameters, taken from the decoded form and turned into domain requests.
-//! Every rule of CONTRACT §3 is enforced here, with Stripe's error for each: a parameter the
-//! operation does not define is `parameter_unknown`, a required one absent is
-//! `parameter_missing`, and so on. Checks run in a fixed order (shape, unknown names, required
-//! names, values) so the same bad request always gets the same answer.
+//! The parameter toolkit every operation's `parse` uses: a `Params` from which an operation
+//! takes what it defines (whatever is left is `parameter_unknown`), and the shared rules of
+//! docs/api.md ("Parameters"): scopes, names, `expand`, integers, cursors. Checks run in a
+//! fixed order (shape, unknown names, required names, values), so the same bad request always
+//! gets the same answer.
 
 use std::collections::BTreeMap;
 
-use secretstore_core::limits::{
-    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_STRING_CHARS, MIN_LIST_LIMIT,
-};
+use secretstore_core::limits::MAX_STRING_CHARS;
 use secretstore_core::{
-    ListCursor, ListRequest, Namespace, Payload, Scope, SecretId, SecretKey, SecretName,
-    SetRequest, UserId,
+    check_length, Namespace, Scope, SecretAddress, SecretId, SecretName, UserId,
 };
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::form::Node;
 
-/// The four operations of the Secret Store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Set,
-    Find,
-    Delete,
-    List,
-}
-
-impl Operation {
-    pub fn writes(self) -> bool {
-        matches!(self, Operation::Set | Operation::Delete)
-    }
-
-    /// What `expand[]` may name: the object's own fields, or the list's items' fields.
-    fn expandable(self) -> (&'static str, &'static str) {
-        match self {
-            Operation::List => ("data.payload", "data.scope"),
-            _ => ("payload", "scope"),
-        }
-    }
-}
-
-/// A request ready for the service.
-#[derive(Debug)]
-pub enum Parsed {
-    Set { request: SetRequest, reveal: bool },
-    Find { key: SecretKey, reveal: bool },
-    Delete { key: SecretKey, reveal: bool },
-    List { request: ListRequest, reveal: bool },
-}
-
 /// `scope[type]` and `scope[user]` as given, before they are checked.
-struct ScopeGiven {
+#[derive(Debug)]
+pub struct ScopeGiven {
     kind: Option<String>,
     user: Option<String>,
 }
 
-/// Removes parameters from the form as they are recognised; whatever is left is unknown.
-struct Taker {
+/// What an operation may `expand`: the object's own fields, or a list's items' fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Expandable {
+    pub payload: &'static str,
+    pub scope: &'static str,
+}
+
+/// Expandable fields of a secret.
+pub const SECRET_FIELDS: Expandable = Expandable {
+    payload: "payload",
+    scope: "scope",
+};
+
+/// Expandable fields of a list's items.
+pub const LIST_ITEM_FIELDS: Expandable = Expandable {
+    payload: "data.payload",
+    scope: "data.scope",
+};
+
+/// A request's decoded parameters; each getter removes what it recognises.
+#[derive(Debug)]
+pub struct Params {
     root: BTreeMap<String, Node>,
 }
 
 fn expected_string(param: &str) -> ApiError {
-    ApiError::invalid(
-        "parameter_invalid",
-        format!("Invalid {param}: expected a string."),
-    )
-    .with_param(param)
+    ApiError::invalid(param, format!("Invalid {param}: expected a string."))
 }
 
-impl Taker {
-    fn text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+impl Params {
+    pub fn new(root: BTreeMap<String, Node>) -> Self {
+        Self { root }
+    }
+
+    pub fn text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         match self.root.remove(name) {
             None => Ok(None),
             Some(Node::Text(text)) => Ok(Some(text)),
@@ -78,7 +64,7 @@ impl Taker {
     }
 
     /// `scope[type]` and `scope[user]`, as given.
-    fn scope(&mut self) -> Result<Option<ScopeGiven>, ApiError> {
+    pub fn scope(&mut self) -> Result<Option<ScopeGiven>, ApiError> {
         match self.root.remove("scope") {
             None => Ok(None),
             Some(Node::Map(mut map)) => {
@@ -90,16 +76,15 @@ impl Taker {
                 Ok(Some(ScopeGiven { kind, user }))
             }
             Some(_) => Err(ApiError::invalid(
-                "parameter_invalid",
+                "scope",
                 "Invalid scope: expected an object, as in scope[type]=account or \
                  scope[type]=user&scope[user]=usr_..."
                     .to_owned(),
-            )
-            .with_param("scope")),
+            )),
         }
     }
 
-    fn expand(&mut self) -> Result<Vec<String>, ApiError> {
+    pub fn expand(&mut self) -> Result<Vec<String>, ApiError> {
         match self.root.remove("expand") {
             None => Ok(Vec::new()),
             Some(Node::Text(one)) => Ok(vec![one]),
@@ -111,15 +96,14 @@ impl Taker {
                 })
                 .collect(),
             Some(Node::Map(_)) => Err(ApiError::invalid(
-                "parameter_invalid",
+                "expand",
                 "Invalid expand: expected an array, as in expand[]=payload.".to_owned(),
-            )
-            .with_param("expand")),
+            )),
         }
     }
 
     /// Refuses the first parameter nobody took, in its wire form.
-    fn finish(self) -> Result<(), ApiError> {
+    pub fn finish(self) -> Result<(), ApiError> {
         match self.root.into_iter().next() {
             None => Ok(()),
             Some((name, node)) => Err(ApiError::unknown(&wire_name(&name, &node))),
@@ -151,38 +135,29 @@ fn wire_name(name: &str, node: &Node) -> String {
     }
 }
 
-fn required(value: Option<String>, param: &str) -> Result<String, ApiError> {
+pub fn required(value: Option<String>, param: &str) -> Result<String, ApiError> {
     value.ok_or_else(|| ApiError::missing(param))
 }
 
 /// An optional parameter given as an empty string is treated as not given (Stripe's "unset").
-fn optional(value: Option<String>) -> Option<String> {
+pub fn optional(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
-fn check_length(value: &str, param: &str) -> Result<(), ApiError> {
-    if value.len() > MAX_STRING_CHARS && value.chars().count() > MAX_STRING_CHARS {
-        return Err(ApiError::invalid_value(
-            param,
-            secretstore_core::InvalidValue::TooLong {
-                max: MAX_STRING_CHARS,
-            },
-        ));
-    }
-    Ok(())
+fn bounded(value: &str, param: &str) -> Result<(), ApiError> {
+    check_length(value, MAX_STRING_CHARS).map_err(|problem| ApiError::invalid_value(param, problem))
 }
 
-fn parse_scope(given: Option<ScopeGiven>) -> Result<Scope, ApiError> {
+pub fn parse_scope(given: Option<ScopeGiven>) -> Result<Scope, ApiError> {
     let ScopeGiven { kind, user } = given.ok_or_else(|| ApiError::missing("scope"))?;
     let kind = required(kind, "scope[type]")?;
     match kind.as_str() {
         "account" => match user {
             None => Ok(Scope::Account),
-            Some(_) => Err(ApiError::invalid(
-                "parameter_unknown",
+            Some(_) => Err(ApiError::new(
+                Code::ParameterUnknown,
                 "Received unknown parameter: scope[user] (scope[user] is only allowed when \
-                 scope[type] is user)"
-                    .to_owned(),
+                 scope[type] is user)",
             )
             .with_param("scope[user]")),
         },
@@ -194,37 +169,37 @@ fn parse_scope(given: Option<ScopeGiven>) -> Result<Scope, ApiError> {
         }
         "" => Err(ApiError::empty_string("scope[type]")),
         _ => {
-            check_length(&kind, "scope[type]")?;
-            Err(ApiError::invalid(
-                "parameter_invalid_enum",
-                "Invalid scope[type]: must be one of account or user.".to_owned(),
+            bounded(&kind, "scope[type]")?;
+            Err(ApiError::new(
+                Code::InvalidEnum,
+                "Invalid scope[type]: must be one of account or user.",
             )
             .with_param("scope[type]"))
         }
     }
 }
 
-fn parse_integer(value: &str, param: &str) -> Result<i64, ApiError> {
+pub fn parse_integer(value: &str, param: &str) -> Result<i64, ApiError> {
     value
         .parse::<i64>()
         .map_err(|_| ApiError::not_integer(param, value))
 }
 
 /// Whether `expand` asks for the payload; anything it may not name is refused.
-fn parse_expand(items: Vec<String>, operation: Operation) -> Result<bool, ApiError> {
-    let (payload, scope) = operation.expandable();
+pub fn parse_expand(items: Vec<String>, fields: Expandable) -> Result<bool, ApiError> {
     let mut reveal = false;
     for item in items {
-        check_length(&item, "expand")?;
-        if item == payload {
+        bounded(&item, "expand")?;
+        if item == fields.payload {
             reveal = true;
-        } else if item != scope {
+        } else if item != fields.scope {
             let shown: String = item.chars().take(100).collect();
-            return Err(ApiError::invalid(
-                "parameter_invalid_expand",
+            return Err(ApiError::new(
+                Code::InvalidExpand,
                 format!(
                     "This property cannot be expanded ({shown}). This operation can expand \
-                     {payload} and {scope}."
+                     {} and {}.",
+                    fields.payload, fields.scope
                 ),
             )
             .with_param("expand"));
@@ -233,133 +208,51 @@ fn parse_expand(items: Vec<String>, operation: Operation) -> Result<bool, ApiErr
     Ok(reveal)
 }
 
-fn secret_key(
+/// The address of the secret a request names (its `name` is required).
+pub fn address(
     namespace: &Namespace,
     scope: Scope,
     name: Option<String>,
-) -> Result<SecretKey, ApiError> {
+) -> Result<SecretAddress, ApiError> {
     let name = required(name, "name")?;
     let name = SecretName::parse(&name).map_err(|p| ApiError::invalid_value("name", p))?;
-    Ok(SecretKey {
+    Ok(SecretAddress {
         namespace: namespace.clone(),
         scope,
         name,
     })
 }
 
-fn parse_cursor(value: Option<String>, param: &str) -> Result<Option<SecretId>, ApiError> {
+/// What find and delete take: `name`, `scope` and `expand`, as the address of one secret and
+/// whether to reveal its payload.
+pub fn named(mut params: Params, namespace: &Namespace) -> Result<(SecretAddress, bool), ApiError> {
+    let expand = params.expand()?;
+    let scope = params.scope()?;
+    let name = params.text("name")?;
+    params.finish()?;
+    let name = required(name, "name")?;
+    let address = address(namespace, parse_scope(scope)?, Some(name))?;
+    let reveal = parse_expand(expand, SECRET_FIELDS)?;
+    Ok((address, reveal))
+}
+
+pub fn parse_cursor(value: Option<String>, param: &str) -> Result<Option<SecretId>, ApiError> {
     let Some(value) = optional(value) else {
         return Ok(None);
     };
-    check_length(&value, param)?;
+    bounded(&value, param)?;
     // An id this server could never have issued names no secret.
     SecretId::parse(&value)
         .map(Some)
         .map_err(|_| ApiError::not_found(param, &value))
 }
 
-/// Takes one operation's parameters out of the form.
-pub fn parse(
-    operation: Operation,
-    root: BTreeMap<String, Node>,
-    namespace: &Namespace,
-) -> Result<Parsed, ApiError> {
-    let mut taker = Taker { root };
-    let expand = taker.expand()?;
-    let scope = taker.scope()?;
-    match operation {
-        Operation::Set => {
-            let name = taker.text("name")?;
-            let payload = taker.text("payload")?;
-            let expires_at = taker.text("expires_at")?;
-            taker.finish()?;
-            let name_given = required(name, "name")?;
-            let payload = required(payload, "payload")?;
-            let scope = parse_scope(scope)?;
-            let key = secret_key(namespace, scope, Some(name_given))?;
-            let payload =
-                Payload::parse(&payload).map_err(|p| ApiError::invalid_value("payload", p))?;
-            let expires_at = optional(expires_at)
-                .map(|v| parse_integer(&v, "expires_at"))
-                .transpose()?;
-            let reveal = parse_expand(expand, operation)?;
-            Ok(Parsed::Set {
-                request: SetRequest {
-                    key,
-                    payload,
-                    expires_at,
-                },
-                reveal,
-            })
-        }
-        Operation::Find | Operation::Delete => {
-            let name = taker.text("name")?;
-            taker.finish()?;
-            let name = Some(required(name, "name")?);
-            let key = secret_key(namespace, parse_scope(scope)?, name)?;
-            let reveal = parse_expand(expand, operation)?;
-            Ok(if operation == Operation::Find {
-                Parsed::Find { key, reveal }
-            } else {
-                Parsed::Delete { key, reveal }
-            })
-        }
-        Operation::List => {
-            let limit = taker.text("limit")?;
-            let starting_after = taker.text("starting_after")?;
-            let ending_before = taker.text("ending_before")?;
-            taker.finish()?;
-            let scope = parse_scope(scope)?;
-            let limit = match optional(limit) {
-                None => DEFAULT_LIST_LIMIT,
-                Some(v) => {
-                    let n = parse_integer(&v, "limit")?;
-                    if !(i64::from(MIN_LIST_LIMIT)..=i64::from(MAX_LIST_LIMIT)).contains(&n) {
-                        return Err(ApiError::out_of_range(
-                            "limit",
-                            format!(
-                                "Invalid limit: must be between {MIN_LIST_LIMIT} and \
-                                 {MAX_LIST_LIMIT}."
-                            ),
-                        ));
-                    }
-                    n as u32
-                }
-            };
-            if optional(starting_after.clone()).is_some()
-                && optional(ending_before.clone()).is_some()
-            {
-                return Err(ApiError::invalid(
-                    "parameters_exclusive",
-                    "You may only specify one of these parameters: ending_before, \
-                     starting_after."
-                        .to_owned(),
-                )
-                .with_param("ending_before"));
-            }
-            let cursor = match parse_cursor(starting_after, "starting_after")? {
-                Some(id) => Some(ListCursor::StartingAfter(id)),
-                None => parse_cursor(ending_before, "ending_before")?.map(ListCursor::EndingBefore),
-            };
-            let reveal = parse_expand(expand, operation)?;
-            Ok(Parsed::List {
-                request: ListRequest {
-                    namespace: namespace.clone(),
-                    scope,
-                    limit,
-                    cursor,
-                },
-                reveal,
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::form::Form;
-    use secretstore_core::{AccountId, AppId, Mode};
+    use crate::ops::{Delete, Find, List, Operation, Set};
+    use secretstore_core::{AccountId, AppId, ListCursor, Mode};
 
     fn ns() -> Namespace {
         Namespace {
@@ -369,28 +262,31 @@ mod tests {
         }
     }
 
-    fn run(op: Operation, raw: &str) -> Result<Parsed, ApiError> {
-        parse(op, Form::parse(raw.as_bytes()).unwrap().root, &ns())
+    fn run<O: Operation>(raw: &str) -> Result<O::Request, ApiError> {
+        O::parse(
+            Params::new(Form::parse(raw.as_bytes()).unwrap().root),
+            &ns(),
+        )
     }
 
-    fn code_and_param(op: Operation, raw: &str) -> (Option<&'static str>, Option<String>) {
-        let err = run(op, raw).unwrap_err();
-        (err.code, err.param)
+    fn code_and_param<O: Operation>(raw: &str) -> (Option<&'static str>, Option<String>)
+    where
+        O::Request: std::fmt::Debug,
+    {
+        let err = run::<O>(raw).unwrap_err();
+        (err.code.wire(), err.param)
     }
 
     #[test]
     fn set_with_every_field() {
-        let Parsed::Set { request, reveal } = run(
-            Operation::Set,
+        let request = run::<Set>(
             "name=n&payload=p&scope[type]=user&scope[user]=usr_1&expires_at=99&expand[0]=payload",
         )
-        .unwrap() else {
-            panic!("not a set")
-        };
-        assert!(reveal);
-        assert_eq!(request.key.name.as_str(), "n");
+        .unwrap();
+        assert!(request.reveal);
+        assert_eq!(request.address.name.as_str(), "n");
         assert_eq!(
-            request.key.scope,
+            request.address.scope,
             Scope::User(UserId::parse("usr_1").unwrap())
         );
         assert_eq!(request.expires_at, Some(99));
@@ -399,29 +295,28 @@ mod tests {
 
     #[test]
     fn missing_parameters_are_named() {
-        let set = Operation::Set;
         assert_eq!(
-            code_and_param(set, "payload=p&scope[type]=account"),
+            code_and_param::<Set>("payload=p&scope[type]=account"),
             (Some("parameter_missing"), Some("name".into()))
         );
         assert_eq!(
-            code_and_param(set, "name=n&scope[type]=account"),
+            code_and_param::<Set>("name=n&scope[type]=account"),
             (Some("parameter_missing"), Some("payload".into()))
         );
         assert_eq!(
-            code_and_param(set, "name=n&payload=p"),
+            code_and_param::<Set>("name=n&payload=p"),
             (Some("parameter_missing"), Some("scope".into()))
         );
         assert_eq!(
-            code_and_param(set, "name=n&payload=p&scope[user]=u"),
+            code_and_param::<Set>("name=n&payload=p&scope[user]=u"),
             (Some("parameter_missing"), Some("scope[type]".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=user"),
+            code_and_param::<Find>("name=n&scope[type]=user"),
             (Some("parameter_missing"), Some("scope[user]".into()))
         );
         assert_eq!(
-            code_and_param(Operation::List, ""),
+            code_and_param::<List>(""),
             (Some("parameter_missing"), Some("scope".into()))
         );
     }
@@ -429,27 +324,27 @@ mod tests {
     #[test]
     fn unknown_parameters_are_refused_in_wire_form() {
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=account&foo=1"),
+            code_and_param::<Find>("name=n&scope[type]=account&foo=1"),
             (Some("parameter_unknown"), Some("foo".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=account&scope[x]=1"),
+            code_and_param::<Find>("name=n&scope[type]=account&scope[x]=1"),
             (Some("parameter_unknown"), Some("scope[x]".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=account&meta[a][b]=1"),
+            code_and_param::<Find>("name=n&scope[type]=account&meta[a][b]=1"),
             (Some("parameter_unknown"), Some("meta[a][b]".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=account&payload=x"),
+            code_and_param::<Find>("name=n&scope[type]=account&payload=x"),
             (Some("parameter_unknown"), Some("payload".into()))
         );
         assert_eq!(
-            code_and_param(Operation::List, "scope[type]=account&name=x"),
+            code_and_param::<List>("scope[type]=account&name=x"),
             (Some("parameter_unknown"), Some("name".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=account&scope[user]=u"),
+            code_and_param::<Find>("name=n&scope[type]=account&scope[user]=u"),
             (Some("parameter_unknown"), Some("scope[user]".into()))
         );
     }
@@ -457,18 +352,18 @@ mod tests {
     #[test]
     fn empty_and_too_long_strings() {
         assert_eq!(
-            code_and_param(Operation::Set, "name=&payload=p&scope[type]=account"),
+            code_and_param::<Set>("name=&payload=p&scope[type]=account"),
             (Some("parameter_invalid_string_empty"), Some("name".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Set, "name=n&payload=&scope[type]=account"),
+            code_and_param::<Set>("name=n&payload=&scope[type]=account"),
             (
                 Some("parameter_invalid_string_empty"),
                 Some("payload".into())
             )
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=user&scope[user]="),
+            code_and_param::<Find>("name=n&scope[type]=user&scope[user]="),
             (
                 Some("parameter_invalid_string_empty"),
                 Some("scope[user]".into())
@@ -476,24 +371,24 @@ mod tests {
         );
         let long = "é".repeat(5001);
         assert_eq!(
-            code_and_param(Operation::Find, &format!("name={long}&scope[type]=account")),
+            code_and_param::<Find>(&format!("name={long}&scope[type]=account")),
             (
                 Some("parameter_invalid_string_too_long"),
                 Some("name".into())
             )
         );
         let ok = "é".repeat(5000);
-        assert!(run(Operation::Find, &format!("name={ok}&scope[type]=account")).is_ok());
+        assert!(run::<Find>(&format!("name={ok}&scope[type]=account")).is_ok());
     }
 
     #[test]
     fn scope_type_is_an_enum() {
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope[type]=team"),
+            code_and_param::<Find>("name=n&scope[type]=team"),
             (Some("parameter_invalid_enum"), Some("scope[type]".into()))
         );
         assert_eq!(
-            code_and_param(Operation::Find, "name=n&scope=account"),
+            code_and_param::<Find>("name=n&scope=account"),
             (Some("parameter_invalid"), Some("scope".into()))
         );
     }
@@ -501,28 +396,21 @@ mod tests {
     #[test]
     fn integers_and_ranges() {
         assert_eq!(
-            code_and_param(
-                Operation::Set,
-                "name=n&payload=p&scope[type]=account&expires_at=soon"
-            ),
+            code_and_param::<Set>("name=n&payload=p&scope[type]=account&expires_at=soon"),
             (Some("parameter_invalid_integer"), Some("expires_at".into()))
         );
         assert_eq!(
-            code_and_param(Operation::List, "scope[type]=account&limit=ten"),
+            code_and_param::<List>("scope[type]=account&limit=ten"),
             (Some("parameter_invalid_integer"), Some("limit".into()))
         );
         for bad in ["0", "101", "-1", "99999999999999999999"] {
-            let (code, param) =
-                code_and_param(Operation::List, &format!("scope[type]=account&limit={bad}"));
+            let (code, param) = code_and_param::<List>(&format!("scope[type]=account&limit={bad}"));
             assert_eq!(param.as_deref(), Some("limit"), "{bad}");
             assert!(
                 code == Some("parameter_out_of_range") || code == Some("parameter_invalid_integer")
             );
         }
-        let Parsed::List { request, .. } = run(Operation::List, "scope[type]=account").unwrap()
-        else {
-            panic!()
-        };
+        let request = run::<List>("scope[type]=account").unwrap();
         assert_eq!(request.limit, 10);
     }
 
@@ -530,53 +418,45 @@ mod tests {
     fn cursors_are_exclusive_and_must_be_ids() {
         let id = SecretId::generate();
         assert_eq!(
-            code_and_param(
-                Operation::List,
-                &format!("scope[type]=account&starting_after={id}&ending_before={id}")
-            )
+            code_and_param::<List>(&format!(
+                "scope[type]=account&starting_after={id}&ending_before={id}"
+            ))
             .0,
             Some("parameters_exclusive")
         );
-        let err = run(Operation::List, "scope[type]=account&starting_after=nope").unwrap_err();
+        let err = run::<List>("scope[type]=account&starting_after=nope").unwrap_err();
         assert_eq!(
-            (err.status.as_u16(), err.code),
+            (err.status().as_u16(), err.code.wire()),
             (404, Some("resource_missing"))
         );
-        let Parsed::List { request, .. } = run(
-            Operation::List,
-            &format!("scope[type]=account&ending_before={id}"),
-        )
-        .unwrap() else {
-            panic!()
-        };
+        let request = run::<List>(&format!("scope[type]=account&ending_before={id}")).unwrap();
         assert_eq!(request.cursor, Some(ListCursor::EndingBefore(id)));
     }
 
     #[test]
     fn expand_names_what_each_operation_can_expand() {
-        let Parsed::List { reveal, .. } =
-            run(Operation::List, "scope[type]=account&expand[]=data.payload").unwrap()
-        else {
-            panic!()
-        };
-        assert!(reveal);
+        assert!(
+            run::<List>("scope[type]=account&expand[]=data.payload")
+                .unwrap()
+                .reveal
+        );
         assert_eq!(
-            code_and_param(Operation::List, "scope[type]=account&expand[]=payload").0,
+            code_and_param::<List>("scope[type]=account&expand[]=payload").0,
             Some("parameter_invalid_expand")
         );
         assert_eq!(
-            code_and_param(
-                Operation::Find,
-                "name=n&scope[type]=account&expand[]=secrets"
-            )
-            .0,
+            code_and_param::<Find>("name=n&scope[type]=account&expand[]=secrets").0,
             Some("parameter_invalid_expand")
         );
-        let Parsed::Find { reveal, .. } =
-            run(Operation::Find, "name=n&scope[type]=account&expand[]=scope").unwrap()
-        else {
-            panic!()
-        };
-        assert!(!reveal);
+        assert!(
+            !run::<Find>("name=n&scope[type]=account&expand[]=scope")
+                .unwrap()
+                .reveal
+        );
+        assert!(
+            run::<Delete>("name=n&scope[type]=account&expand[]=payload")
+                .unwrap()
+                .reveal
+        );
     }
 }

@@ -6,15 +6,15 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
-use http::{HeaderValue, StatusCode};
-use sha2::{Digest, Sha256};
+use http::HeaderValue;
+use secretstore_core::CredentialId;
 
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, Code};
 
-/// A token bucket per credential (keyed by a hash of it, never the credential itself).
+/// A token bucket per credential (keyed by its id, a hash, never the credential itself).
 #[derive(Clone)]
 pub struct RateLimit {
-    limiter: Arc<DefaultKeyedRateLimiter<[u8; 32]>>,
+    limiter: Arc<DefaultKeyedRateLimiter<CredentialId>>,
     per_second: NonZeroU32,
 }
 
@@ -37,20 +37,16 @@ impl RateLimit {
         }
     }
 
-    pub fn check(&self, credential: &[u8]) -> Result<(), ApiError> {
-        let key: [u8; 32] = Sha256::digest(credential).into();
-        self.limiter.check_key(&key).map_err(|_| {
+    pub fn check(&self, credential: &CredentialId) -> Result<(), ApiError> {
+        self.limiter.check_key(credential).map_err(|_| {
             let mut err = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorType::InvalidRequestError,
-                Some("rate_limit"),
+                Code::RateLimit,
                 format!(
                     "Too many requests hit the API too quickly: this key may make {} requests \
                      a second. Retry after a short wait, with exponential backoff.",
                     self.per_second
                 ),
             );
-            err.should_retry = Some(true);
             err.retry_after = Some(HeaderValue::from_static("1"));
             err
         })

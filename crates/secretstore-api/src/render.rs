@@ -1,8 +1,12 @@
-//! The JSON of `apps.secret` objects and lists, exactly as CONTRACT §1 describes: `expires_at`
+//! The JSON of `apps.secret` objects and lists, exactly as docs/api.md describes: `expires_at`
 //! always present (null when none), `payload` only when expanded, `deleted` only on delete.
+//! Bodies may hold a payload, so they come in memory that is wiped when dropped.
 
-use secretstore_core::{ListPage, Mode, Scope, Secret};
+use secretstore_core::{ListPage, Scope, Secret};
 use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::ops::SECRETS_PATH;
 
 #[derive(Serialize)]
 struct ScopeJson<'a> {
@@ -34,12 +38,12 @@ fn secret_json(secret: &Secret, deleted: bool) -> SecretJson<'_> {
         created: secret.created,
         deleted: deleted.then_some(true),
         expires_at: secret.expires_at,
-        livemode: secret.key.namespace.mode == Mode::Live,
-        name: secret.key.name.as_str(),
+        livemode: secret.address.namespace.mode.livemode(),
+        name: secret.address.name.as_str(),
         payload: secret.payload.as_ref().map(|p| p.expose()),
         scope: ScopeJson {
-            kind: secret.key.scope.type_str(),
-            user: match &secret.key.scope {
+            kind: secret.address.scope.type_str(),
+            user: match &secret.address.scope {
                 Scope::Account => None,
                 Scope::User(user) => Some(user.as_str()),
             },
@@ -47,8 +51,18 @@ fn secret_json(secret: &Secret, deleted: bool) -> SecretJson<'_> {
     }
 }
 
-pub fn secret(secret: &Secret, deleted: bool) -> Vec<u8> {
-    serde_json::to_vec(&secret_json(secret, deleted)).unwrap_or_default()
+fn to_json(value: &impl Serialize) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A secret, as set and find answer it.
+pub fn secret(secret: &Secret) -> Zeroizing<Vec<u8>> {
+    to_json(&secret_json(secret, false))
+}
+
+/// A secret as delete answers it, marked `"deleted": true`.
+pub fn deleted(secret: &Secret) -> Zeroizing<Vec<u8>> {
+    to_json(&secret_json(secret, true))
 }
 
 #[derive(Serialize)]
@@ -59,12 +73,11 @@ struct ListJson<'a> {
     data: Vec<SecretJson<'a>>,
 }
 
-pub fn list(page: &ListPage) -> Vec<u8> {
-    let body = ListJson {
+pub fn list(page: &ListPage) -> Zeroizing<Vec<u8>> {
+    to_json(&ListJson {
         object: "list",
-        url: "/v1/apps/secrets",
+        url: SECRETS_PATH,
         has_more: page.has_more,
         data: page.items.iter().map(|s| secret_json(s, false)).collect(),
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
+    })
 }

@@ -3,72 +3,81 @@
 //! are open at once, how long a client may take to send its headers (which also closes idle
 //! keep-alive connections), how long it may take to send its body, and how large its headers may
 //! be. Each refusal is answered in the contract's JSON where the protocol still allows an answer.
-//! Shutdown stops accepting, lets in-flight requests finish (up to a deadline), then returns.
+//! Shutdown (shared by every listener of a server) stops accepting, lets in-flight requests
+//! finish (up to a deadline), then returns.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt as _;
 
-/// Bounds on what one client may hold or send. Every one is a flag of `secretstore serve`.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Connections open at once; beyond it a new connection gets a 503 and is closed.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers, and the longest a keep-alive connection
-    /// may sit idle between requests.
-    pub header_timeout: Duration,
-    /// Time a client has to send a request's body.
-    pub body_timeout: Duration,
-    /// Largest total size of a request's headers, in bytes; larger ones get a 431.
-    pub max_header_bytes: usize,
-    /// How long shutdown waits for in-flight requests before closing their connections.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
+use crate::error::{ApiError, Code};
+use crate::HttpLimits;
 
 /// hyper refuses longer request targets itself (414, without a body); see docs/errors.md.
 const MAX_URI_BYTES: usize = 65_534;
 
-/// Written to a connection over the limit, then the connection is closed. A fixed answer,
-/// because the request was never read.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\n\
-cache-control: no-store\r\n\
-stripe-should-retry: true\r\n\
-retry-after: 1\r\n\
-connection: close\r\n\
-content-length: 160\r\n\r\n\
-{\"error\":{\"type\":\"api_error\",\"code\":\"too_many_connections\",\"message\":\"The server has too many open connections right now. Retry shortly, reusing connections.\"}}";
+/// One shutdown for every listener of a server: `trigger` it once and every `serve` loop given
+/// a clone of it stops accepting and drains.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    sender: Arc<watch::Sender<bool>>,
+}
 
-/// Serves `router` on `listener` until `shutdown` completes.
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self {
+            sender: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.sender.send_replace(true);
+    }
+
+    /// Returns once `trigger` was called (at once if it already was).
+    pub async fn wait(&self) {
+        let mut receiver = self.sender.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` holds it.
+        let _ = receiver.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is triggered, then lets in-flight requests
+/// finish (up to `limits.shutdown_grace`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ServerLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refused = Arc::new(AtomicU64::new(0));
+    // Written to a connection over the limit, which is then closed: the request is never read,
+    // so the answer is bytes made once here.
+    let refusal: Arc<[u8]> = {
+        let mut err = ApiError::new(
+            Code::TooManyConnections,
+            "The server has too many open connections right now. Retry shortly, reusing \
+             connections.",
+        );
+        err.retry_after = Some(HeaderValue::from_static("1"));
+        err.to_http_bytes().into()
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -78,7 +87,6 @@ pub async fn serve(
         // bytes, its fixed limit) plus headers up to our limit, so that our limit answers first,
         // in JSON.
         .max_buf_size(MAX_URI_BYTES + 2 * limits.max_header_bytes + 8 * 1024);
-    tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -90,7 +98,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = shutdown.wait() => break,
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
@@ -101,7 +109,7 @@ pub async fn serve(
                     "too many connections; refusing new ones"
                 );
             }
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, Arc::clone(&refusal)));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -128,30 +136,10 @@ pub async fn serve(
     Ok(())
 }
 
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: TcpStream, answer: Arc<[u8]>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+        let _ = stream.write_all(&answer).await;
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canned_refusal_declares_its_exact_length() {
-        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let declared: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(declared, body.len());
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(json["error"]["type"], "api_error");
-    }
 }

@@ -1,6 +1,6 @@
 //! The errors of the domain and of storage. Each says what went wrong in terms a caller can act
 //! on; none carries a payload or key material. The HTTP layer maps them to Stripe's error JSON in
-//! exactly one place.
+//! exactly one place (its table of error codes).
 
 use secretstore_crypto::CryptoError;
 
@@ -14,8 +14,20 @@ pub enum CursorKind {
     EndingBefore,
 }
 
-/// What a storage backend reports.
-#[derive(Debug, thiserror::Error)]
+/// Why the seal closure of a put failed (a broken random source, say). Storage reports it as it
+/// is; it never holds key material or plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sealing the payload failed: {0}")]
+pub struct SealError(pub String);
+
+impl From<CryptoError> for SealError {
+    fn from(err: CryptoError) -> Self {
+        SealError(err.to_string())
+    }
+}
+
+/// What a storage backend reports. `Clone`, so one failure can answer every job of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// A new name would take the scope past its maximum of live secrets.
     #[error("the scope already holds its maximum of {max} secrets")]
@@ -24,8 +36,8 @@ pub enum StoreError {
     #[error("no such secret for the list cursor")]
     CursorNotFound { kind: CursorKind, id: String },
     /// Sealing the payload failed inside the write; nothing was stored.
-    #[error("sealing the payload failed: {0}")]
-    Seal(#[from] CryptoError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// Storage cannot take writes (or any request) right now: disk full, read-only, shutting
     /// down. Retrying later may succeed, and nothing stored was harmed.
     #[error("storage is unavailable: {0}")]
@@ -38,42 +50,28 @@ pub enum StoreError {
 /// What the service reports to the HTTP layer.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    #[error("No such secret: '{name}'")]
+    /// No live secret has this name in the scope asked.
+    #[error("no live secret named {name:?} in the scope")]
     NotFound { name: SecretName },
-    #[error("the scope already holds its maximum of {max} secrets")]
-    ScopeFull { max: u32 },
     #[error("expires_at {0}")]
     InvalidExpiry(#[from] InvalidExpiry),
-    #[error("no such secret for the list cursor")]
-    CursorNotFound { kind: CursorKind, id: String },
     /// A stored payload failed to open: wrong key, tampering, or a ciphertext moved between rows.
     #[error("the sealed payload of secret {id} failed to open: {source}")]
     Unsealable { id: SecretId, source: CryptoError },
-    /// A kept idempotent answer failed to open.
-    #[error("a kept idempotent answer failed to open: {0}")]
-    KeptAnswerUnsealable(CryptoError),
-    /// The root key given at start-up is not the one the data was written with.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why the root key given at start-up cannot serve this data.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
     #[error(
         "the root key (id {given}) does not open this data, which was written with a different \
          root key; start with the root key the data was created with"
     )]
     WrongRootKey { given: String },
-    #[error(transparent)]
+    #[error("sealing the root key check failed: {0}")]
     Crypto(CryptoError),
-    #[error("storage is unavailable: {0}")]
-    Unavailable(String),
-    #[error("storage failed: {0}")]
-    Storage(String),
-}
-
-impl From<StoreError> for CoreError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::ScopeFull { max } => CoreError::ScopeFull { max },
-            StoreError::CursorNotFound { kind, id } => CoreError::CursorNotFound { kind, id },
-            StoreError::Seal(e) => CoreError::Crypto(e),
-            StoreError::Unavailable(why) => CoreError::Unavailable(why),
-            StoreError::Internal(why) => CoreError::Storage(why),
-        }
-    }
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

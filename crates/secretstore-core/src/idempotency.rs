@@ -1,47 +1,49 @@
-//! The records behind `Idempotency-Key`: who asked (a hash of the credential, never the
-//! credential), with which key, what the request was (a fingerprint of method, path and
-//! parameters) and the answer kept for it, sealed like a payload because it may hold one.
+//! The records behind `Idempotency-Key`, as storage keeps them: who asked (a credential id,
+//! never the credential) with which key, a fingerprint of the request, and the answer kept for
+//! it as one opaque sealed blob. What the blob holds (an HTTP status and body), how long it is
+//! replayed and how long a claim may be held are decided by the HTTP layer's idempotency
+//! module; storage only compares the instants it is given.
 
-use sha2::{Digest, Sha256};
+use crate::principal::CredentialId;
 
 /// A key as one credential used it; keys of different credentials never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey {
-    /// SHA-256 of the credential.
-    pub credential: [u8; 32],
+    pub credential: CredentialId,
     /// The `Idempotency-Key` header, at most 255 characters.
     pub key: String,
 }
 
 impl IdempotencyKey {
-    pub fn new(credential: &[u8], key: &str) -> Self {
+    pub fn new(credential: CredentialId, key: &str) -> Self {
         Self {
-            credential: Sha256::digest(credential).into(),
+            credential,
             key: key.to_owned(),
         }
-    }
-
-    /// Associated data for sealing the kept answer: it opens only under this credential and key.
-    pub fn aad(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(64 + self.key.len());
-        aad.extend_from_slice(b"secretstore/idempotent-answer/v1\0");
-        aad.extend_from_slice(&self.credential);
-        aad.extend_from_slice(self.key.as_bytes());
-        aad
     }
 }
 
 /// An answer kept for replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptAnswer {
-    /// SHA-256 over the request's method, path and canonical parameters; a reuse of the key
-    /// with a different fingerprint is refused.
+    /// Identifies the request the answer was for; a reuse of the key with another fingerprint
+    /// is refused.
     pub fingerprint: [u8; 32],
-    pub status: u16,
-    /// The response body, sealed.
-    pub sealed_body: Vec<u8>,
+    /// The answer, sealed; opaque to storage.
+    pub sealed: Vec<u8>,
     /// Unix seconds when the answer was kept.
     pub created: i64,
+}
+
+/// The instants a claim is judged against, computed by the caller from its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimTimes {
+    /// The time of the claim; a new claim is held from then.
+    pub now: i64,
+    /// A kept answer created at or before this instant is stale: as if there were none.
+    pub kept_after: i64,
+    /// A claim taken at or before this instant was abandoned (its holder died): it is free.
+    pub held_after: i64,
 }
 
 /// What claiming a key found.

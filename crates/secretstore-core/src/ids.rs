@@ -14,7 +14,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn is_live(self) -> bool {
+    /// Stripe's `livemode`: true for live-mode keys and data.
+    pub fn livemode(self) -> bool {
         matches!(self, Mode::Live)
     }
 
@@ -122,7 +123,9 @@ pub struct Namespace {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretId(String);
 
-const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// The characters of generated ids (`appsecret_...`, `req_...`).
+pub const ALPHANUMERIC: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 impl SecretId {
     pub const PREFIX: &'static str = "appsecret_";

@@ -1,27 +1,41 @@
 //! The secretstore domain, free of I/O: what a secret is (`SecretName`, `Payload`, `Scope`,
-//! `Namespace`, `SecretId`), the rules a request must satisfy before anything is stored
-//! (`limits`), the `Store` trait every storage backend implements, and `SecretService`, which
-//! decides what a set, find, delete or list means and seals or opens payloads on the way through.
+//! `Namespace`, `SecretId`, `SecretAddress`), the rules a request must satisfy before anything is
+//! stored (`limits`), who may do what (`principal`: `Principal` and `authorize`), the storage
+//! traits every backend implements (`store`), and `SecretService`, which decides what a set,
+//! find, delete or list means and seals or opens payloads on the way through.
 //!
 //! The HTTP layer above turns wire parameters into these types; the storage layer below only ever
-//! sees sealed bytes. Nothing here knows HTTP or which database it runs on.
+//! sees sealed bytes. Nothing here knows HTTP or which database it runs on. docs/api.md describes
+//! the API these types serve.
 
 pub mod clock;
+pub mod context;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod keycheck;
 pub mod limits;
+pub mod principal;
 pub mod secret;
 pub mod service;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{CoreError, CursorKind, StoreError};
-pub use idempotency::{IdempotencyClaim, IdempotencyKey, KeptAnswer};
+pub use context::{RequestContext, RequestId};
+pub use error::{CoreError, CursorKind, KeyCheckError, SealError, StoreError};
+pub use idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
+pub use keycheck::verify_root_key;
 pub use limits::Limits;
+pub use principal::{authorize, Access, CredentialId, Denied, Permission, Permissions, Principal};
 pub use secret::{
-    is_live, ExpiresAt, InvalidExpiry, InvalidValue, Payload, Scope, SecretKey, SecretName,
+    check_length, check_text, is_live, ExpiresAt, InvalidExpiry, InvalidValue, Payload, Scope,
+    SecretAddress, SecretName,
 };
-pub use service::{payload_aad, ListPage, ListRequest, Secret, SecretService, SetRequest};
-pub use store::{ListCursor, ListQuery, PutRequest, Seal, SealedSecret, Store, StoredList};
+pub use service::{
+    DeleteRequest, FindRequest, ListPage, ListRequest, Secret, SecretService, SetRequest,
+};
+pub use store::{
+    AtomicWrites, IdempotencyStore, Lifecycle, ListCursor, ListQuery, MetaStore, PutRequest, Seal,
+    SealedSecret, SecretStore, Store, StoredList, Write, Written,
+};

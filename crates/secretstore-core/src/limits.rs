@@ -12,12 +12,6 @@ pub const MIN_LIST_LIMIT: u32 = 1;
 pub const MAX_LIST_LIMIT: u32 = 100;
 pub const DEFAULT_LIST_LIMIT: u32 = 10;
 
-/// Kept idempotent answers are replayed for 24 hours.
-pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
-
-/// Longest `Idempotency-Key` header value.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
 /// Limits an operator may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -20,16 +20,22 @@ pub enum InvalidValue {
     Malformed,
 }
 
-/// Non-empty and at most `max` Unicode scalar values (not bytes: `é` counts once).
-pub(crate) fn check_text(value: &str, max: usize) -> Result<(), InvalidValue> {
-    if value.is_empty() {
-        return Err(InvalidValue::Empty);
-    }
+/// At most `max` Unicode scalar values (not bytes: `é` counts once); the one home of that rule,
+/// for every string the contract bounds (names, payloads, users, cursors, `expand` items).
+pub fn check_length(value: &str, max: usize) -> Result<(), InvalidValue> {
     // Byte length bounds the char count from above, so most values skip the count.
     if value.len() > max && value.chars().count() > max {
         return Err(InvalidValue::TooLong { max });
     }
     Ok(())
+}
+
+/// Non-empty and at most `max` Unicode scalar values.
+pub fn check_text(value: &str, max: usize) -> Result<(), InvalidValue> {
+    if value.is_empty() {
+        return Err(InvalidValue::Empty);
+    }
+    check_length(value, max)
 }
 
 /// A secret's name, unique within its scope.
@@ -106,9 +112,10 @@ impl Scope {
     }
 }
 
-/// What identifies a secret: the namespace it lives in, its scope and its name.
+/// Where a secret lives: the namespace, its scope and its name. (Not an API key: `sk_...` keys
+/// are credentials, handled above this crate.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretKey {
+pub struct SecretAddress {
     pub namespace: Namespace,
     pub scope: Scope,
     pub name: SecretName,

@@ -1,7 +1,7 @@
 //! `SecretService`: what set, find, delete and list mean. It takes validated domain values from
 //! the HTTP layer, decides against the clock and the limits, seals payloads on the way in and
 //! opens them on the way out (only when the caller asked for them), and leaves persistence to a
-//! `Store`.
+//! `SecretStore`.
 
 use std::sync::Arc;
 
@@ -9,18 +9,19 @@ use secretstore_crypto::{CryptoError, Envelope};
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
-use crate::error::CoreError;
-use crate::idempotency::{IdempotencyClaim, IdempotencyKey, KeptAnswer};
+use crate::context::RequestContext;
+use crate::error::{CoreError, SealError};
 use crate::ids::{Namespace, SecretId};
-use crate::limits::{Limits, IDEMPOTENCY_TTL_SECS};
-use crate::secret::{ExpiresAt, Payload, Scope, SecretKey};
-use crate::store::{ListCursor, ListQuery, PutRequest, SealedSecret, Store};
+use crate::limits::Limits;
+use crate::principal::{Access, Permission};
+use crate::secret::{ExpiresAt, Payload, Scope, SecretAddress};
+use crate::store::{ListCursor, ListQuery, PutRequest, SealedSecret, SecretStore};
 
 /// A secret as answered: metadata, plus the payload when the caller expanded it.
 #[derive(Debug, Clone)]
 pub struct Secret {
     pub id: SecretId,
-    pub key: SecretKey,
+    pub address: SecretAddress,
     pub created: i64,
     pub expires_at: Option<i64>,
     pub payload: Option<Payload>,
@@ -29,10 +30,26 @@ pub struct Secret {
 /// A create-or-replace.
 #[derive(Debug, Clone)]
 pub struct SetRequest {
-    pub key: SecretKey,
+    pub address: SecretAddress,
     pub payload: Payload,
     /// Unix seconds as given; checked against the clock here.
     pub expires_at: Option<i64>,
+    /// Answer with the payload (`expand[]=payload`).
+    pub reveal: bool,
+}
+
+/// A find of one secret.
+#[derive(Debug, Clone)]
+pub struct FindRequest {
+    pub address: SecretAddress,
+    pub reveal: bool,
+}
+
+/// A delete of one secret; the answer is the secret as it was.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    pub address: SecretAddress,
+    pub reveal: bool,
 }
 
 /// One page of one scope.
@@ -42,6 +59,43 @@ pub struct ListRequest {
     pub scope: Scope,
     pub limit: u32,
     pub cursor: Option<ListCursor>,
+    pub reveal: bool,
+}
+
+impl SetRequest {
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            permission: Permission::SecretWrite,
+            scope: &self.address.scope,
+        }
+    }
+}
+
+impl FindRequest {
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            permission: Permission::SecretRead,
+            scope: &self.address.scope,
+        }
+    }
+}
+
+impl DeleteRequest {
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            permission: Permission::SecretWrite,
+            scope: &self.address.scope,
+        }
+    }
+}
+
+impl ListRequest {
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            permission: Permission::SecretRead,
+            scope: &self.scope,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,15 +106,15 @@ pub struct ListPage {
 
 /// Associated data binding a sealed payload to its secret's identity. Every field is length
 /// prefixed, so no two identities give the same bytes.
-pub fn payload_aad(key: &SecretKey, id: &SecretId) -> Vec<u8> {
-    let user = key.scope.user().map(|u| u.as_str()).unwrap_or("");
+fn payload_aad(address: &SecretAddress, id: &SecretId) -> Vec<u8> {
+    let user = address.scope.user().map(|u| u.as_str()).unwrap_or("");
     let fields: [&[u8]; 7] = [
-        key.namespace.app.as_str().as_bytes(),
-        key.namespace.account.as_str().as_bytes(),
-        key.namespace.mode.as_str().as_bytes(),
-        key.scope.type_str().as_bytes(),
+        address.namespace.app.as_str().as_bytes(),
+        address.namespace.account.as_str().as_bytes(),
+        address.namespace.mode.as_str().as_bytes(),
+        address.scope.type_str().as_bytes(),
         user.as_bytes(),
-        key.name.as_str().as_bytes(),
+        address.name.as_str().as_bytes(),
         id.as_str().as_bytes(),
     ];
     let mut aad = Vec::with_capacity(64 + fields.iter().map(|f| f.len() + 4).sum::<usize>());
@@ -72,13 +126,9 @@ pub fn payload_aad(key: &SecretKey, id: &SecretId) -> Vec<u8> {
     aad
 }
 
-const ROOT_KEY_CHECK: &str = "root_key_check";
-const ROOT_KEY_CHECK_AAD: &[u8] = b"secretstore/root-key-check/v1";
-const ROOT_KEY_CHECK_PLAINTEXT: &[u8] = b"secretstore opens this data with this root key";
-
 #[derive(Debug, Clone)]
 pub struct SecretService {
-    store: Arc<dyn Store>,
+    secrets: Arc<dyn SecretStore>,
     envelope: Arc<Envelope>,
     clock: Arc<dyn Clock>,
     limits: Limits,
@@ -86,103 +136,91 @@ pub struct SecretService {
 
 impl SecretService {
     pub fn new(
-        store: Arc<dyn Store>,
+        secrets: Arc<dyn SecretStore>,
         envelope: Arc<Envelope>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {
         Self {
-            store,
+            secrets,
             envelope,
             clock,
             limits,
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    pub fn now(&self) -> i64 {
-        self.clock.now()
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// Refuses to run against data written under another root key: better to fail at start-up
-    /// with a clear message than to answer every find with an error. The first start records a
-    /// check value sealed under the key.
-    pub async fn verify_root_key(&self) -> Result<(), CoreError> {
-        match self.store.meta_get(ROOT_KEY_CHECK).await? {
-            Some(sealed) => match self.envelope.open(ROOT_KEY_CHECK_AAD, &sealed) {
-                Ok(plain) if plain.as_slice() == ROOT_KEY_CHECK_PLAINTEXT => Ok(()),
-                Ok(_) | Err(_) => Err(CoreError::WrongRootKey {
-                    given: self.envelope.key_id().to_string(),
-                }),
-            },
-            None => {
-                let sealed = self
-                    .envelope
-                    .seal(ROOT_KEY_CHECK_AAD, ROOT_KEY_CHECK_PLAINTEXT)
-                    .map_err(CoreError::Crypto)?;
-                self.store.meta_put(ROOT_KEY_CHECK, sealed).await?;
-                Ok(())
-            }
-        }
-    }
-
-    pub async fn set(&self, request: SetRequest, reveal: bool) -> Result<Secret, CoreError> {
+    pub async fn set(
+        &self,
+        _ctx: &RequestContext,
+        request: SetRequest,
+    ) -> Result<Secret, CoreError> {
         let now = self.clock.now();
         let expires_at = request
             .expires_at
             .map(|at| ExpiresAt::validate(at, now).map(ExpiresAt::get))
             .transpose()?;
         let envelope = Arc::clone(&self.envelope);
-        let seal_key = request.key.clone();
+        let seal_address = request.address.clone();
         let plaintext = Zeroizing::new(request.payload.expose().as_bytes().to_vec());
         let stored = self
-            .store
+            .secrets
             .put(PutRequest {
-                key: request.key,
+                address: request.address,
                 new_id: SecretId::generate(),
                 now,
                 expires_at,
                 max_per_scope: self.limits.max_secrets_per_scope,
                 seal: Box::new(move |id: &SecretId| {
-                    envelope.seal(&payload_aad(&seal_key, id), &plaintext)
+                    envelope
+                        .seal(&payload_aad(&seal_address, id), &plaintext)
+                        .map_err(SealError::from)
                 }),
             })
             .await?;
         Ok(Secret {
             id: stored.id,
-            key: stored.key,
+            address: stored.address,
             created: stored.created,
             expires_at: stored.expires_at,
-            payload: reveal.then_some(request.payload),
+            payload: request.reveal.then_some(request.payload),
         })
     }
 
-    pub async fn find(&self, key: &SecretKey, reveal: bool) -> Result<Secret, CoreError> {
-        match self.store.get(key, self.clock.now()).await? {
-            Some(stored) => self.answer(stored, reveal),
+    pub async fn find(
+        &self,
+        _ctx: &RequestContext,
+        request: FindRequest,
+    ) -> Result<Secret, CoreError> {
+        match self.secrets.get(&request.address, self.clock.now()).await? {
+            Some(stored) => self.answer(stored, request.reveal),
             None => Err(CoreError::NotFound {
-                name: key.name.clone(),
+                name: request.address.name,
             }),
         }
     }
 
-    pub async fn delete(&self, key: &SecretKey, reveal: bool) -> Result<Secret, CoreError> {
-        match self.store.delete(key, self.clock.now()).await? {
-            Some(stored) => self.answer(stored, reveal),
+    pub async fn delete(
+        &self,
+        _ctx: &RequestContext,
+        request: DeleteRequest,
+    ) -> Result<Secret, CoreError> {
+        match self
+            .secrets
+            .delete(&request.address, self.clock.now())
+            .await?
+        {
+            Some(stored) => self.answer(stored, request.reveal),
             None => Err(CoreError::NotFound {
-                name: key.name.clone(),
+                name: request.address.name,
             }),
         }
     }
 
-    pub async fn list(&self, request: ListRequest, reveal: bool) -> Result<ListPage, CoreError> {
+    pub async fn list(
+        &self,
+        _ctx: &RequestContext,
+        request: ListRequest,
+    ) -> Result<ListPage, CoreError> {
         let query = ListQuery {
             namespace: request.namespace,
             scope: request.scope,
@@ -190,11 +228,11 @@ impl SecretService {
             cursor: request.cursor,
             now: self.clock.now(),
         };
-        let page = self.store.list(&query).await?;
+        let page = self.secrets.list(&query).await?;
         let items = page
             .items
             .into_iter()
-            .map(|stored| self.answer(stored, reveal))
+            .map(|stored| self.answer(stored, request.reveal))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ListPage {
             items,
@@ -202,63 +240,14 @@ impl SecretService {
         })
     }
 
-    /// Removes expired secrets and stale idempotency records; the background sweep calls it.
+    /// Removes expired secrets from storage; the background sweep calls it.
     pub async fn purge_expired(&self) -> Result<u64, CoreError> {
-        Ok(self.store.purge_expired(self.clock.now()).await?)
-    }
-
-    pub async fn idempotency_claim(
-        &self,
-        key: &IdempotencyKey,
-    ) -> Result<IdempotencyClaim, CoreError> {
-        Ok(self.store.idempotency_claim(key, self.clock.now()).await?)
-    }
-
-    /// Keeps an answer for replay, sealed: the body of a set or delete may hold a payload.
-    pub async fn idempotency_complete(
-        &self,
-        key: &IdempotencyKey,
-        fingerprint: [u8; 32],
-        status: u16,
-        body: &[u8],
-    ) -> Result<(), CoreError> {
-        let sealed_body = self
-            .envelope
-            .seal(&key.aad(), body)
-            .map_err(CoreError::Crypto)?;
-        let now = self.clock.now();
-        let answer = KeptAnswer {
-            fingerprint,
-            status,
-            sealed_body,
-            created: now,
-        };
-        Ok(self.store.idempotency_complete(key, answer, now).await?)
-    }
-
-    pub async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), CoreError> {
-        Ok(self.store.idempotency_release(key).await?)
-    }
-
-    /// Opens a kept answer's body for replay.
-    pub fn open_kept_answer(
-        &self,
-        key: &IdempotencyKey,
-        answer: &KeptAnswer,
-    ) -> Result<Zeroizing<Vec<u8>>, CoreError> {
-        self.envelope
-            .open(&key.aad(), &answer.sealed_body)
-            .map_err(CoreError::KeptAnswerUnsealable)
-    }
-
-    /// How long a kept answer is replayed.
-    pub fn idempotency_ttl(&self) -> i64 {
-        IDEMPOTENCY_TTL_SECS
+        Ok(self.secrets.purge_expired(self.clock.now()).await?)
     }
 
     fn answer(&self, stored: SealedSecret, reveal: bool) -> Result<Secret, CoreError> {
         let payload = if reveal {
-            let aad = payload_aad(&stored.key, &stored.id);
+            let aad = payload_aad(&stored.address, &stored.id);
             let opened = self.envelope.open(&aad, &stored.sealed).map_err(|source| {
                 CoreError::Unsealable {
                     id: stored.id.clone(),
@@ -275,7 +264,7 @@ impl SecretService {
         };
         Ok(Secret {
             id: stored.id,
-            key: stored.key,
+            address: stored.address,
             created: stored.created,
             expires_at: stored.expires_at,
             payload,

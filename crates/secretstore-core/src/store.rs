@@ -1,25 +1,42 @@
-//! The narrow interface every storage backend implements, and the records that cross it.
+//! The narrow interfaces a storage backend implements, and the records that cross them: one
+//! trait per kind of record (`SecretStore`, `IdempotencyStore`, `MetaStore`; later the tenant
+//! directory, the audit log and namespace keys), `AtomicWrites` to commit writes of several
+//! records as one transaction, and `Lifecycle`. A backend implements them all, which makes it a
+//! `Store`; each trait has its own module of the conformance suite, which is the executable form
+//! of the documentation below.
 //!
 //! A backend stores sealed bytes and metadata; it never sees a plaintext payload. It is
-//! responsible for atomicity (a put either fully happens or not at all), durability (a put or
-//! delete that returned `Ok` survives a crash), the per-scope maximum (checked in the same
-//! transaction as the insert, so concurrent puts cannot overshoot it) and ordering (list is
-//! newest first in the exact order puts created the secrets). One conformance suite runs against
-//! every backend.
+//! responsible for atomicity (a put either fully happens or not at all), durability (a write
+//! that returned `Ok` survives a crash), the per-scope maximum (checked in the same transaction
+//! as the insert) and ordering (list is newest first in the exact order puts created the
+//! secrets).
+//!
+//! # Rules across processes
+//!
+//! Several server processes may share one database (a backend that allows it, such as
+//! PostgreSQL; the embedded SQLite store takes an exclusive lock on its directory instead, so
+//! there is only ever one handle). Through any number of handles on one database:
+//!
+//! - the per-scope maximum holds exactly under concurrent puts through different handles;
+//! - a (scope, name) is never stored twice, however many handles create it at once;
+//! - a write acknowledged through one handle is seen at once by reads through every other
+//!   (no handle may answer from a cache another handle's write has made stale);
+//! - an idempotency claim taken through one handle is `InFlight` through every other, and a
+//!   claim held by a handle that went away without releasing it (its process died) is free
+//!   once its lease is over (`ClaimTimes::held_after`).
 
 use async_trait::async_trait;
-use secretstore_crypto::CryptoError;
 
-use crate::error::{CursorKind, StoreError};
-use crate::idempotency::{IdempotencyClaim, IdempotencyKey, KeptAnswer};
+use crate::error::{CursorKind, SealError, StoreError};
+use crate::idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 use crate::ids::{Namespace, SecretId};
-use crate::secret::{Scope, SecretKey};
+use crate::secret::{Scope, SecretAddress};
 
 /// A secret as stored: metadata in the clear, payload sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSecret {
     pub id: SecretId,
-    pub key: SecretKey,
+    pub address: SecretAddress,
     /// Unix seconds when this scope + name was first created; a replace keeps it.
     pub created: i64,
     pub expires_at: Option<i64>,
@@ -29,12 +46,13 @@ pub struct SealedSecret {
 
 /// Seals the payload for the id the secret will have. The backend calls it exactly once, inside
 /// the write, after deciding whether the put creates (the request's `new_id`) or replaces (the
-/// existing id): the ciphertext is bound to the id, so it cannot be made earlier.
-pub type Seal = Box<dyn FnOnce(&SecretId) -> Result<Vec<u8>, CryptoError> + Send>;
+/// existing id): the ciphertext is bound to the id, so it cannot be made earlier. It does no
+/// I/O, so a backend may call it inside a transaction.
+pub type Seal = Box<dyn FnOnce(&SecretId) -> Result<Vec<u8>, SealError> + Send>;
 
 /// Create or replace one secret.
 pub struct PutRequest {
-    pub key: SecretKey,
+    pub address: SecretAddress,
     /// The id of the secret if this put creates it.
     pub new_id: SecretId,
     /// The time of the request: `created` of a new secret, and the instant against which
@@ -50,7 +68,7 @@ pub struct PutRequest {
 impl std::fmt::Debug for PutRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PutRequest")
-            .field("key", &self.key)
+            .field("address", &self.address)
             .field("new_id", &self.new_id)
             .field("now", &self.now)
             .field("expires_at", &self.expires_at)
@@ -103,34 +121,48 @@ pub struct StoredList {
     pub has_more: bool,
 }
 
+/// Secrets.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Creates the secret, or replaces the payload and `expires_at` of the live secret with the
-    /// same key (keeping its id and `created`). An expired secret with the same key is treated
+pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates the secret, or replaces the payload and `expires_at` of the live secret at the
+    /// same address (keeping its id and `created`). An expired secret at the address is treated
     /// as absent: it is removed and a new one created. Returns the secret as now stored.
     async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError>;
 
-    /// The live secret with this key, if any.
-    async fn get(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError>;
+    /// The live secret at this address, if any.
+    async fn get(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError>;
 
-    /// Removes the live secret with this key and returns it as it was; `None` if there is no
+    /// Removes the live secret at this address and returns it as it was; `None` if there is no
     /// live one (an expired one is not deleted by this call, and not returned).
-    async fn delete(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError>;
+    async fn delete(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError>;
 
-    /// A page of live secrets of one scope. A cursor that names no secret of that namespace and
-    /// scope is `StoreError::CursorNotFound`.
+    /// A page of live secrets of one scope. A cursor that names no live secret of that
+    /// namespace and scope is `StoreError::CursorNotFound`.
     async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError>;
 
-    /// Deletes secrets expired at `now` and idempotency records older than their time to live;
-    /// returns how many secrets went.
+    /// Deletes secrets expired at `now`; returns how many went.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+}
 
-    /// Claims an idempotency key for a request about to run, or reports that another request
-    /// holds it, or returns the answer kept for it (if younger than its time to live).
+/// Idempotency records: claims of requests running, and answers kept for replay.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Claims a key for a request about to run; or reports that another request holds it
+    /// (a claim taken after `at.held_after`); or returns the answer kept for it (one created
+    /// after `at.kept_after`). A stale answer or an abandoned claim counts as nothing: the key
+    /// is claimed.
     async fn idempotency_claim(
         &self,
         key: &IdempotencyKey,
-        now: i64,
+        at: ClaimTimes,
     ) -> Result<IdempotencyClaim, StoreError>;
 
     /// Keeps the answer of a claimed key (durably) and releases the claim.
@@ -138,21 +170,64 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-        now: i64,
     ) -> Result<(), StoreError>;
 
     /// Releases a claim without keeping an answer, so a retry with the key runs again.
+    /// Releasing a key that is not claimed does nothing.
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError>;
 
-    /// A small named value of the store itself (the root key check, for one).
+    /// Deletes kept answers created at or before `kept_after`; returns how many went.
+    async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError>;
+}
+
+/// Small named values of the store itself (the root key check, for one).
+#[async_trait]
+pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Sets a named value, durably.
     async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError>;
+}
 
-    /// Storage answers: for `/readyz`.
+/// One write of a `commit`. Each kind of record that must commit together with others (a put
+/// with its audit record; a removal of an installation with all its secrets) has a variant.
+#[derive(Debug)]
+pub enum Write {
+    /// As `SecretStore::put`.
+    PutSecret(PutRequest),
+    /// As `SecretStore::delete`.
+    DeleteSecret { address: SecretAddress, now: i64 },
+}
+
+/// What one write of a `commit` did, in the order the writes were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    PutSecret(SealedSecret),
+    DeleteSecret(Option<SealedSecret>),
+}
+
+/// Writes of several records as one transaction.
+#[async_trait]
+pub trait AtomicWrites: Send + Sync + std::fmt::Debug + 'static {
+    /// Applies `writes` in order, each seeing the ones before it, as one durable transaction:
+    /// every write takes effect or none does. The first write that fails (a full scope, a seal
+    /// error) undoes the others and is the error returned; on success the answers come in the
+    /// order of `writes`.
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError>;
+}
+
+/// The backend as a whole.
+#[async_trait]
+pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
+    /// Storage answers and can take writes (for a readiness check).
     async fn check_ready(&self) -> Result<(), StoreError>;
 
-    /// Finishes queued writes and stops accepting new ones; for a clean shutdown.
+    /// Finishes queued writes and stops accepting new ones; for a clean shutdown. Later calls
+    /// of any trait fail with `StoreError::Unavailable`; closing twice is harmless.
     async fn close(&self) -> Result<(), StoreError>;
 }
+
+/// A complete backend: every storage trait. Implemented for any type that implements them all.
+pub trait Store: SecretStore + IdempotencyStore + MetaStore + AtomicWrites + Lifecycle {}
+
+impl<T: SecretStore + IdempotencyStore + MetaStore + AtomicWrites + Lifecycle> Store for T {}

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::api::{Api, Outcome, Scope};
 use crate::model::{Allowed, State};
 use crate::rng::Rng;
-use crate::server::{load_average, random_hex, resolve_bin, work_dir, ServerSpec, Storage};
+use crate::server::{load_average, random_hex, resolve_bin, work_dir, ServerSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct CrashArgs {
@@ -62,12 +62,6 @@ pub struct CrashArgs {
     /// Keep the work directory after a successful run (it is always kept after a failure).
     #[arg(long)]
     pub keep: bool,
-
-    /// Run the server on this PostgreSQL database instead of SQLite. The integrity check after
-    /// each kill is then amcheck's bt_index_check (with heapallindexed) on every B-tree index
-    /// of the database's schema, through psql; the amcheck extension is created if missing.
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
 }
 
 /// Percent of operations that are sets (the rest are deletes).
@@ -136,10 +130,7 @@ pub async fn run(args: CrashArgs) -> anyhow::Result<bool> {
     let work = work_dir("secretstore-crash.", args.work_dir.as_deref())?;
     let spec = ServerSpec {
         bin,
-        storage: match &args.database_url {
-            Some(url) => Storage::Postgres(url.clone()),
-            None => Storage::Sqlite(work.path().join("data")),
-        },
+        data: work.path().join("data"),
         root_key: random_hex(32)?,
         // Each client keeps up to --names secrets in its scope; the default maximum of 10
         // would refuse sets, which is not what this harness is about.
@@ -207,7 +198,8 @@ pub async fn run(args: CrashArgs) -> anyhow::Result<bool> {
         }
         clients.sort_by_key(|c| c.index);
 
-        let integrity = integrity_check(&spec.storage).await?;
+        let integrity =
+            sqlite_integrity_check(&spec.data.join(secretstore_sqlite::DATABASE_FILE)).await?;
         if integrity != "ok" {
             tally
                 .violations
@@ -534,14 +526,6 @@ async fn read_scope(
     (states, problems)
 }
 
-/// The database's own consistency check, right after the kill: "ok", or what it found.
-async fn integrity_check(storage: &Storage) -> anyhow::Result<String> {
-    match storage {
-        Storage::Sqlite(dir) => sqlite_integrity_check(&dir.join("secretstore.db")).await,
-        Storage::Postgres(url) => postgres_integrity_check(url).await,
-    }
-}
-
 /// `PRAGMA integrity_check` on a read-only connection, on the files exactly as the kill left
 /// them: read-only, so the check neither checkpoints the write-ahead log nor changes anything
 /// the restarted server will recover from.
@@ -561,34 +545,4 @@ async fn sqlite_integrity_check(db: &Path) -> anyhow::Result<String> {
     })
     .await
     .context("the integrity check panicked")?
-}
-
-/// amcheck over every B-tree index in the schemas the connection sees (heapallindexed: every
-/// row is also found through each index). The kill hits secretstore, not PostgreSQL, so this
-/// guards against the store's own writes leaving indexes and rows out of step. Through psql
-/// (present wherever PostgreSQL is) rather than a Postgres driver in the harness.
-async fn postgres_integrity_check(url: &str) -> anyhow::Result<String> {
-    const CHECK: &str = "SELECT count(bt_index_check(c.oid, true)) \
-         FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid \
-         JOIN pg_am am ON am.oid = c.relam \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready \
-           AND c.relpersistence <> 't' AND n.nspname = ANY (current_schemas(false))";
-    let output = tokio::process::Command::new("psql")
-        .args(["--no-psqlrc", "--quiet", "--tuples-only", "--no-align"])
-        .args(["-v", "ON_ERROR_STOP=1", "--dbname", url])
-        .args(["-c", "CREATE EXTENSION IF NOT EXISTS amcheck", "-c", CHECK])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("cannot run psql (needed for the PostgreSQL integrity check)")?;
-    if output.status.success() {
-        Ok("ok".into())
-    } else {
-        Ok(format!(
-            "amcheck failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }

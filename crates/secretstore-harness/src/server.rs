@@ -1,6 +1,8 @@
 //! Starts, kills and stops the real `secretstore` binary the way an operator would: `serve
 //! --dev` on a free port over a data directory that outlives each process, with the root key
-//! in the environment so every restart opens the same data. Also the pieces of a run around
+//! in the environment so every restart opens the same data (the command line is
+//! `secretstore_testkit::binary::serve_command`, shared with the tests; this side adds tokio and
+//! the kill loop's needs). Also the pieces of a run around
 //! it: finding the binary, the run's work directory and random key, and the server's resident
 //! memory and the machine's load average from /proc for the soak.
 
@@ -9,6 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use secretstore_testkit::binary::{listening_url, serve_command};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -80,29 +83,12 @@ pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Where the server keeps its data.
-#[derive(Debug, Clone)]
-pub enum Storage {
-    /// The embedded SQLite database in this directory (`--data`).
-    Sqlite(PathBuf),
-    /// A PostgreSQL database (`--database-url`).
-    Postgres(String),
-}
-
-impl Storage {
-    fn args(&self) -> Vec<std::ffi::OsString> {
-        match self {
-            Storage::Sqlite(dir) => vec!["--data".into(), dir.into()],
-            Storage::Postgres(url) => vec!["--database-url".into(), url.into()],
-        }
-    }
-}
-
-/// Everything needed to start the same server again: binary, storage, root key, extra flags.
+/// Everything needed to start the same server again: binary, data directory, root key, extra
+/// flags.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
     pub bin: PathBuf,
-    pub storage: Storage,
+    pub data: PathBuf,
     pub root_key: String,
     pub extra_args: Vec<String>,
 }
@@ -126,21 +112,9 @@ impl ServerSpec {
         let stderr = std::fs::File::create(log)
             .with_context(|| format!("cannot create the log file {}", log.display()))?;
         let began = Instant::now();
-        let mut child = Command::new(&self.bin)
-            .arg("serve")
-            .arg("--dev")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(self.storage.args())
-            .args(&self.extra_args)
-            .env("SECRETSTORE_ROOT_KEY", &self.root_key)
-            // Storage, key and limits are the harness's choice: an environment twin left set
-            // by the caller must not quietly change what is being tested.
-            .env_remove("SECRETSTORE_ROOT_KEY_FILE")
-            .env_remove("SECRETSTORE_DATA")
-            .env_remove("SECRETSTORE_DATABASE_URL")
-            .env_remove("SECRETSTORE_MAX_SECRETS_PER_SCOPE")
-            .env_remove("SECRETSTORE_RATE_LIMIT")
+        let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        // The one command line every test and harness starts the server with.
+        let mut child = Command::from(serve_command(&self.bin, &self.data, &self.root_key, &extra))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -168,7 +142,7 @@ impl ServerSpec {
             ),
             Ok(Ok(_)) => {}
         }
-        let Some(url) = first.trim().strip_prefix("secretstore listening on ") else {
+        let Some(url) = listening_url(&first) else {
             bail!("unexpected first line from the server: {first:?}");
         };
         let url = url.to_owned();

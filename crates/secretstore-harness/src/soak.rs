@@ -22,7 +22,6 @@ use crate::api::{Api, Outcome, Scope};
 use crate::rng::Rng;
 use crate::server::{
     load_average, random_hex, read_rss_kib, resolve_bin, work_dir, ServerProcess, ServerSpec,
-    Storage,
 };
 
 #[derive(Debug, clap::Args)]
@@ -217,7 +216,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<bool> {
     let work = work_dir("secretstore-soak.", args.work_dir.as_deref())?;
     let spec = ServerSpec {
         bin,
-        storage: Storage::Sqlite(work.path().join("data")),
+        data: work.path().join("data"),
         root_key: random_hex(32)?,
         // Per-request info logs would measure the log writer, not the store.
         extra_args: vec!["--log".into(), "warn".into()],

@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use parking_lot::Mutex;
-use secretstore_core::{is_live, SealedSecret, SecretKey};
+use secretstore_core::{is_live, SealedSecret, SecretAddress};
 
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<SecretKey, SealedSecret>,
+    entries: HashMap<SecretAddress, SealedSecret>,
     /// Bumped by every write to a key of this shard.
     generation: u64,
 }
@@ -50,12 +50,12 @@ impl SecretCache {
         }
     }
 
-    fn shard_of(&self, key: &SecretKey) -> usize {
+    fn shard_of(&self, key: &SecretAddress) -> usize {
         (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
     /// The live secret with this key if cached; otherwise a ticket for filling it after a read.
-    pub fn get(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, Ticket> {
+    pub fn get(&self, key: &SecretAddress, now: i64) -> Result<Option<SealedSecret>, Ticket> {
         let shard = self.shard_of(key);
         let mut guard = self.shards[shard].lock();
         match guard.entries.get(key) {
@@ -85,17 +85,17 @@ impl SecretCache {
         if guard.generation != ticket.generation {
             return;
         }
-        if guard.entries.len() >= self.per_shard && !guard.entries.contains_key(&secret.key) {
+        if guard.entries.len() >= self.per_shard && !guard.entries.contains_key(&secret.address) {
             // Full: make room by dropping an arbitrary entry (hash order, so effectively random).
             if let Some(victim) = guard.entries.keys().next().cloned() {
                 guard.entries.remove(&victim);
             }
         }
-        guard.entries.insert(secret.key.clone(), secret.clone());
+        guard.entries.insert(secret.address.clone(), secret.clone());
     }
 
     /// A write to `key` is committed (or failed): forget it, and refuse fills that began before.
-    pub fn invalidate(&self, key: &SecretKey) {
+    pub fn invalidate(&self, key: &SecretAddress) {
         let mut guard = self.shards[self.shard_of(key)].lock();
         guard.generation = guard.generation.wrapping_add(1);
         guard.entries.remove(key);
@@ -125,7 +125,7 @@ mod tests {
     fn secret(name: &str, expires_at: Option<i64>) -> SealedSecret {
         SealedSecret {
             id: SecretId::generate(),
-            key: SecretKey {
+            address: SecretAddress {
                 namespace: Namespace {
                     app: AppId::parse("app").unwrap(),
                     account: AccountId::parse("acct_1").unwrap(),
@@ -144,26 +144,26 @@ mod tests {
     fn a_fill_that_raced_a_write_is_dropped() {
         let cache = SecretCache::new(100);
         let old = secret("k", None);
-        let ticket = cache.get(&old.key, 10).unwrap_err();
-        cache.invalidate(&old.key); // a write committed while the read ran
+        let ticket = cache.get(&old.address, 10).unwrap_err();
+        cache.invalidate(&old.address); // a write committed while the read ran
         cache.fill(ticket, &old);
         assert!(
-            cache.get(&old.key, 10).is_err(),
+            cache.get(&old.address, 10).is_err(),
             "the stale value must not be cached"
         );
-        let ticket = cache.get(&old.key, 10).unwrap_err();
+        let ticket = cache.get(&old.address, 10).unwrap_err();
         cache.fill(ticket, &old);
-        assert_eq!(cache.get(&old.key, 10).unwrap(), Some(old));
+        assert_eq!(cache.get(&old.address, 10).unwrap(), Some(old));
     }
 
     #[test]
     fn expired_entries_are_never_answered() {
         let cache = SecretCache::new(100);
         let s = secret("k", Some(20));
-        let ticket = cache.get(&s.key, 10).unwrap_err();
+        let ticket = cache.get(&s.address, 10).unwrap_err();
         cache.fill(ticket, &s);
-        assert!(cache.get(&s.key, 19).unwrap().is_some());
-        assert!(cache.get(&s.key, 20).is_err());
+        assert!(cache.get(&s.address, 19).unwrap().is_some());
+        assert!(cache.get(&s.address, 20).is_err());
         cache.purge(20);
         assert_eq!(cache.len(), 0);
     }
@@ -173,13 +173,13 @@ mod tests {
         let cache = SecretCache::new(32);
         for i in 0..1000 {
             let s = secret(&format!("k{i}"), None);
-            let ticket = cache.get(&s.key, 0).unwrap_err();
+            let ticket = cache.get(&s.address, 0).unwrap_err();
             cache.fill(ticket, &s);
         }
         assert!(cache.len() <= 32, "{}", cache.len());
         let off = SecretCache::new(0);
         let s = secret("k", None);
-        off.fill(off.get(&s.key, 0).unwrap_err(), &s);
+        off.fill(off.get(&s.address, 0).unwrap_err(), &s);
         assert_eq!(off.len(), 0);
     }
 }

@@ -25,22 +25,6 @@ pub fn damaged(what: &str) -> StoreError {
     StoreError::Internal(format!("damaged database: {what}"))
 }
 
-/// The same error again, for answering every operation of a batch whose commit failed.
-/// `StoreError` is not `Clone` (its `Seal` variant wraps a non-`Clone` error); the variants a
-/// batch can fail with are copied exactly, and a seal error keeps its message.
-pub fn copy(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::ScopeFull { max } => StoreError::ScopeFull { max: *max },
-        StoreError::CursorNotFound { kind, id } => StoreError::CursorNotFound {
-            kind: *kind,
-            id: id.clone(),
-        },
-        StoreError::Seal(e) => StoreError::Internal(format!("sealing the payload failed: {e}")),
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        StoreError::Internal(why) => StoreError::Internal(why.clone()),
-    }
-}
-
 /// What callers see once the store is closed.
 pub fn shutting_down() -> StoreError {
     StoreError::Unavailable("shutting down".into())

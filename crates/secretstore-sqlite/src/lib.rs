@@ -6,7 +6,10 @@
 //! small pool of reader threads with read-only connections. Async callers hand jobs to those
 //! threads over channels and await a oneshot answer, so no tokio worker ever blocks on SQLite.
 //! Idempotency claims in flight are kept in memory; an exclusive lock on the data directory
-//! makes sure no second process shares the files without sharing that memory.
+//! makes sure no second process shares the files without sharing that memory. It implements
+//! every storage trait of `secretstore_core::store` and passes the conformance suite
+//! (`tests/conformance.rs`); the checks that need two handles on one database are skipped, since
+//! the lock allows only one.
 
 mod cache;
 mod data_dir;
@@ -15,6 +18,7 @@ mod reader;
 mod rows;
 mod schema;
 mod writer;
+mod writes;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,10 +31,10 @@ use async_trait::async_trait;
 use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
-use secretstore_core::limits::IDEMPOTENCY_TTL_SECS;
 use secretstore_core::{
-    IdempotencyClaim, IdempotencyKey, KeptAnswer, ListQuery, PutRequest, SealedSecret, SecretKey,
-    Store, StoreError, StoredList,
+    AtomicWrites, ClaimTimes, IdempotencyClaim, IdempotencyKey, IdempotencyStore, KeptAnswer,
+    Lifecycle, ListQuery, MetaStore, PutRequest, SealedSecret, SecretAddress, SecretStore,
+    StoreError, StoredList, Write, Written,
 };
 use tokio::sync::oneshot;
 
@@ -40,7 +44,7 @@ pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::data_dir::DirLock;
 use crate::errors::{shutting_down, sql_failure, thread_stopped};
 use crate::reader::ReadJob;
-use crate::writer::{Purged, Reply, Shared, WriteJob};
+use crate::writer::{Job, Touches, WriterState};
 
 /// How to run the store.
 #[derive(Debug, Clone)]
@@ -52,7 +56,7 @@ pub struct SqliteOptions {
     /// How long a connection waits on a lock held by another connection (an operator's sqlite3
     /// shell, say) before answering "database is busy".
     pub busy_timeout: Duration,
-    /// Most expired rows one purge step deletes per table before letting other writes in.
+    /// Most expired rows one purge step deletes before letting other writes in.
     pub purge_batch: u32,
     /// Secrets kept in the read cache (sealed, as stored); 0 turns it off.
     pub cache_capacity: usize,
@@ -87,7 +91,7 @@ pub struct SqliteStats {
 /// The senders that feed the threads; `None` once the store is closed.
 #[derive(Debug)]
 struct Channels {
-    writer: Sender<WriteJob>,
+    writer: Sender<Job>,
     readers: Sender<ReadJob>,
 }
 
@@ -99,13 +103,14 @@ struct Worker {
     ended: oneshot::Receiver<()>,
 }
 
-/// The SQLite-backed `Store`. See the crate documentation.
+/// The SQLite-backed store: every storage trait of `secretstore_core::store`. See the crate
+/// documentation.
 pub struct SqliteStore {
     dir: PathBuf,
     options: SqliteOptions,
     channels: RwLock<Option<Channels>>,
     workers: Mutex<Vec<Worker>>,
-    shared: Arc<Shared>,
+    state: Arc<WriterState>,
     // Declared last: fields drop in order, so the directory is released only after `Drop` has
     // joined the threads and their connections are closed.
     _lock: DirLock,
@@ -136,15 +141,15 @@ impl SqliteStore {
             .map(|_| open_reader(&database, options.busy_timeout))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let shared = Arc::new(Shared::new(options.cache_capacity));
-        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let state = Arc::new(WriterState::new(options.cache_capacity));
+        let (write_tx, write_rx) = crossbeam_channel::unbounded::<Job>();
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let mut workers = Vec::with_capacity(readers.len() + 1);
         let started = (|| -> std::io::Result<()> {
-            let thread_shared = Arc::clone(&shared);
+            let thread_state = Arc::clone(&state);
             let max_batch = options.max_batch;
             workers.push(spawn("secretstore-sqlite-writer".into(), move || {
-                writer::run(writer_conn, write_rx, max_batch, &thread_shared)
+                writer::run(writer_conn, write_rx, max_batch, &thread_state)
             })?);
             for (n, conn) in readers.into_iter().enumerate() {
                 let jobs = read_rx.clone();
@@ -163,7 +168,7 @@ impl SqliteStore {
                 readers: read_tx,
             })),
             workers: Mutex::new(workers),
-            shared,
+            state,
             _lock: lock,
         };
         // On failure, dropping the store stops and joins whatever did start.
@@ -181,9 +186,9 @@ impl SqliteStore {
     /// Group commit counters since open, and the read cache's size.
     pub fn stats(&self) -> SqliteStats {
         SqliteStats {
-            commits: self.shared.commits.load(Ordering::Relaxed),
-            ops: self.shared.ops.load(Ordering::Relaxed),
-            cached_secrets: self.shared.cache.len(),
+            commits: self.state.commits.load(Ordering::Relaxed),
+            ops: self.state.ops.load(Ordering::Relaxed),
+            cached_secrets: self.state.cache.len(),
             queued_writes: self
                 .channels
                 .read()
@@ -192,45 +197,73 @@ impl SqliteStore {
         }
     }
 
-    /// Queues a write and awaits its answer, which comes only after its batch committed.
-    async fn write<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, StoreError> {
+    /// Queues `work` for the writer and awaits its answer, which comes only after its batch
+    /// committed.
+    async fn write<T, F>(
+        &self,
+        name: &'static str,
+        touches: Touches,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         {
             let channels = self.channels.read();
             let channels = channels.as_ref().ok_or_else(shutting_down)?;
             channels
                 .writer
-                .send(job(reply))
+                .send(Job::new(name, touches, work, reply))
                 .map_err(|_| thread_stopped())?;
         }
         answer.await.map_err(|_| thread_stopped())?
     }
 
-    /// Queues a read for the reader pool and awaits its answer.
-    async fn read<T>(&self, job: impl FnOnce(Reply<T>) -> ReadJob) -> Result<T, StoreError> {
+    /// Queues `work` for the reader pool and awaits its answer.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         {
             let channels = self.channels.read();
             let channels = channels.as_ref().ok_or_else(shutting_down)?;
-            channels
-                .readers
-                .send(job(reply))
-                .map_err(|_| thread_stopped())?;
+            let job: ReadJob = Box::new(move |conn| {
+                // A caller that went away (cancelled request) is no error.
+                let _ = reply.send(work(conn));
+            });
+            channels.readers.send(job).map_err(|_| thread_stopped())?;
         }
         answer.await.map_err(|_| thread_stopped())?
     }
 
-    /// The answer kept for `key`, if younger than its time to live at `now`.
-    async fn kept_answer(
+    /// Runs a purge step until one deletes less than a full step, each step its own job, so
+    /// writes queued meanwhile are not held up behind one long delete.
+    async fn purge_in_steps(
         &self,
-        key: &IdempotencyKey,
-        now: i64,
-    ) -> Result<Option<KeptAnswer>, StoreError> {
-        let key = key.clone();
-        let kept = self
-            .read(|reply| ReadJob::IdempotencyLookup { key, reply })
-            .await?;
-        Ok(kept.filter(|answer| answer.created.saturating_add(IDEMPOTENCY_TTL_SECS) > now))
+        name: &'static str,
+        step: fn(&Connection, i64, u32) -> Result<u64, StoreError>,
+        before: i64,
+        purges_secrets: bool,
+    ) -> Result<u64, StoreError> {
+        let limit = self.options.purge_batch.max(1);
+        let mut total = 0;
+        loop {
+            let touches = Touches {
+                purged_at: purges_secrets.then_some(before),
+                ..Touches::default()
+            };
+            let removed = self
+                .write(name, touches, move |conn| step(conn, before, limit))
+                .await?;
+            total += removed;
+            if removed < u64::from(limit) {
+                return Ok(total);
+            }
+        }
     }
 
     /// Stops accepting jobs: the threads finish what is queued and end.
@@ -321,83 +354,93 @@ impl Drop for ClaimGuard<'_> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl SecretStore for SqliteStore {
     async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
-        self.write(|reply| WriteJob::Put { request, reply }).await
+        let touches = Touches {
+            secrets: vec![request.address.clone()],
+            ..Touches::default()
+        };
+        self.write("put", touches, move |conn| writes::put(conn, request))
+            .await
     }
 
-    async fn get(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
-        let ticket = match self.shared.cache.get(key, now) {
+    async fn get(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let ticket = match self.state.cache.get(address, now) {
             Ok(hit) => return Ok(hit),
             Err(ticket) => ticket,
         };
-        let owned = key.clone();
+        let owned = address.clone();
         let found = self
-            .read(|reply| ReadJob::Get {
-                key: owned,
-                now,
-                reply,
-            })
+            .read(move |conn| reader::get(conn, &owned, now))
             .await?;
         if let Some(secret) = &found {
-            self.shared.cache.fill(ticket, secret);
+            self.state.cache.fill(ticket, secret);
         }
         Ok(found)
     }
 
-    async fn delete(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
-        let key = key.clone();
-        self.write(|reply| WriteJob::Delete { key, now, reply })
-            .await
+    async fn delete(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let touches = Touches {
+            secrets: vec![address.clone()],
+            ..Touches::default()
+        };
+        let address = address.clone();
+        self.write("delete", touches, move |conn| {
+            writes::delete(conn, &address, now)
+        })
+        .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
         let query = query.clone();
-        self.read(|reply| ReadJob::List { query, reply }).await
+        self.read(move |conn| reader::list(conn, &query)).await
     }
 
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        // Step by step, each step its own job, so writes queued meanwhile are not held up
-        // behind one long delete.
-        let limit = self.options.purge_batch.max(1);
-        let mut secrets = 0;
-        loop {
-            let step: Purged = self
-                .write(|reply| WriteJob::Purge { now, limit, reply })
-                .await?;
-            secrets += step.secrets;
-            if step.secrets < u64::from(limit) && step.idempotency < u64::from(limit) {
-                break;
-            }
+        let removed = self
+            .purge_in_steps("purge secrets", writes::purge_secrets, now, true)
+            .await?;
+        if removed > 0 {
+            tracing::debug!(removed, "purged expired secrets");
         }
-        if secrets > 0 {
-            tracing::debug!(secrets, "purged expired secrets");
-        }
-        Ok(secrets)
+        Ok(removed)
     }
+}
 
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    /// Claims live in this process's memory, so they die with it and no lease is needed:
+    /// `at.held_after` is not consulted (the directory lock keeps other processes out).
     async fn idempotency_claim(
         &self,
         key: &IdempotencyKey,
-        now: i64,
+        at: ClaimTimes,
     ) -> Result<IdempotencyClaim, StoreError> {
         // Claim in memory first, then look for a kept answer: a competing request can only
         // claim after this one's answer is committed (the writer releases the claim after the
         // commit), so it finds that answer rather than running the request a second time.
-        if !self.shared.inflight.lock().insert(key.clone()) {
+        if !self.state.inflight.lock().insert(key.clone()) {
             // Someone holds the key. If an answer is already kept, that is the better reply:
             // the holder is then only another replay between its claim and its look-up (a claim
             // that runs a request is only ever granted when no live answer exists).
-            return Ok(match self.kept_answer(key, now).await? {
+            return Ok(match self.kept(key, at.kept_after).await? {
                 Some(answer) => IdempotencyClaim::Kept(answer),
                 None => IdempotencyClaim::InFlight,
             });
         }
         let guard = ClaimGuard {
-            inflight: &self.shared.inflight,
+            inflight: &self.state.inflight,
             key: Some(key),
         };
-        match self.kept_answer(key, now).await? {
+        match self.kept(key, at.kept_after).await? {
             Some(answer) => {
                 drop(guard);
                 Ok(IdempotencyClaim::Kept(answer))
@@ -413,41 +456,89 @@ impl Store for SqliteStore {
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-        _now: i64,
     ) -> Result<(), StoreError> {
-        // The record's age is counted from `answer.created`, which the service sets to `now`.
+        let touches = Touches {
+            releases: Some(key.clone()),
+            ..Touches::default()
+        };
         let job_key = key.clone();
         let result = self
-            .write(|reply| WriteJob::IdempotencyComplete {
-                key: job_key,
-                answer,
-                reply,
+            .write("keep answer", touches, move |conn| {
+                writes::keep_answer(conn, &job_key, &answer)
             })
             .await;
         if result.is_err() {
             // The writer releases the claim after its commit; if the job never reached it
             // (store closed), nothing else will.
-            self.shared.inflight.lock().remove(key);
+            self.state.inflight.lock().remove(key);
         }
         result
     }
 
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
-        self.shared.inflight.lock().remove(key);
+        self.state.inflight.lock().remove(key);
         Ok(())
     }
 
+    async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
+        self.purge_in_steps(
+            "purge kept answers",
+            writes::purge_kept_answers,
+            kept_after,
+            false,
+        )
+        .await
+    }
+}
+
+impl SqliteStore {
+    async fn kept(
+        &self,
+        key: &IdempotencyKey,
+        kept_after: i64,
+    ) -> Result<Option<KeptAnswer>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| reader::kept(conn, &key, kept_after))
+            .await
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let name = name.to_owned();
-        self.read(|reply| ReadJob::MetaGet { name, reply }).await
+        self.read(move |conn| reader::meta_get(conn, &name)).await
     }
 
     async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let name = name.to_owned();
-        self.write(|reply| WriteJob::MetaPut { name, value, reply })
+        self.write("meta put", Touches::default(), move |conn| {
+            writes::meta_put(conn, &name, &value)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for SqliteStore {
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
+        let touches = Touches {
+            secrets: writes
+                .iter()
+                .map(|write| match write {
+                    Write::PutSecret(request) => request.address.clone(),
+                    Write::DeleteSecret { address, .. } => address.clone(),
+                })
+                .collect(),
+            ..Touches::default()
+        };
+        self.write("commit", touches, move |conn| writes::commit(conn, writes))
             .await
     }
+}
 
+#[async_trait]
+impl Lifecycle for SqliteStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         // Reads alone could succeed while writes cannot: the writer is spawned first, so it is
         // the first worker.
@@ -459,7 +550,7 @@ impl Store for SqliteStore {
         if writer_gone {
             return Err(thread_stopped());
         }
-        self.read(|reply| ReadJob::Ping { reply }).await
+        self.read(reader::ping).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     // `seq` is the order of creation (AUTOINCREMENT so a deleted newest row's number is never
     // given again); a replace keeps the row and so its place in lists. `scope_user` is '' for the
     // account scope so the uniqueness constraint treats it as a value (NULLs never collide).
-    // Column names `id`, `name` and `sealed` are relied upon by an end-to-end test.
+    // Column names `id`, `name` and `sealed` are relied upon by the end-to-end tampering tests.
     "CREATE TABLE secrets (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
@@ -53,6 +53,22 @@ pub const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value BLOB
     );",
+    // 2: kept idempotent answers become one opaque sealed blob (status and body sealed
+    // together, so neither can be edited apart from the other), without a status column.
+    // Answers kept by schema 1 cannot be turned into the new form without the key; they are
+    // dropped. They were replayed for at most 24 hours, so only a retry spanning the upgrade
+    // runs again instead of being replayed.
+    "DROP TABLE idempotency;
+    CREATE TABLE idempotency (
+        credential BLOB NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        sealed BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (credential, key)
+    );
+    -- Serves the sweep of answers past their time to live.
+    CREATE INDEX idempotency_by_created ON idempotency (created);",
 ];
 
 /// The schema version this binary writes.

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use rusqlite::Connection;
-use secretstore_core::{Scope, SecretId, Store, StoreError};
-use secretstore_store_tests::fixtures::{home, key, put_bytes, NOW};
+use secretstore_core::{Scope, SecretId, SecretStore, StoreError};
+use secretstore_store_tests::fixtures::{address, home, put_bytes, NOW};
 
-use crate::writer::WriteJob;
+use crate::errors::sql_failure;
+use crate::writer::Touches;
 use crate::{SqliteOptions, SqliteStore};
 
 impl SqliteStore {
@@ -17,9 +18,8 @@ impl SqliteStore {
         &self,
         run: impl FnOnce(&Connection) -> rusqlite::Result<String> + Send + 'static,
     ) -> Result<String, StoreError> {
-        self.write(|reply| WriteJob::Inspect {
-            run: Box::new(run),
-            reply,
+        self.write("inspect", Touches::default(), move |conn| {
+            run(conn).map_err(|e| sql_failure(&e))
         })
         .await
     }
@@ -66,7 +66,7 @@ async fn a_full_disk_is_unavailable_and_writes_resume_when_space_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open"));
     let ns = home();
-    let small = key(&ns, &Scope::Account, "small");
+    let small = address(&ns, &Scope::Account, "small");
     store
         .put(put_bytes(&small, NOW, vec![1; 100]))
         .await
@@ -84,7 +84,7 @@ async fn a_full_disk_is_unavailable_and_writes_resume_when_space_returns() {
         .await
         .expect("limit the size");
     assert!(!pages.is_empty());
-    let big = key(&ns, &Scope::Account, "big");
+    let big = address(&ns, &Scope::Account, "big");
     match store.put(put_bytes(&big, NOW, vec![2; 256 * 1024])).await {
         Err(StoreError::Unavailable(why)) => assert_eq!(why, "disk full"),
         other => panic!("expected Unavailable(\"disk full\"), got {other:?}"),

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secretstore_core::{
-    IdempotencyClaim, IdempotencyKey, KeptAnswer, ListQuery, Mode, Namespace, PutRequest, Scope,
-    SealedSecret, SecretId, Store, StoreError,
+    IdempotencyClaim, KeptAnswer, Lifecycle as _, ListQuery, MetaStore as _, Mode, Namespace,
+    PutRequest, Scope, SealedSecret, SecretId, SecretStore as _, Store, StoreError,
 };
 use secretstore_sqlite::{SqliteOptions, SqliteStore, DATABASE_FILE, LOCK_FILE, SCHEMA_VERSION};
 use secretstore_store_tests::fixtures::{
-    failing_put, home, key, namespace, put_ok, put_request, query, user, NOW, ROOMY,
+    address, at, failing_put, home, idempotency_key, kept_answer, namespace, put_ok, put_request,
+    query, user, NOW, ROOMY,
 };
 
 fn open(dir: &Path) -> SqliteStore {
@@ -47,7 +48,7 @@ async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret
     let ns = home();
     let a = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "a"),
+        &address(&ns, &Scope::Account, "a"),
         NOW,
         Some(NOW + 100),
         ROOMY,
@@ -56,7 +57,7 @@ async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret
     .await;
     put_ok(
         &store,
-        &key(&ns, &Scope::Account, "b"),
+        &address(&ns, &Scope::Account, "b"),
         NOW,
         None,
         ROOMY,
@@ -65,7 +66,7 @@ async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret
     .await;
     put_ok(
         &store,
-        &key(&ns, &Scope::Account, "c"),
+        &address(&ns, &Scope::Account, "c"),
         NOW,
         None,
         ROOMY,
@@ -74,7 +75,7 @@ async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret
     .await;
     let b = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "b"),
+        &address(&ns, &Scope::Account, "b"),
         NOW + 1,
         None,
         ROOMY,
@@ -82,24 +83,19 @@ async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret
     )
     .await;
     store
-        .delete(&key(&ns, &Scope::Account, "c"), NOW + 1)
+        .delete(&address(&ns, &Scope::Account, "c"), NOW + 1)
         .await
         .expect("delete")
         .expect("c existed");
     store.meta_put("check", vec![1, 2, 3]).await.expect("meta");
-    let ik = IdempotencyKey::new(b"sk_test_x", "k1");
+    let ik = idempotency_key("sk_test_x", "k1");
     assert_eq!(
-        store.idempotency_claim(&ik, NOW).await.expect("claim"),
+        store.idempotency_claim(&ik, at(NOW)).await.expect("claim"),
         IdempotencyClaim::Claimed
     );
-    let answer = KeptAnswer {
-        fingerprint: [3; 32],
-        status: 200,
-        sealed_body: b"sealed".to_vec(),
-        created: NOW,
-    };
+    let answer = kept_answer(3, "sealed", NOW);
     store
-        .idempotency_complete(&ik, answer.clone(), NOW)
+        .idempotency_complete(&ik, answer.clone())
         .await
         .expect("complete");
     (a, b, answer)
@@ -112,14 +108,17 @@ async fn check_known_state(
     answer: &KeptAnswer,
 ) {
     let ns = home();
-    assert_eq!(store.get(&a.key, NOW).await.expect("get"), Some(a.clone()));
     assert_eq!(
-        store.get(&b.key, NOW + 1).await.expect("get"),
+        store.get(&a.address, NOW).await.expect("get"),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.get(&b.address, NOW + 1).await.expect("get"),
         Some(b.clone())
     );
     assert_eq!(
         store
-            .get(&key(&ns, &Scope::Account, "c"), NOW)
+            .get(&address(&ns, &Scope::Account, "c"), NOW)
             .await
             .expect("get"),
         None
@@ -132,15 +131,18 @@ async fn check_known_state(
         store.meta_get("check").await.expect("meta"),
         Some(vec![1, 2, 3])
     );
-    let ik = IdempotencyKey::new(b"sk_test_x", "k1");
+    let ik = idempotency_key("sk_test_x", "k1");
     assert_eq!(
-        store.idempotency_claim(&ik, NOW + 1).await.expect("claim"),
+        store
+            .idempotency_claim(&ik, at(NOW + 1))
+            .await
+            .expect("claim"),
         IdempotencyClaim::Kept(answer.clone())
     );
     // New secrets still go to the top after a restart.
     let d = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "d"),
+        &address(&ns, &Scope::Account, "d"),
         NOW + 2,
         None,
         ROOMY,
@@ -218,7 +220,7 @@ async fn the_data_directory_and_its_files_are_private() {
     let store = open(&dir);
     store
         .put(put_request(
-            &key(&home(), &Scope::Account, "x"),
+            &address(&home(), &Scope::Account, "x"),
             NOW,
             None,
             ROOMY,
@@ -315,7 +317,7 @@ impl Gate {
         let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let (go, wait) = std::sync::mpsc::channel::<()>();
         let mut request = put_request(
-            &key(&home(), &user("usr_gate"), "gate"),
+            &address(&home(), &user("usr_gate"), "gate"),
             NOW,
             None,
             ROOMY,
@@ -362,7 +364,7 @@ async fn group_commit_batches_concurrent_puts() {
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..199 {
         let store = Arc::clone(&store);
-        let k = key(&home(), &Scope::Account, &format!("batched-{n}"));
+        let k = address(&home(), &Scope::Account, &format!("batched-{n}"));
         tasks.spawn(async move { store.put(put_request(&k, NOW, None, ROOMY, "b")).await });
     }
     until_queued(&store, 199).await;
@@ -398,7 +400,7 @@ async fn max_batch_bounds_a_transaction() {
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..20 {
         let store = Arc::clone(&store);
-        let k = key(&home(), &Scope::Account, &format!("small-batch-{n}"));
+        let k = address(&home(), &Scope::Account, &format!("small-batch-{n}"));
         tasks.spawn(async move { store.put(put_request(&k, NOW, None, ROOMY, "b")).await });
     }
     until_queued(&store, 20).await;
@@ -434,7 +436,7 @@ async fn failing_jobs_in_a_batch_are_undone_alone() {
     let s = Scope::Account;
     let x = put_ok(
         &(Arc::clone(&store) as Arc<dyn Store>),
-        &key(&ns, &s, "x"),
+        &address(&ns, &s, "x"),
         NOW,
         None,
         2,
@@ -451,31 +453,31 @@ async fn failing_jobs_in_a_batch_are_undone_alone() {
     let new1 = queue(
         &store,
         &mut n,
-        put(put_request(&key(&ns, &s, "new1"), NOW, None, 2, "1")),
+        put(put_request(&address(&ns, &s, "new1"), NOW, None, 2, "1")),
     )
     .await;
     // Sees new1, which is not committed yet but earlier in the same transaction.
     let new2 = queue(
         &store,
         &mut n,
-        put(put_request(&key(&ns, &s, "new2"), NOW, None, 2, "2")),
+        put(put_request(&address(&ns, &s, "new2"), NOW, None, 2, "2")),
     )
     .await;
     let bad = queue(
         &store,
         &mut n,
-        put(failing_put(&key(&ns, &s, "bad"), NOW, ROOMY)),
+        put(failing_put(&address(&ns, &s, "bad"), NOW, ROOMY)),
     )
     .await;
     let replace = queue(
         &store,
         &mut n,
-        put(put_request(&key(&ns, &s, "x"), NOW + 1, None, 2, "x2")),
+        put(put_request(&address(&ns, &s, "x"), NOW + 1, None, 2, "x2")),
     )
     .await;
     let delete = {
         let store = Arc::clone(&store);
-        let k = key(&ns, &s, "new1");
+        let k = address(&ns, &s, "new1");
         queue(&store.clone(), &mut n, async move {
             store.delete(&k, NOW + 1).await
         })
@@ -484,10 +486,16 @@ async fn failing_jobs_in_a_batch_are_undone_alone() {
     let new3 = queue(
         &store,
         &mut n,
-        put(put_request(&key(&ns, &s, "new3"), NOW + 1, None, 2, "3")),
+        put(put_request(
+            &address(&ns, &s, "new3"),
+            NOW + 1,
+            None,
+            2,
+            "3",
+        )),
     )
     .await;
-    let mut panicking = put_request(&key(&ns, &s, "panics"), NOW, None, ROOMY, "p");
+    let mut panicking = put_request(&address(&ns, &s, "panics"), NOW, None, ROOMY, "p");
     panicking.seal = Box::new(|_: &SecretId| panic!("a deliberate panic inside a seal closure"));
     let panics = queue(&store, &mut n, put(panicking)).await;
     let meta = {
@@ -530,7 +538,7 @@ async fn failing_jobs_in_a_batch_are_undone_alone() {
     // The writer survived the panic.
     put_ok(
         &(Arc::clone(&store) as Arc<dyn Store>),
-        &key(&ns, &user("usr_after"), "after"),
+        &address(&ns, &user("usr_after"), "after"),
         NOW,
         None,
         2,
@@ -551,7 +559,7 @@ async fn purge_works_in_steps() {
     for n in 0..10 {
         put_ok(
             &dyn_store,
-            &key(&home(), &Scope::Account, &format!("e{n}")),
+            &address(&home(), &Scope::Account, &format!("e{n}")),
             NOW,
             Some(NOW + 1),
             ROOMY,
@@ -570,8 +578,8 @@ async fn a_damaged_row_is_an_internal_error() {
     let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
     let ns = home();
     let s = user("usr_damage");
-    put_ok(&store, &key(&ns, &s, "bad-id"), NOW, None, ROOMY, "a").await;
-    put_ok(&store, &key(&ns, &s, "fine"), NOW, None, ROOMY, "b").await;
+    put_ok(&store, &address(&ns, &s, "bad-id"), NOW, None, ROOMY, "a").await;
+    put_ok(&store, &address(&ns, &s, "fine"), NOW, None, ROOMY, "b").await;
     // Another connection edits the file under the running store, as an operator's shell could.
     let db = rusqlite::Connection::open(tmp.path().join(DATABASE_FILE)).expect("sqlite");
     db.busy_timeout(Duration::from_secs(5))
@@ -584,7 +592,7 @@ async fn a_damaged_row_is_an_internal_error() {
     drop(db);
 
     assert!(matches!(
-        store.get(&key(&ns, &s, "bad-id"), NOW).await,
+        store.get(&address(&ns, &s, "bad-id"), NOW).await,
         Err(StoreError::Internal(_))
     ));
     assert!(matches!(
@@ -592,22 +600,28 @@ async fn a_damaged_row_is_an_internal_error() {
         Err(StoreError::Internal(_))
     ));
     assert!(matches!(
-        store.delete(&key(&ns, &s, "bad-id"), NOW).await,
+        store.delete(&address(&ns, &s, "bad-id"), NOW).await,
         Err(StoreError::Internal(_))
     ));
     assert!(matches!(
         store
-            .put(put_request(&key(&ns, &s, "bad-id"), NOW, None, ROOMY, "c"))
+            .put(put_request(
+                &address(&ns, &s, "bad-id"),
+                NOW,
+                None,
+                ROOMY,
+                "c"
+            ))
             .await,
         Err(StoreError::Internal(_))
     ));
     // The rest keeps working.
     assert!(store
-        .get(&key(&ns, &s, "fine"), NOW)
+        .get(&address(&ns, &s, "fine"), NOW)
         .await
         .expect("get")
         .is_some());
-    put_ok(&store, &key(&ns, &s, "new"), NOW, None, ROOMY, "n").await;
+    put_ok(&store, &address(&ns, &s, "new"), NOW, None, ROOMY, "n").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -617,8 +631,24 @@ async fn namespaces_with_the_same_texts_in_other_columns_do_not_collide() {
     let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
     let one = namespace("acct_x", "acct_y", Mode::Test);
     let two = namespace("acct_y", "acct_x", Mode::Test);
-    let a = put_ok(&store, &key(&one, &Scope::Account, "n"), NOW, None, 1, "a").await;
-    let b = put_ok(&store, &key(&two, &Scope::Account, "n"), NOW, None, 1, "b").await;
+    let a = put_ok(
+        &store,
+        &address(&one, &Scope::Account, "n"),
+        NOW,
+        None,
+        1,
+        "a",
+    )
+    .await;
+    let b = put_ok(
+        &store,
+        &address(&two, &Scope::Account, "n"),
+        NOW,
+        None,
+        1,
+        "b",
+    )
+    .await;
     assert_ne!(a.id, b.id);
     assert_eq!(list_ids(&*store, &one, &Scope::Account).await, vec![a.id]);
 }

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use secretstore_core::{
-    AccountId, AppId, IdempotencyKey, KeptAnswer, ListCursor, ListQuery, Mode, Namespace,
-    PutRequest, Scope, SealedSecret, SecretId, SecretKey, SecretName, Store, StoreError,
-    StoredList, UserId,
+    AccountId, AppId, ClaimTimes, CredentialId, IdempotencyKey, KeptAnswer, ListCursor, ListQuery,
+    Mode, Namespace, PutRequest, Scope, SealError, SealedSecret, SecretAddress, SecretId,
+    SecretName, Store, StoreError, StoredList, UserId,
 };
-use secretstore_crypto::CryptoError;
 
 /// The instant most checks run at; any fixed value works because time is passed in.
 pub const NOW: i64 = 1_700_000_000;
@@ -34,8 +33,8 @@ pub fn user(id: &str) -> Scope {
     Scope::User(UserId::parse(id).expect("fixture user id"))
 }
 
-pub fn key(namespace: &Namespace, scope: &Scope, name: &str) -> SecretKey {
-    SecretKey {
+pub fn address(namespace: &Namespace, scope: &Scope, name: &str) -> SecretAddress {
+    SecretAddress {
         namespace: namespace.clone(),
         scope: scope.clone(),
         name: SecretName::parse(name).expect("fixture name"),
@@ -49,7 +48,7 @@ pub fn sealed_bytes(tag: &str, id: &SecretId) -> Vec<u8> {
 
 /// A put whose seal answers `sealed_bytes(tag, id)`.
 pub fn put_request(
-    key: &SecretKey,
+    key: &SecretAddress,
     now: i64,
     expires_at: Option<i64>,
     max_per_scope: u32,
@@ -57,7 +56,7 @@ pub fn put_request(
 ) -> PutRequest {
     let tag = tag.to_owned();
     PutRequest {
-        key: key.clone(),
+        address: key.clone(),
         new_id: SecretId::generate(),
         now,
         expires_at,
@@ -67,9 +66,9 @@ pub fn put_request(
 }
 
 /// A put whose seal answers exactly these bytes.
-pub fn put_bytes(key: &SecretKey, now: i64, bytes: Vec<u8>) -> PutRequest {
+pub fn put_bytes(key: &SecretAddress, now: i64, bytes: Vec<u8>) -> PutRequest {
     PutRequest {
-        key: key.clone(),
+        address: key.clone(),
         new_id: SecretId::generate(),
         now,
         expires_at: None,
@@ -79,21 +78,21 @@ pub fn put_bytes(key: &SecretKey, now: i64, bytes: Vec<u8>) -> PutRequest {
 }
 
 /// A put whose seal fails, as a broken key source would.
-pub fn failing_put(key: &SecretKey, now: i64, max_per_scope: u32) -> PutRequest {
+pub fn failing_put(key: &SecretAddress, now: i64, max_per_scope: u32) -> PutRequest {
     PutRequest {
-        key: key.clone(),
+        address: key.clone(),
         new_id: SecretId::generate(),
         now,
         expires_at: None,
         max_per_scope,
-        seal: Box::new(|_: &SecretId| Err(CryptoError::Random)),
+        seal: Box::new(|_: &SecretId| Err(SealError("the random source failed".into()))),
     }
 }
 
 /// A put that must succeed.
 pub async fn put_ok(
     store: &Arc<dyn Store>,
-    key: &SecretKey,
+    key: &SecretAddress,
     now: i64,
     expires_at: Option<i64>,
     max_per_scope: u32,
@@ -108,14 +107,18 @@ pub async fn put_ok(
     }
 }
 
-pub async fn get_ok(store: &Arc<dyn Store>, key: &SecretKey, now: i64) -> Option<SealedSecret> {
+pub async fn get_ok(store: &Arc<dyn Store>, key: &SecretAddress, now: i64) -> Option<SealedSecret> {
     match store.get(key, now).await {
         Ok(found) => found,
         Err(e) => panic!("get {:?} failed: {e:?}", key.name),
     }
 }
 
-pub async fn delete_ok(store: &Arc<dyn Store>, key: &SecretKey, now: i64) -> Option<SealedSecret> {
+pub async fn delete_ok(
+    store: &Arc<dyn Store>,
+    key: &SecretAddress,
+    now: i64,
+) -> Option<SealedSecret> {
     match store.delete(key, now).await {
         Ok(found) => found,
         Err(e) => panic!("delete {:?} failed: {e:?}", key.name),
@@ -175,15 +178,29 @@ pub fn ids(items: &[SealedSecret]) -> Vec<SecretId> {
 }
 
 pub fn idempotency_key(credential: &str, key: &str) -> IdempotencyKey {
-    IdempotencyKey::new(credential.as_bytes(), key)
+    IdempotencyKey::new(CredentialId::of(credential.as_bytes()), key)
 }
 
-pub fn kept_answer(status: u16, body: &str, created: i64) -> KeptAnswer {
+/// A kept answer whose fingerprint is `tag` 32 times and whose sealed blob is `body`.
+pub fn kept_answer(tag: u8, body: &str, created: i64) -> KeptAnswer {
     KeptAnswer {
-        fingerprint: [status as u8; 32],
-        status,
-        sealed_body: body.as_bytes().to_vec(),
+        fingerprint: [tag; 32],
+        sealed: body.as_bytes().to_vec(),
         created,
+    }
+}
+
+/// How long the checks treat a kept answer as fresh and a claim as held; any values would do,
+/// since a backend only compares the instants it is given.
+pub const KEPT_FOR: i64 = 86_400;
+pub const LEASE: i64 = 60;
+
+/// The claim instants at `now` under `KEPT_FOR` and `LEASE`.
+pub fn at(now: i64) -> ClaimTimes {
+    ClaimTimes {
+        now,
+        kept_after: now - KEPT_FOR,
+        held_after: now - LEASE,
     }
 }
 

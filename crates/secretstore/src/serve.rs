@@ -1,19 +1,18 @@
-//! `secretstore serve`: wires the root key, storage, service and HTTP together, runs the
-//! background sweep of expired secrets, and shuts down in order (stop accepting, finish
-//! in-flight requests, flush the writer) on SIGTERM or SIGINT.
+//! `secretstore serve`: turns the flags into a `secretstore_server::Config`, checks what can be
+//! checked before anything is created (the listener, the data directory), builds the app, says
+//! where it listens, and serves until SIGTERM or SIGINT, then shuts down in order (stop
+//! accepting, finish in-flight requests, flush the writer).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use secretstore_api::{router, ApiConfig, AppState, DevAuthenticator, RateLimit, ServerLimits};
-use secretstore_core::{Limits, SecretService, Store, SystemClock};
-use secretstore_crypto::{EnvRootKey, Envelope, FileRootKey, RootKey, RootKeySource};
-use secretstore_sqlite::{SqliteOptions, SqliteStore};
+use anyhow::bail;
+use secretstore_core::Limits;
+use secretstore_server::{App, Config, HttpLimits, RootKeySource, Shutdown, StorageConfig};
+use secretstore_sqlite::SqliteOptions;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::cli::{LogFormat, ServeArgs};
@@ -56,36 +55,53 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-/// The root key, from the first source given: the key file, the environment, or (dev mode
-/// only) a key generated into the data directory.
-fn load_root_key(args: &ServeArgs) -> anyhow::Result<RootKey> {
+/// The root key's source, the first given: the key file, the environment, or (dev mode only) a
+/// key generated into the data directory.
+fn root_key_source(args: &ServeArgs) -> anyhow::Result<RootKeySource> {
     if let Some(path) = &args.root_key_file {
-        let source = FileRootKey::new(path);
-        tracing::info!(source = %source.describe(), "loading the root key");
-        return Ok(source.load()?);
+        return Ok(RootKeySource::File(path.clone()));
     }
     if let Ok(value) = std::env::var(ROOT_KEY_ENV) {
-        let source = EnvRootKey::new(ROOT_KEY_ENV, value);
-        tracing::info!(source = %source.describe(), "loading the root key");
-        return Ok(source.load()?);
+        return Ok(RootKeySource::Env {
+            variable: ROOT_KEY_ENV.to_owned(),
+            value,
+        });
     }
     if args.dev {
-        let path = args.data.join("root.key");
-        let (key, created) = FileRootKey::load_or_generate(&path)?;
-        if created {
-            tracing::warn!(
-                path = %path.display(),
-                "dev mode generated a root key into the data directory; anyone who can read \
-                 that file can read every secret. Production keeps the key outside the data \
-                 (--root-key-file or SECRETSTORE_ROOT_KEY)"
-            );
-        }
-        return Ok(key);
+        return Ok(RootKeySource::DevGenerated(args.data.join("root.key")));
     }
     bail!(
         "no root key: give --root-key-file PATH or set {ROOT_KEY_ENV} (or start with --dev to \
          generate one for local use)"
     )
+}
+
+/// The server's configuration, from the flags.
+fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+    Ok(Config {
+        storage: StorageConfig::Sqlite {
+            dir: args.data.clone(),
+            options: SqliteOptions {
+                readers: usize::from(args.readers),
+                ..SqliteOptions::default()
+            },
+        },
+        root_key: root_key_source(args)?,
+        dev: args.dev,
+        limits: Limits {
+            max_secrets_per_scope: args.max_secrets_per_scope,
+        },
+        http: HttpLimits {
+            max_body_bytes: args.max_body_bytes,
+            body_timeout: Duration::from_secs(args.body_timeout),
+            header_timeout: Duration::from_secs(args.header_timeout),
+            max_header_bytes: args.max_header_bytes,
+            max_connections: args.max_connections,
+            ..HttpLimits::default()
+        },
+        rate_limit: std::num::NonZeroU32::new(args.rate_limit),
+        sweep_interval: Duration::from_secs(args.sweep_interval),
+    })
 }
 
 /// Says what is wrong with `--data` before anything else touches it, so a file or an
@@ -181,74 +197,25 @@ fn listen_failure(addr: SocketAddr, err: &std::io::Error) -> anyhow::Error {
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if !args.dev {
-        bail!(
-            "this version authenticates only in dev mode: provisioning of apps, accounts, keys \
-             and user sessions is not available yet. Start with --dev (or SECRETSTORE_DEV=true) \
-             for local development"
-        );
-    }
+    let config = config(&args)?;
+    config.check()?;
     // The listener first: a port in use is the likeliest start-up failure, and nothing should
     // be created (data directory, dev root key) by a start that cannot serve.
     let listener = listen(args.listen).map_err(|err| listen_failure(args.listen, &err))?;
     check_data_dir(&args.data)?;
     create_data_dir(&args.data)?;
-    let root_key = load_root_key(&args)?;
-    let envelope = Arc::new(Envelope::new(&root_key));
-    drop(root_key);
-
-    let data = args.data.clone();
-    let options = SqliteOptions {
-        readers: usize::from(args.readers),
-        ..SqliteOptions::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open(&data, options))
-            .await
-            .context("opening storage panicked")?
-            .with_context(|| format!("cannot open the data directory {}", args.data.display()))?,
-    );
-    let limits = Limits {
-        max_secrets_per_scope: args.max_secrets_per_scope,
-    };
-    let service = SecretService::new(Arc::clone(&store), envelope, Arc::new(SystemClock), limits);
-    service.verify_root_key().await?;
-
+    let app = App::builder(config).build().await?;
     let addr = listener.local_addr()?;
     announce(addr, &args);
-
-    let rate_limit = std::num::NonZeroU32::new(args.rate_limit).map(RateLimit::per_second);
-    let limits = ServerLimits {
-        max_connections: args.max_connections,
-        header_timeout: Duration::from_secs(args.header_timeout),
-        body_timeout: Duration::from_secs(args.body_timeout),
-        max_header_bytes: args.max_header_bytes,
-        ..ServerLimits::default()
-    };
-    let sweeper = tokio::spawn(sweep(
-        service.clone(),
-        rate_limit.clone(),
-        Duration::from_secs(args.sweep_interval),
-    ));
-    let state = AppState {
-        service,
-        auth: Arc::new(DevAuthenticator),
-        config: ApiConfig {
-            max_body_bytes: args.max_body_bytes,
-            body_timeout: limits.body_timeout,
-            max_header_bytes: limits.max_header_bytes,
-        },
-        rate_limit,
-    };
-    secretstore_api::serve(listener, router(state), limits, shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
-    sweeper.abort();
-    tracing::info!("in-flight requests finished; flushing storage");
-    store
-        .close()
-        .await
-        .context("flushing storage at shutdown failed")?;
+    let shutdown = Shutdown::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.trigger();
+        }
+    });
+    secretstore_server::run(app, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -288,25 +255,6 @@ fn announce(addr: SocketAddr, args: &ServeArgs) {
         );
     }
     let _ = out.flush();
-}
-
-/// Deletes expired secrets from storage on a fixed interval (they are already invisible to every
-/// request from the second they expire; the sweep reclaims the space), and lets the rate
-/// limiter forget idle keys.
-async fn sweep(service: SecretService, rate_limit: Option<RateLimit>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match service.purge_expired().await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "swept expired secrets"),
-            Err(err) => tracing::warn!(error = %err, "sweeping expired secrets failed"),
-        }
-        if let Some(limit) = &rate_limit {
-            limit.forget_idle();
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -8,23 +8,20 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use server::BIN;
-const KEY: &str = "sk_test_clitest";
+use secretstore_testkit::binary::Site;
 
-/// The end-to-end tests' way of running the real server, shared rather than written twice.
-#[path = "e2e/server.rs"]
-#[allow(dead_code)]
-mod server;
+const BIN: &str = env!("CARGO_BIN_EXE_secretstore");
+const KEY: &str = "sk_test_clitest";
 
 /// A dev-mode server on a free port over a fresh data directory; both go when dropped.
 struct Server {
-    _running: server::Server,
+    _running: secretstore_testkit::binary::Server,
     url: String,
-    _site: server::Site,
+    _site: Site,
 }
 
 fn start() -> Server {
-    let mut site = server::Site::new();
+    let mut site = Site::new(BIN);
     let running = site.start(&[]);
     let url = running.url.clone();
     Server {

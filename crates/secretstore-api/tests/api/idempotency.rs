@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Method;
-use secretstore_core::idempotency::{IdempotencyClaim, IdempotencyKey, KeptAnswer};
-use secretstore_core::store::{ListQuery, PutRequest, SealedSecret, Store, StoredList};
-use secretstore_core::{SecretKey, StoreError};
+use secretstore_core::{
+    ListQuery, PutRequest, SealedSecret, SecretAddress, SecretStore, StoreError, StoredList,
+};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::common::{app, contains, files_under, KEY};
@@ -173,7 +173,7 @@ async fn kept_answer_with_a_payload_is_sealed_at_rest() {
     .await;
     assert_eq!(replay.json["payload"], payload);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
-    app.store.close().await.unwrap();
+    app.storage.lifecycle.close().await.unwrap();
     for (path, bytes) in files_under(&app.data_dir()) {
         assert!(
             !contains(&bytes, payload.as_bytes()),
@@ -183,16 +183,16 @@ async fn kept_answer_with_a_payload_is_sealed_at_rest() {
     }
 }
 
-/// A store whose puts wait for a permit, so a test can hold a request in flight.
+/// A secret store whose puts wait for a permit, so a test can hold a request in flight.
 #[derive(Debug)]
 struct GatedStore {
-    inner: Arc<dyn Store>,
+    inner: Arc<dyn SecretStore>,
     gate: Arc<Semaphore>,
     entered: Arc<Notify>,
 }
 
 #[async_trait]
-impl Store for GatedStore {
+impl SecretStore for GatedStore {
     async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
         self.entered.notify_one();
         let _permit = self
@@ -202,47 +202,25 @@ impl Store for GatedStore {
             .map_err(|_| StoreError::Internal("closed".into()))?;
         self.inner.put(request).await
     }
-    async fn get(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
-        self.inner.get(key, now).await
+    async fn get(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        self.inner.get(address, now).await
     }
-    async fn delete(&self, key: &SecretKey, now: i64) -> Result<Option<SealedSecret>, StoreError> {
-        self.inner.delete(key, now).await
+    async fn delete(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        self.inner.delete(address, now).await
     }
     async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
         self.inner.list(query).await
     }
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.inner.purge_expired(now).await
-    }
-    async fn idempotency_claim(
-        &self,
-        key: &IdempotencyKey,
-        now: i64,
-    ) -> Result<IdempotencyClaim, StoreError> {
-        self.inner.idempotency_claim(key, now).await
-    }
-    async fn idempotency_complete(
-        &self,
-        key: &IdempotencyKey,
-        answer: KeptAnswer,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.inner.idempotency_complete(key, answer, now).await
-    }
-    async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
-        self.inner.idempotency_release(key).await
-    }
-    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.meta_get(name).await
-    }
-    async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.inner.meta_put(name, value).await
-    }
-    async fn check_ready(&self) -> Result<(), StoreError> {
-        self.inner.check_ready().await
-    }
-    async fn close(&self) -> Result<(), StoreError> {
-        self.inner.close().await
     }
 }
 
@@ -252,7 +230,7 @@ async fn concurrent_requests_with_one_key_one_runs_the_other_gets_409() {
     let entered = Arc::new(Notify::new());
     let app = Arc::new(
         app()
-            .wrap_store({
+            .wrap_secrets({
                 let gate = gate.clone();
                 let entered = entered.clone();
                 move |inner| {

@@ -1,76 +1,34 @@
-//! Starts the real server in-process, as `secretstore serve --dev` wires it, on a free port.
+//! The real server in-process on a free port (`secretstore_testkit::TestServer`, wired by
+//! `secretstore_server` as `secretstore serve --dev` is), and clients of it.
 
-use std::sync::Arc;
-
-use secretstore_api::{router, ApiConfig, AppState, DevAuthenticator};
 use secretstore_client::Client;
-use secretstore_core::{Limits, SecretService, SystemClock};
-use secretstore_crypto::{Envelope, RootKey};
-use secretstore_sqlite::{SqliteOptions, SqliteStore};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use secretstore_testkit::TestServer;
 
 pub const KEY: &str = "sk_test_clientapp";
 
 /// A running server; it stops when dropped.
-pub struct TestServer {
+pub struct Server {
     pub url: String,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    _running: TestServer,
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-pub async fn server() -> TestServer {
-    server_with_max(10).await
+pub async fn server() -> Server {
+    wrap(secretstore_testkit::server().await)
 }
 
 /// A server whose scopes hold up to `max` secrets (for pagination across many pages).
-pub async fn server_with_max(max: u32) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(SqliteStore::open(&dir.path().join("data"), SqliteOptions::default()).unwrap());
-    let envelope = Arc::new(Envelope::new(&RootKey::generate().unwrap()));
-    let service = SecretService::new(
-        store,
-        envelope,
-        Arc::new(SystemClock),
-        Limits {
-            max_secrets_per_scope: max,
-        },
-    );
-    service.verify_root_key().await.unwrap();
-    let state = AppState {
-        service,
-        auth: Arc::new(DevAuthenticator),
-        config: ApiConfig::default(),
-        rate_limit: None,
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(secretstore_api::serve(
-        listener,
-        router(state),
-        secretstore_api::ServerLimits::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    TestServer {
-        url,
-        stop: Some(stop),
-        _dir: dir,
+pub async fn server_with_max(max: u32) -> Server {
+    wrap(secretstore_testkit::server_with(|c| c.limits.max_secrets_per_scope = max).await)
+}
+
+fn wrap(running: TestServer) -> Server {
+    Server {
+        url: running.url.clone(),
+        _running: running,
     }
 }
 
-impl TestServer {
+impl Server {
     pub fn client(&self) -> Client {
         self.client_with(KEY)
     }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use secretstore_core::limits::IDEMPOTENCY_TTL_SECS;
 use secretstore_core::{IdempotencyClaim, Store};
 use tokio::task::JoinSet;
 
@@ -15,7 +14,7 @@ async fn claim(
     key: &secretstore_core::IdempotencyKey,
     now: i64,
 ) -> IdempotencyClaim {
-    match store.idempotency_claim(key, now).await {
+    match store.idempotency_claim(key, at(now)).await {
         Ok(claim) => claim,
         Err(e) => panic!("claim failed: {e:?}"),
     }
@@ -28,9 +27,9 @@ pub async fn idempotency_claim_complete_replay(store: Arc<dyn Store>) {
     assert_eq!(claim(&store, &k, NOW).await, IdempotencyClaim::Claimed);
     assert_eq!(claim(&store, &k, NOW).await, IdempotencyClaim::InFlight);
     assert_eq!(claim(&store, &k, NOW + 1).await, IdempotencyClaim::InFlight);
-    let answer = kept_answer(400, "{\"error\":{}}", NOW + 1);
+    let answer = kept_answer(4, "{\"error\":{}}", NOW + 1);
     store
-        .idempotency_complete(&k, answer.clone(), NOW + 1)
+        .idempotency_complete(&k, answer.clone())
         .await
         .expect("complete");
     for at in [NOW + 1, NOW + 2, NOW + 3] {
@@ -58,40 +57,40 @@ pub async fn idempotency_release_lets_a_retry_claim(store: Arc<dyn Store>) {
     assert_eq!(claim(&store, &k, NOW).await, IdempotencyClaim::InFlight);
     store.idempotency_release(&k).await.expect("release");
     store.idempotency_release(&k).await.expect("second release");
-    let answer = kept_answer(200, "{}", NOW);
+    let answer = kept_answer(2, "{}", NOW);
     assert_eq!(claim(&store, &k, NOW).await, IdempotencyClaim::Claimed);
     store
-        .idempotency_complete(&k, answer.clone(), NOW)
+        .idempotency_complete(&k, answer.clone())
         .await
         .expect("complete");
     assert_eq!(claim(&store, &k, NOW).await, IdempotencyClaim::Kept(answer));
 }
 
-/// A kept answer is replayed while `now < created + TTL`; from then on the key can be claimed
-/// again, and completing it keeps the new answer.
+/// A kept answer is replayed while it was created after `kept_after`; from then on the key can
+/// be claimed again, and completing it keeps the new answer.
 pub async fn idempotency_answers_expire_after_their_ttl(store: Arc<dyn Store>) {
     let k = idempotency_key("sk_test_abc", "ttl");
     assert_eq!(claim(&store, &k, NOW).await, IdempotencyClaim::Claimed);
-    let first = kept_answer(200, "first", NOW);
+    let first = kept_answer(2, "first", NOW);
     store
-        .idempotency_complete(&k, first.clone(), NOW)
+        .idempotency_complete(&k, first.clone())
         .await
         .expect("complete");
-    let last_second = NOW + IDEMPOTENCY_TTL_SECS - 1;
+    let last_second = NOW + KEPT_FOR - 1;
     assert_eq!(
         claim(&store, &k, last_second).await,
         IdempotencyClaim::Kept(first)
     );
-    let expiry = NOW + IDEMPOTENCY_TTL_SECS;
+    let expiry = NOW + KEPT_FOR;
     assert_eq!(
         claim(&store, &k, expiry).await,
         IdempotencyClaim::Claimed,
         "past its TTL"
     );
     assert_eq!(claim(&store, &k, expiry).await, IdempotencyClaim::InFlight);
-    let second = kept_answer(201, "second", expiry);
+    let second = kept_answer(3, "second", expiry);
     store
-        .idempotency_complete(&k, second.clone(), expiry)
+        .idempotency_complete(&k, second.clone())
         .await
         .expect("complete again");
     assert_eq!(
@@ -110,15 +109,15 @@ pub async fn idempotency_keys_are_per_credential(store: Arc<dyn Store>) {
         IdempotencyClaim::Claimed,
         "not in flight for another credential"
     );
-    let my_answer = kept_answer(200, "mine", NOW);
+    let my_answer = kept_answer(2, "mine", NOW);
     store
-        .idempotency_complete(&mine, my_answer.clone(), NOW)
+        .idempotency_complete(&mine, my_answer.clone())
         .await
         .expect("complete");
     assert_eq!(claim(&store, &yours, NOW).await, IdempotencyClaim::InFlight);
-    let your_answer = kept_answer(201, "yours", NOW);
+    let your_answer = kept_answer(3, "yours", NOW);
     store
-        .idempotency_complete(&yours, your_answer.clone(), NOW)
+        .idempotency_complete(&yours, your_answer.clone())
         .await
         .expect("complete");
     assert_eq!(
@@ -139,7 +138,7 @@ pub async fn idempotency_concurrent_claims_have_one_winner(store: Arc<dyn Store>
     for _ in 0..24 {
         let store = Arc::clone(&store);
         let k = k.clone();
-        tasks.spawn(async move { store.idempotency_claim(&k, NOW).await });
+        tasks.spawn(async move { store.idempotency_claim(&k, at(NOW)).await });
     }
     let (mut claimed, mut in_flight) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
@@ -150,16 +149,16 @@ pub async fn idempotency_concurrent_claims_have_one_winner(store: Arc<dyn Store>
         }
     }
     assert_eq!((claimed, in_flight), (1, 23));
-    let answer = kept_answer(200, "done", NOW);
+    let answer = kept_answer(2, "done", NOW);
     store
-        .idempotency_complete(&k, answer.clone(), NOW)
+        .idempotency_complete(&k, answer.clone())
         .await
         .expect("complete");
     let mut tasks = JoinSet::new();
     for _ in 0..8 {
         let store = Arc::clone(&store);
         let k = k.clone();
-        tasks.spawn(async move { store.idempotency_claim(&k, NOW + 1).await });
+        tasks.spawn(async move { store.idempotency_claim(&k, at(NOW + 1)).await });
     }
     while let Some(joined) = tasks.join_next().await {
         assert_eq!(

@@ -16,7 +16,7 @@ async fn check_places_are_isolated(store: &Arc<dyn Store>, places: &[(Namespace,
         stored.push(
             put_ok(
                 store,
-                &key(ns, scope, "shared"),
+                &address(ns, scope, "shared"),
                 NOW,
                 None,
                 1,
@@ -26,7 +26,7 @@ async fn check_places_are_isolated(store: &Arc<dyn Store>, places: &[(Namespace,
         );
     }
     for (n, (ns, scope)) in places.iter().enumerate() {
-        let found = get_ok(store, &key(ns, scope, "shared"), NOW)
+        let found = get_ok(store, &address(ns, scope, "shared"), NOW)
             .await
             .unwrap_or_else(|| panic!("place #{n}: own secret not found"));
         assert_eq!(found, stored[n], "place #{n} gets its own secret");
@@ -39,12 +39,12 @@ async fn check_places_are_isolated(store: &Arc<dyn Store>, places: &[(Namespace,
     // Deleting in the first place leaves every other one alone.
     let (ns0, scope0) = &places[0];
     assert_eq!(
-        delete_ok(store, &key(ns0, scope0, "shared"), NOW + 1).await,
+        delete_ok(store, &address(ns0, scope0, "shared"), NOW + 1).await,
         Some(stored[0].clone())
     );
     for (n, (ns, scope)) in places.iter().enumerate().skip(1) {
         assert_eq!(
-            get_ok(store, &key(ns, scope, "shared"), NOW + 1).await,
+            get_ok(store, &address(ns, scope, "shared"), NOW + 1).await,
             Some(stored[n].clone()),
             "place #{n} untouched by a delete elsewhere"
         );
@@ -52,7 +52,7 @@ async fn check_places_are_isolated(store: &Arc<dyn Store>, places: &[(Namespace,
     // A name only put in one place is absent in the others.
     put_ok(
         store,
-        &key(ns0, scope0, "only-here"),
+        &address(ns0, scope0, "only-here"),
         NOW + 2,
         None,
         10,
@@ -61,16 +61,16 @@ async fn check_places_are_isolated(store: &Arc<dyn Store>, places: &[(Namespace,
     .await;
     for (n, (ns, scope)) in places.iter().enumerate().skip(1) {
         assert_eq!(
-            get_ok(store, &key(ns, scope, "only-here"), NOW + 2).await,
+            get_ok(store, &address(ns, scope, "only-here"), NOW + 2).await,
             None,
             "place #{n} sees another place's name"
         );
         assert_eq!(
-            delete_ok(store, &key(ns, scope, "only-here"), NOW + 2).await,
+            delete_ok(store, &address(ns, scope, "only-here"), NOW + 2).await,
             None
         );
     }
-    assert!(get_ok(store, &key(ns0, scope0, "only-here"), NOW + 2)
+    assert!(get_ok(store, &address(ns0, scope0, "only-here"), NOW + 2)
         .await
         .is_some());
 }
@@ -129,10 +129,10 @@ async fn expect_cursor_not_found(
 pub async fn cursors_from_elsewhere_are_not_found(store: Arc<dyn Store>) {
     let ns = home();
     let scope = user("usr_cursor");
-    let own = put_ok(&store, &key(&ns, &scope, "own"), NOW, None, ROOMY, "o").await;
+    let own = put_ok(&store, &address(&ns, &scope, "own"), NOW, None, ROOMY, "o").await;
     let other_scope = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "x"),
+        &address(&ns, &Scope::Account, "x"),
         NOW,
         None,
         ROOMY,
@@ -141,7 +141,7 @@ pub async fn cursors_from_elsewhere_are_not_found(store: Arc<dyn Store>) {
     .await;
     let other_user = put_ok(
         &store,
-        &key(&ns, &user("usr_other"), "x"),
+        &address(&ns, &user("usr_other"), "x"),
         NOW,
         None,
         ROOMY,
@@ -149,16 +149,40 @@ pub async fn cursors_from_elsewhere_are_not_found(store: Arc<dyn Store>) {
     )
     .await;
     let elsewhere = namespace("app_other", "acct_1", Mode::Test);
-    let other_ns = put_ok(&store, &key(&elsewhere, &scope, "x"), NOW, None, ROOMY, "x").await;
+    let other_ns = put_ok(
+        &store,
+        &address(&elsewhere, &scope, "x"),
+        NOW,
+        None,
+        ROOMY,
+        "x",
+    )
+    .await;
     let live_ns = namespace("app_conformance", "acct_1", Mode::Live);
-    let other_mode = put_ok(&store, &key(&live_ns, &scope, "x"), NOW, None, ROOMY, "x").await;
-    let deleted = put_ok(&store, &key(&ns, &scope, "deleted"), NOW, None, ROOMY, "d").await;
-    delete_ok(&store, &key(&ns, &scope, "deleted"), NOW)
+    let other_mode = put_ok(
+        &store,
+        &address(&live_ns, &scope, "x"),
+        NOW,
+        None,
+        ROOMY,
+        "x",
+    )
+    .await;
+    let deleted = put_ok(
+        &store,
+        &address(&ns, &scope, "deleted"),
+        NOW,
+        None,
+        ROOMY,
+        "d",
+    )
+    .await;
+    delete_ok(&store, &address(&ns, &scope, "deleted"), NOW)
         .await
         .expect("deleted");
     let expired = put_ok(
         &store,
-        &key(&ns, &scope, "expired"),
+        &address(&ns, &scope, "expired"),
         NOW,
         Some(NOW + 5),
         ROOMY,

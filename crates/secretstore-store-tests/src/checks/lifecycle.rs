@@ -42,7 +42,7 @@ pub async fn check_ready_answers(store: Arc<dyn Store>) {
     store.check_ready().await.expect("a fresh store is ready");
     put_ok(
         &store,
-        &key(&home(), &Scope::Account, "x"),
+        &address(&home(), &Scope::Account, "x"),
         NOW,
         None,
         ROOMY,
@@ -66,7 +66,7 @@ pub async fn close_refuses_later_calls(store: Arc<dyn Store>) {
     let mut tasks = JoinSet::new();
     for n in 0..50 {
         let store = Arc::clone(&store);
-        let k = key(&ns, &Scope::Account, &format!("racing-close-{n}"));
+        let k = address(&ns, &Scope::Account, &format!("racing-close-{n}"));
         tasks.spawn(async move { store.put(put_request(&k, NOW, None, ROOMY, "r")).await });
     }
     tokio::task::yield_now().await;
@@ -77,7 +77,7 @@ pub async fn close_refuses_later_calls(store: Arc<dyn Store>) {
             Err(e) => panic!("a put racing close failed otherwise: {e:?}"),
         }
     }
-    let k = key(&ns, &Scope::Account, "after-close");
+    let k = address(&ns, &Scope::Account, "after-close");
     assert_unavailable(
         "put",
         store.put(put_request(&k, NOW, None, ROOMY, "x")).await,
@@ -92,7 +92,7 @@ pub async fn close_refuses_later_calls(store: Arc<dyn Store>) {
     );
     assert_unavailable("purge", store.purge_expired(NOW).await);
     let ik = idempotency_key("sk_test_closed", "k");
-    assert_unavailable("claim", store.idempotency_claim(&ik, NOW).await);
+    assert_unavailable("claim", store.idempotency_claim(&ik, at(NOW)).await);
     assert_unavailable("meta_get", store.meta_get("x").await);
     assert_unavailable("meta_put", store.meta_put("x", vec![1]).await);
     assert_unavailable("check_ready", store.check_ready().await);

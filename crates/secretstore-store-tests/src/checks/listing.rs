@@ -21,7 +21,7 @@ async fn populate(
         // 37 is invertible modulo 101, so names are distinct for up to 101 secrets.
         let name = format!("{:03}-secret", n * 37 % 101);
         created.push(
-            put_ok(store, &key(ns, scope, &name), NOW, None, ROOMY, "x")
+            put_ok(store, &address(ns, scope, &name), NOW, None, ROOMY, "x")
                 .await
                 .id,
         );
@@ -59,10 +59,10 @@ pub async fn list_is_newest_first_in_creation_order_within_one_second(store: Arc
     assert!(page
         .items
         .iter()
-        .all(|s| s.key.namespace == ns && s.key.scope == scope));
+        .all(|s| s.address.namespace == ns && s.address.scope == scope));
 
     // Replace one in the middle: same place.
-    let middle = page.items[15].key.clone();
+    let middle = page.items[15].address.clone();
     put_ok(&store, &middle, NOW, None, ROOMY, "replaced").await;
     assert_eq!(
         ids_in(&store, &ns, &scope, NOW).await,
@@ -215,9 +215,16 @@ pub async fn list_has_more_counts_only_live_secrets(store: Arc<dyn Store>) {
         ("e5", Some(NOW + 5)),
     ] {
         made.push(
-            put_ok(&store, &key(&ns, &scope, name), NOW, expires, ROOMY, name)
-                .await
-                .id,
+            put_ok(
+                &store,
+                &address(&ns, &scope, name),
+                NOW,
+                expires,
+                ROOMY,
+                name,
+            )
+            .await
+            .id,
         );
     }
     let later = NOW + 5;

@@ -1,16 +1,21 @@
-//! Every check of the suite, grouped by the part of the trait it holds to account. Each takes a
-//! fresh, empty store and panics on the first broken rule.
+//! Every check of the suite, one module per storage trait (and one for the rules that need two
+//! handles on one database). Each takes fresh, empty storage and panics on the first broken
+//! rule.
 
+mod atomic;
 mod idempotency;
 mod isolation;
 mod lifecycle;
 mod listing;
 mod purge;
 mod secrets;
+mod shared;
 
+pub use atomic::*;
 pub use idempotency::*;
 pub use isolation::*;
 pub use lifecycle::*;
 pub use listing::*;
 pub use purge::*;
 pub use secrets::*;
+pub use shared::*;

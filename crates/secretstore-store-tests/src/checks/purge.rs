@@ -1,10 +1,9 @@
 //! `purge_expired`: removes exactly the secrets expired at `now` (however many, across every
-//! tenant) and the idempotency records past their time to live, and counts only the secrets.
+//! tenant); `idempotency_purge`: exactly the kept answers at or before its cut.
 
 use std::sync::Arc;
 
-use secretstore_core::limits::IDEMPOTENCY_TTL_SECS;
-use secretstore_core::{IdempotencyClaim, Mode, Scope, Store};
+use secretstore_core::{ClaimTimes, IdempotencyClaim, Mode, Scope, Store};
 use tokio::task::JoinSet;
 
 use crate::fixtures::*;
@@ -14,10 +13,10 @@ use crate::fixtures::*;
 pub async fn purge_removes_exactly_the_expired_secrets(store: Arc<dyn Store>) {
     let ns = home();
     let elsewhere = namespace("app_other", "acct_9", Mode::Live);
-    let soon = key(&ns, &Scope::Account, "soon");
-    let later = key(&ns, &user("usr_p"), "later");
-    let never = key(&ns, &Scope::Account, "never");
-    let soon_elsewhere = key(&elsewhere, &Scope::Account, "soon");
+    let soon = address(&ns, &Scope::Account, "soon");
+    let later = address(&ns, &user("usr_p"), "later");
+    let never = address(&ns, &Scope::Account, "never");
+    let soon_elsewhere = address(&elsewhere, &Scope::Account, "soon");
     put_ok(&store, &soon, NOW, Some(NOW + 5), ROOMY, "s").await;
     put_ok(&store, &later, NOW, Some(NOW + 10), ROOMY, "l").await;
     put_ok(&store, &never, NOW, None, ROOMY, "n").await;
@@ -70,7 +69,7 @@ pub async fn purge_removes_many_expired_secrets(store: Arc<dyn Store>) {
     let mut tasks = JoinSet::new();
     for n in 0..total {
         let store = Arc::clone(&store);
-        let k = key(&ns, &user(&format!("usr_{}", n % 40)), &format!("bulk-{n}"));
+        let k = address(&ns, &user(&format!("usr_{}", n % 40)), &format!("bulk-{n}"));
         tasks.spawn(async move {
             store
                 .put(put_request(&k, NOW, Some(NOW + 20), ROOMY, "b"))
@@ -80,7 +79,7 @@ pub async fn purge_removes_many_expired_secrets(store: Arc<dyn Store>) {
     while let Some(joined) = tasks.join_next().await {
         joined.expect("task").expect("bulk put");
     }
-    let survivor = key(&ns, &user("usr_0"), "survivor");
+    let survivor = address(&ns, &user("usr_0"), "survivor");
     put_ok(&store, &survivor, NOW, Some(NOW + 21), ROOMY, "s").await;
 
     assert_eq!(store.purge_expired(NOW + 20).await.expect("purge"), total);
@@ -92,43 +91,64 @@ pub async fn purge_removes_many_expired_secrets(store: Arc<dyn Store>) {
     assert!(get_ok(&store, &survivor, NOW).await.is_some());
 }
 
-/// Idempotency records go once `created + TTL <= now`, and are not counted as secrets.
+/// `idempotency_purge(kept_after)` deletes exactly the answers created at or before
+/// `kept_after`, however many (a backend may work in steps); purging secrets leaves kept answers
+/// alone, and their count is not the secrets'.
 pub async fn purge_removes_stale_idempotency_records(store: Arc<dyn Store>) {
-    let k = idempotency_key("sk_test_purge", "key-1");
-    assert_eq!(
-        store.idempotency_claim(&k, NOW).await.expect("claim"),
-        IdempotencyClaim::Claimed
-    );
-    let answer = kept_answer(200, "{}", NOW);
+    let mut tasks = JoinSet::new();
+    for n in 0..700 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let k = idempotency_key("sk_test_purge", &format!("old-{n}"));
+            store.idempotency_claim(&k, at(NOW)).await.expect("claim");
+            store
+                .idempotency_complete(&k, kept_answer(1, "{}", NOW))
+                .await
+                .expect("complete");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    let young = idempotency_key("sk_test_purge", "young");
     store
-        .idempotency_complete(&k, answer.clone(), NOW)
+        .idempotency_claim(&young, at(NOW))
+        .await
+        .expect("claim");
+    let answer = kept_answer(2, "{}", NOW + 10);
+    store
+        .idempotency_complete(&young, answer.clone())
         .await
         .expect("complete");
 
     assert_eq!(
-        store
-            .purge_expired(NOW + IDEMPOTENCY_TTL_SECS - 1)
-            .await
-            .expect("purge"),
+        store.purge_expired(NOW + 1_000).await.expect("purge"),
         0,
-        "idempotency records are not counted as secrets"
+        "kept answers are not secrets"
     );
-    assert_eq!(
-        store.idempotency_claim(&k, NOW).await.expect("claim"),
-        IdempotencyClaim::Kept(answer),
-        "a record younger than its TTL survives the purge"
-    );
+    assert_eq!(store.idempotency_purge(NOW - 1).await.expect("purge"), 0);
+    assert_eq!(store.idempotency_purge(NOW).await.expect("purge"), 700);
+    // A window that would still hold the old answers finds none: they are gone.
+    let generous = ClaimTimes {
+        now: NOW + 10,
+        kept_after: NOW - 1_000,
+        held_after: NOW - 1_000,
+    };
+    let old = idempotency_key("sk_test_purge", "old-7");
     assert_eq!(
         store
-            .purge_expired(NOW + IDEMPOTENCY_TTL_SECS)
+            .idempotency_claim(&old, generous)
             .await
-            .expect("purge"),
-        0
+            .expect("claim"),
+        IdempotencyClaim::Claimed
     );
+    store.idempotency_release(&old).await.expect("release");
     assert_eq!(
-        store.idempotency_claim(&k, NOW).await.expect("claim"),
-        IdempotencyClaim::Claimed,
-        "the record is gone: even at its old now the key can be claimed"
+        store
+            .idempotency_claim(&young, generous)
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Kept(answer),
+        "an answer younger than the cut survives"
     );
-    store.idempotency_release(&k).await.expect("release");
 }

@@ -28,18 +28,18 @@ impl IdLog {
 /// A create answers the request's `new_id`, `created = now`, the given expiry and the sealed
 /// bytes; `get` answers the same.
 pub async fn put_creates_a_secret(store: Arc<dyn Store>) {
-    let k = key(&home(), &Scope::Account, "api-key");
+    let k = address(&home(), &Scope::Account, "api-key");
     let request = put_request(&k, NOW, Some(NOW + 3600), ROOMY, "v1");
     let new_id = request.new_id.clone();
     let stored = store.put(request).await.expect("put");
     assert_eq!(stored.id, new_id, "a create uses the request's new_id");
-    assert_eq!(stored.key, k);
+    assert_eq!(stored.address, k);
     assert_eq!(stored.created, NOW, "created is the request's now");
     assert_eq!(stored.expires_at, Some(NOW + 3600));
     assert_eq!(stored.sealed, sealed_bytes("v1", &new_id));
     assert_eq!(get_ok(&store, &k, NOW).await, Some(stored.clone()));
     assert_eq!(
-        get_ok(&store, &key(&home(), &Scope::Account, "other"), NOW).await,
+        get_ok(&store, &address(&home(), &Scope::Account, "other"), NOW).await,
         None,
         "a name never put is absent"
     );
@@ -50,7 +50,7 @@ pub async fn put_replaces_a_live_secret_in_place(store: Arc<dyn Store>) {
     let ns = home();
     let first = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "first"),
+        &address(&ns, &Scope::Account, "first"),
         NOW,
         None,
         ROOMY,
@@ -59,7 +59,7 @@ pub async fn put_replaces_a_live_secret_in_place(store: Arc<dyn Store>) {
     .await;
     let second = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "second"),
+        &address(&ns, &Scope::Account, "second"),
         NOW + 1,
         None,
         ROOMY,
@@ -68,7 +68,7 @@ pub async fn put_replaces_a_live_secret_in_place(store: Arc<dyn Store>) {
     .await;
     let third = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "third"),
+        &address(&ns, &Scope::Account, "third"),
         NOW + 2,
         None,
         ROOMY,
@@ -76,7 +76,7 @@ pub async fn put_replaces_a_live_secret_in_place(store: Arc<dyn Store>) {
     )
     .await;
 
-    let k = key(&ns, &Scope::Account, "second");
+    let k = address(&ns, &Scope::Account, "second");
     let request = put_request(&k, NOW + 50, Some(NOW + 500), ROOMY, "b2");
     let unused_id = request.new_id.clone();
     let replaced = store.put(request).await.expect("replace");
@@ -99,7 +99,7 @@ pub async fn put_replaces_a_live_secret_in_place(store: Arc<dyn Store>) {
 
 /// The seal closure is called once, with `new_id` on a create and the existing id on a replace.
 pub async fn seal_gets_the_new_id_on_create_and_the_existing_id_on_replace(store: Arc<dyn Store>) {
-    let k = key(&home(), &user("usr_seal"), "token");
+    let k = address(&home(), &user("usr_seal"), "token");
     let log = IdLog::default();
     let logged = |now: i64| {
         let log = log.clone();
@@ -128,7 +128,7 @@ pub async fn seal_gets_the_new_id_on_create_and_the_existing_id_on_replace(store
 
 /// An omitted `expires_at` on a replace clears the expiry.
 pub async fn replace_without_expiry_clears_it(store: Arc<dyn Store>) {
-    let k = key(&home(), &Scope::Account, "expiring");
+    let k = address(&home(), &Scope::Account, "expiring");
     put_ok(&store, &k, NOW, Some(NOW + 10), ROOMY, "a").await;
     let replaced = put_ok(&store, &k, NOW + 1, None, ROOMY, "b").await;
     assert_eq!(replaced.expires_at, None);
@@ -145,7 +145,7 @@ pub async fn sealed_bytes_and_names_are_kept_exactly(store: Arc<dyn Store>) {
     let ns = home();
     let mut bytes: Vec<u8> = (0..=255u8).cycle().take(40_000).collect();
     bytes.extend_from_slice(&[0, 0, 0]);
-    let k = key(&ns, &Scope::Account, "binary");
+    let k = address(&ns, &Scope::Account, "binary");
     store
         .put(put_bytes(&k, NOW, bytes.clone()))
         .await
@@ -167,7 +167,7 @@ pub async fn sealed_bytes_and_names_are_kept_exactly(store: Arc<dyn Store>) {
     for (n, name) in names.iter().enumerate() {
         put_ok(
             &store,
-            &key(&ns, &user("usr_names"), name),
+            &address(&ns, &user("usr_names"), name),
             NOW,
             None,
             ROOMY,
@@ -176,10 +176,10 @@ pub async fn sealed_bytes_and_names_are_kept_exactly(store: Arc<dyn Store>) {
         .await;
     }
     for (n, name) in names.iter().enumerate() {
-        let found = get_ok(&store, &key(&ns, &user("usr_names"), name), NOW)
+        let found = get_ok(&store, &address(&ns, &user("usr_names"), name), NOW)
             .await
             .unwrap_or_else(|| panic!("name #{n} not found"));
-        assert_eq!(found.key.name.as_str(), *name);
+        assert_eq!(found.address.name.as_str(), *name);
         assert_eq!(
             found.sealed,
             sealed_bytes(&n.to_string(), &found.id),
@@ -194,11 +194,11 @@ pub async fn sealed_bytes_and_names_are_kept_exactly(store: Arc<dyn Store>) {
 /// (it is still there for an earlier `now`).
 pub async fn expired_secrets_are_invisible(store: Arc<dyn Store>) {
     let ns = home();
-    let k = key(&ns, &Scope::Account, "short-lived");
+    let k = address(&ns, &Scope::Account, "short-lived");
     let stored = put_ok(&store, &k, NOW, Some(NOW + 10), ROOMY, "a").await;
     let keeper = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "keeper"),
+        &address(&ns, &Scope::Account, "keeper"),
         NOW,
         None,
         ROOMY,
@@ -242,18 +242,38 @@ pub async fn expired_secrets_are_invisible(store: Arc<dyn Store>) {
 pub async fn expired_secrets_do_not_count_toward_the_maximum(store: Arc<dyn Store>) {
     let ns = home();
     let scope = Scope::Account;
-    put_ok(&store, &key(&ns, &scope, "a"), NOW, Some(NOW + 5), 2, "a").await;
-    put_ok(&store, &key(&ns, &scope, "b"), NOW, None, 2, "b").await;
+    put_ok(
+        &store,
+        &address(&ns, &scope, "a"),
+        NOW,
+        Some(NOW + 5),
+        2,
+        "a",
+    )
+    .await;
+    put_ok(&store, &address(&ns, &scope, "b"), NOW, None, 2, "b").await;
     assert_scope_full(
         store
-            .put(put_request(&key(&ns, &scope, "c"), NOW + 4, None, 2, "c"))
+            .put(put_request(
+                &address(&ns, &scope, "c"),
+                NOW + 4,
+                None,
+                2,
+                "c",
+            ))
             .await,
         2,
     );
-    put_ok(&store, &key(&ns, &scope, "c"), NOW + 5, None, 2, "c").await;
+    put_ok(&store, &address(&ns, &scope, "c"), NOW + 5, None, 2, "c").await;
     assert_scope_full(
         store
-            .put(put_request(&key(&ns, &scope, "d"), NOW + 5, None, 2, "d"))
+            .put(put_request(
+                &address(&ns, &scope, "d"),
+                NOW + 5,
+                None,
+                2,
+                "d",
+            ))
             .await,
         2,
     );
@@ -263,11 +283,11 @@ pub async fn expired_secrets_do_not_count_toward_the_maximum(store: Arc<dyn Stor
 /// new id, placed as the newest; the old one is gone.
 pub async fn put_over_an_expired_secret_creates_a_new_one(store: Arc<dyn Store>) {
     let ns = home();
-    let k = key(&ns, &Scope::Account, "reborn");
+    let k = address(&ns, &Scope::Account, "reborn");
     let old = put_ok(&store, &k, NOW, Some(NOW + 5), ROOMY, "old").await;
     let other = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "other"),
+        &address(&ns, &Scope::Account, "other"),
         NOW + 1,
         None,
         ROOMY,
@@ -307,7 +327,7 @@ pub async fn scope_full_at_exactly_the_maximum(store: Arc<dyn Store>) {
     for n in 0..max {
         put_ok(
             &store,
-            &key(&ns, &scope, &format!("s{n}")),
+            &address(&ns, &scope, &format!("s{n}")),
             NOW,
             None,
             max,
@@ -319,7 +339,7 @@ pub async fn scope_full_at_exactly_the_maximum(store: Arc<dyn Store>) {
     assert_scope_full(
         store
             .put(put_request(
-                &key(&ns, &scope, "one-too-many"),
+                &address(&ns, &scope, "one-too-many"),
                 NOW,
                 None,
                 max,
@@ -329,7 +349,7 @@ pub async fn scope_full_at_exactly_the_maximum(store: Arc<dyn Store>) {
         max,
     );
     assert_eq!(
-        get_ok(&store, &key(&ns, &scope, "one-too-many"), NOW).await,
+        get_ok(&store, &address(&ns, &scope, "one-too-many"), NOW).await,
         None
     );
     assert_eq!(
@@ -338,19 +358,19 @@ pub async fn scope_full_at_exactly_the_maximum(store: Arc<dyn Store>) {
         "a refused put changes nothing"
     );
 
-    let replaced = put_ok(&store, &key(&ns, &scope, "s1"), NOW + 1, None, max, "y").await;
+    let replaced = put_ok(&store, &address(&ns, &scope, "s1"), NOW + 1, None, max, "y").await;
     assert_eq!(
         replaced.sealed,
         sealed_bytes("y", &replaced.id),
         "replace works when full"
     );
 
-    delete_ok(&store, &key(&ns, &scope, "s0"), NOW + 2)
+    delete_ok(&store, &address(&ns, &scope, "s0"), NOW + 2)
         .await
         .expect("s0 deleted");
     put_ok(
         &store,
-        &key(&ns, &scope, "after-delete"),
+        &address(&ns, &scope, "after-delete"),
         NOW + 3,
         None,
         max,
@@ -360,7 +380,7 @@ pub async fn scope_full_at_exactly_the_maximum(store: Arc<dyn Store>) {
     assert_scope_full(
         store
             .put(put_request(
-                &key(&ns, &scope, "again"),
+                &address(&ns, &scope, "again"),
                 NOW + 3,
                 None,
                 max,
@@ -377,7 +397,7 @@ pub async fn concurrent_puts_never_overshoot_the_maximum(store: Arc<dyn Store>) 
     let mut tasks = JoinSet::new();
     for n in 0..32 {
         let store = Arc::clone(&store);
-        let k = key(&ns, &Scope::Account, &format!("racer-{n}"));
+        let k = address(&ns, &Scope::Account, &format!("racer-{n}"));
         tasks.spawn(async move { store.put(put_request(&k, NOW, None, 10, "r")).await });
     }
     let (mut ok, mut full) = (0, 0);
@@ -395,7 +415,7 @@ pub async fn concurrent_puts_never_overshoot_the_maximum(store: Arc<dyn Store>) 
 /// Concurrent puts of one name: one creates, the rest replace it; one secret results.
 pub async fn concurrent_puts_of_one_name_make_one_secret(store: Arc<dyn Store>) {
     let ns = home();
-    let k = key(&ns, &Scope::Account, "contended");
+    let k = address(&ns, &Scope::Account, "contended");
     let mut tasks = JoinSet::new();
     for n in 0..16 {
         let store = Arc::clone(&store);
@@ -423,11 +443,11 @@ pub async fn concurrent_puts_of_one_name_make_one_secret(store: Arc<dyn Store>) 
 /// Delete answers the secret as it was and removes it; a second delete finds nothing.
 pub async fn delete_returns_the_secret_as_it_was(store: Arc<dyn Store>) {
     let ns = home();
-    let k = key(&ns, &user("usr_del"), "doomed");
+    let k = address(&ns, &user("usr_del"), "doomed");
     let stored = put_ok(&store, &k, NOW, Some(NOW + 100), ROOMY, "a").await;
     let kept = put_ok(
         &store,
-        &key(&ns, &user("usr_del"), "kept"),
+        &address(&ns, &user("usr_del"), "kept"),
         NOW,
         None,
         ROOMY,
@@ -446,7 +466,7 @@ pub async fn delete_returns_the_secret_as_it_was(store: Arc<dyn Store>) {
         vec![kept.id]
     );
     assert_eq!(
-        delete_ok(&store, &key(&ns, &user("usr_del"), "never"), NOW).await,
+        delete_ok(&store, &address(&ns, &user("usr_del"), "never"), NOW).await,
         None
     );
 }
@@ -454,7 +474,7 @@ pub async fn delete_returns_the_secret_as_it_was(store: Arc<dyn Store>) {
 /// A seal that fails stores nothing (and uses no room); on a replace the old value stays.
 pub async fn failing_seal_stores_nothing(store: Arc<dyn Store>) {
     let ns = home();
-    let k = key(&ns, &Scope::Account, "unsealable");
+    let k = address(&ns, &Scope::Account, "unsealable");
     match store.put(failing_put(&k, NOW, 1)).await {
         Err(StoreError::Seal(_)) => {}
         other => panic!("expected StoreError::Seal, got {other:?}"),
@@ -464,7 +484,7 @@ pub async fn failing_seal_stores_nothing(store: Arc<dyn Store>) {
     // The failed create took no room: the one slot is still free.
     let stored = put_ok(
         &store,
-        &key(&ns, &Scope::Account, "fits"),
+        &address(&ns, &Scope::Account, "fits"),
         NOW,
         None,
         1,
@@ -472,14 +492,18 @@ pub async fn failing_seal_stores_nothing(store: Arc<dyn Store>) {
     )
     .await;
     match store
-        .put(failing_put(&key(&ns, &Scope::Account, "fits"), NOW + 1, 1))
+        .put(failing_put(
+            &address(&ns, &Scope::Account, "fits"),
+            NOW + 1,
+            1,
+        ))
         .await
     {
         Err(StoreError::Seal(_)) => {}
         other => panic!("expected StoreError::Seal on replace, got {other:?}"),
     }
     assert_eq!(
-        get_ok(&store, &key(&ns, &Scope::Account, "fits"), NOW + 1).await,
+        get_ok(&store, &address(&ns, &Scope::Account, "fits"), NOW + 1).await,
         Some(stored),
         "a failed replace leaves the old value"
     );
@@ -491,7 +515,7 @@ pub async fn failing_seals_do_not_disturb_concurrent_puts(store: Arc<dyn Store>)
     let mut tasks = JoinSet::new();
     for n in 0..40 {
         let store = Arc::clone(&store);
-        let k = key(&ns, &Scope::Account, &format!("mixed-{n}"));
+        let k = address(&ns, &Scope::Account, &format!("mixed-{n}"));
         tasks.spawn(async move {
             let request = if n % 2 == 1 {
                 failing_put(&k, NOW, ROOMY)
@@ -512,7 +536,7 @@ pub async fn failing_seals_do_not_disturb_concurrent_puts(store: Arc<dyn Store>)
     let mut names: Vec<String> = listed
         .items
         .iter()
-        .map(|s| s.key.name.as_str().to_owned())
+        .map(|s| s.address.name.as_str().to_owned())
         .collect();
     names.sort();
     let mut expected: Vec<String> = (0..40).step_by(2).map(|n| format!("mixed-{n}")).collect();

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::server::{client, find, set, Site};
+use crate::server::{client, find, set, site, Site};
 
 const KEY: &str = "sk_test_abuse";
 
@@ -68,7 +68,7 @@ async fn with_canary(site: &mut Site, extra: &[&str]) -> crate::server::Server {
 
 #[tokio::test]
 async fn slow_loris_headers_are_cut_off_and_others_are_served() {
-    let mut site = Site::new();
+    let mut site = site();
     let server = with_canary(&mut site, &["--header-timeout", "2"]).await;
     let mut loris = Vec::new();
     for _ in 0..200 {
@@ -93,7 +93,7 @@ async fn slow_loris_headers_are_cut_off_and_others_are_served() {
 
 #[tokio::test]
 async fn thousands_of_idle_connections_do_not_stop_others_and_are_closed_when_idle() {
-    let mut site = Site::new();
+    let mut site = site();
     let server = with_canary(&mut site, &["--header-timeout", "3"]).await;
     let mut idle = Vec::new();
     for _ in 0..2000 {
@@ -114,7 +114,7 @@ async fn thousands_of_idle_connections_do_not_stop_others_and_are_closed_when_id
 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503_json() {
-    let mut site = Site::new();
+    let mut site = site();
     let server = with_canary(
         &mut site,
         &["--max-connections", "100", "--header-timeout", "60"],
@@ -153,7 +153,7 @@ async fn connections_beyond_the_limit_get_503_json() {
 
 #[tokio::test]
 async fn slow_bodies_get_408_and_oversized_requests_413_and_431() {
-    let mut site = Site::new();
+    let mut site = site();
     let server = with_canary(
         &mut site,
         &["--body-timeout", "1", "--max-body-bytes", "4096"],

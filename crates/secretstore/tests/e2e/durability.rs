@@ -4,13 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::server::{client, find, integrity_check, set, Site};
+use crate::server::{client, find, integrity_check, set, site};
 
 const KEY: &str = "sk_test_durable";
 
 #[tokio::test]
 async fn restart_keeps_every_acknowledged_secret() {
-    let mut site = Site::new();
+    let mut site = site();
     let mut server = site.start(&[]);
     let http = client();
     let mut expected = Vec::new();
@@ -95,7 +95,7 @@ async fn write_until_killed(url: &str, round: usize) -> (Acked, Unexpected) {
 
 #[tokio::test]
 async fn sigkill_under_32_writers_loses_nothing_acknowledged() {
-    let mut site = Site::new();
+    let mut site = site();
     let http = client();
     let mut all_acked = Vec::new();
     for round in 0..3 {
@@ -149,7 +149,7 @@ async fn sigkill_under_32_writers_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
-    let mut site = Site::new();
+    let mut site = site();
     let mut server = site.start(&["--max-secrets-per-scope", "1000000"]);
     let (acked, unexpected) = write_until_killed(&server.url, 9).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::server::{client, find, integrity_check, Site};
+use crate::server::{client, find, integrity_check, site};
 
 const KEY: &str = "sk_test_faults";
 
@@ -103,7 +103,7 @@ async fn assert_all_readable(http: &reqwest::Client, url: &str, acked: &[(String
 
 #[tokio::test]
 async fn disk_full_refuses_writes_keeps_reads_and_recovers_without_restart() {
-    let mut site = Site::new();
+    let mut site = site();
     let Some(_fs) = Tmpfs::mount(&site.data(), "6m") else {
         return;
     };
@@ -252,7 +252,7 @@ impl Drop for LoopExt4 {
 
 #[tokio::test]
 async fn storage_forced_read_only_refuses_writes_keeps_reads_and_damages_nothing() {
-    let mut site = Site::new();
+    let mut site = site();
     let image = site.dir.path().join("disk.img");
     let Some(fs) = LoopExt4::create(&site.data(), &image) else {
         return;

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::server::{client, set, Site, BIN};
+use crate::server::{client, set, site, BIN};
 
 fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
     let output = command
@@ -21,7 +21,7 @@ fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
 
 #[tokio::test]
 async fn wrong_root_key_is_refused_at_start_up() {
-    let mut site = Site::new();
+    let mut site = site();
     let mut server = site.start(&[]);
     let (status, _) = set(
         &client(),
@@ -50,7 +50,7 @@ async fn wrong_root_key_is_refused_at_start_up() {
 #[tokio::test]
 async fn root_key_file_readable_by_others_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let site = Site::new();
+    let site = site();
     let key_file = site.dir.path().join("root.key");
     std::fs::write(&key_file, "cd".repeat(32)).unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -64,7 +64,7 @@ async fn root_key_file_readable_by_others_is_refused() {
 #[tokio::test]
 async fn dev_mode_generates_a_private_root_key_once() {
     use std::os::unix::fs::PermissionsExt;
-    let mut site = Site::new();
+    let mut site = site();
     let mut command = site.command(&[]);
     command.env_remove("SECRETSTORE_ROOT_KEY");
     let mut child = command
@@ -108,7 +108,7 @@ async fn dev_mode_generates_a_private_root_key_once() {
 
 #[tokio::test]
 async fn a_second_server_on_the_same_data_is_refused() {
-    let mut site = Site::new();
+    let mut site = site();
     let _first = site.start(&[]);
     let (ok, text) = run_to_exit(site.command(&[]));
     assert!(!ok);
@@ -117,7 +117,7 @@ async fn a_second_server_on_the_same_data_is_refused() {
 
 #[tokio::test]
 async fn without_dev_mode_it_explains_how_to_start() {
-    let site = Site::new();
+    let site = site();
     let mut command = std::process::Command::new(BIN);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -160,7 +160,7 @@ fn help_documents_every_flag_and_its_environment_twin() {
 
 #[tokio::test]
 async fn json_logs_carry_request_facts_and_never_a_payload_or_whole_key() {
-    let mut site = Site::new();
+    let mut site = site();
     let mut server = site.start(&["--log-format", "json"]);
     let key = "sk_test_logcheck0123456789secretpart";
     let payload = "log-check-payload-5e8d2b";
@@ -223,7 +223,7 @@ fn failed_start(command: std::process::Command) -> String {
 
 #[test]
 fn a_data_path_that_is_a_file_is_reported_as_such() {
-    let site = Site::new();
+    let site = site();
     std::fs::write(site.data(), "not a directory").unwrap();
     let text = failed_start(site.command(&[]));
     assert!(text.contains("is a file, not a directory"), "{text}");
@@ -263,7 +263,7 @@ fn as_nobody(command: &std::process::Command) -> Option<std::process::Command> {
 #[test]
 fn a_data_directory_the_user_cannot_read_or_write_is_reported_as_such() {
     use std::os::unix::fs::PermissionsExt;
-    let site = Site::new();
+    let site = site();
     // The site's own directory must be reachable by the other user; the data one is not.
     std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir(site.data()).unwrap();
@@ -283,7 +283,7 @@ fn a_data_directory_the_user_cannot_read_or_write_is_reported_as_such() {
 fn a_port_in_use_is_found_first_and_nothing_is_created() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let site = Site::new();
+    let site = site();
     let mut command = site.command(&["--listen", &addr]);
     command.env_remove("SECRETSTORE_ROOT_KEY");
     let text = failed_start(command);
@@ -297,7 +297,7 @@ fn a_port_in_use_is_found_first_and_nothing_is_created() {
 #[test]
 fn listen_takes_a_bare_port_or_a_host_name_and_explains_the_form() {
     for given in ["0", "localhost:0"] {
-        let mut site = Site::new();
+        let mut site = site();
         let server = site.start(&["--listen", given]);
         assert!(
             server.url.starts_with("http://127.0.0.1:"),
@@ -305,7 +305,7 @@ fn listen_takes_a_bare_port_or_a_host_name_and_explains_the_form() {
             server.url
         );
     }
-    let site = Site::new();
+    let site = site();
     let text = failed_start(site.command(&["--listen", "nonsense"]));
     assert!(text.contains("HOST:PORT"), "{text}");
     assert!(!text.contains("invalid socket address syntax"), "{text}");
@@ -314,7 +314,7 @@ fn listen_takes_a_bare_port_or_a_host_name_and_explains_the_form() {
 #[test]
 fn boolean_variables_take_the_usual_spellings_and_are_named_when_refused() {
     for yes in ["1", "yes", "on", "true", "TRUE"] {
-        let site = Site::new();
+        let site = site();
         // Started by the variable alone, without the flag.
         let mut child = std::process::Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -338,7 +338,7 @@ fn boolean_variables_take_the_usual_spellings_and_are_named_when_refused() {
             "{yes}: {line:?}"
         );
     }
-    let site = Site::new();
+    let site = site();
     let mut command = std::process::Command::new(BIN);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])

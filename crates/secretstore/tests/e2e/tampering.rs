@@ -4,13 +4,13 @@
 
 use std::process::Command;
 
-use crate::server::{client, contains, files_under, find, set, Site};
+use crate::server::{client, contains, files_under, find, set, site};
 
 const KEY: &str = "sk_test_tamper";
 
 #[tokio::test]
 async fn payload_bytes_are_in_no_file_of_the_data_directory() {
-    let mut site = Site::new();
+    let mut site = site();
     let mut server = site.start(&[]);
     let payload = "grep-me-if-you-can-0d9c7a41";
     let http = client();
@@ -53,7 +53,7 @@ async fn a_sealed_payload_moved_to_another_row_fails_to_open() {
     if Command::new("sqlite3").arg("-version").output().is_err() {
         panic!("this test needs the sqlite3 shell (apt-get install sqlite3)");
     }
-    let mut site = Site::new();
+    let mut site = site();
     let mut server = site.start(&[]);
     let http = client();
     for (name, payload) in [

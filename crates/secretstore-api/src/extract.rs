@@ -1,0 +1,103 @@
+//! The `StripeForm` extractor: a request's parameters as Stripe's API takes them. The query
+//! string always counts; on a POST the body is merged after it (early Stripe Apps code sends
+//! `scope` and `name` in the query of a POST). The body is read within the limits (size, time)
+//! and only as `application/x-www-form-urlencoded`; each refusal is its own documented error.
+
+use axum::extract::{FromRequest, Request};
+use http::{HeaderMap, Method};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, Code};
+use crate::form::Form;
+use crate::AppState;
+
+/// The decoded parameters of a request, with what identifies the request for idempotency.
+#[derive(Debug)]
+pub struct StripeForm {
+    pub form: Form,
+    pub method: Method,
+    pub path: String,
+}
+
+fn is_form_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        Code::RequestTooLarge,
+        format!("The request body is larger than this server's limit of {max} bytes."),
+    )
+}
+
+impl FromRequest<AppState> for StripeForm {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limits = &state.limits;
+        let (parts, body) = request.into_parts();
+        let mut form = Form::default();
+        if let Some(query) = parts.uri.query() {
+            form.extend_from(query.as_bytes())?;
+        }
+        if parts.method == Method::POST {
+            let declared = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+                return Err(too_large(limits.max_body_bytes));
+            }
+            let read = axum::body::to_bytes(body, limits.max_body_bytes);
+            let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+                Ok(Ok(bytes)) => Zeroizing::new(bytes.to_vec()),
+                Ok(Err(err)) => {
+                    let inner = err.into_inner();
+                    if inner
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        return Err(too_large(limits.max_body_bytes));
+                    }
+                    return Err(ApiError::new(
+                        Code::BodyInvalid,
+                        "The request body could not be read: its chunked encoding is malformed \
+                         or the connection closed before it ended.",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ApiError::new(
+                        Code::RequestTimeout,
+                        format!(
+                            "The request body was not received within {} seconds.",
+                            limits.body_timeout.as_secs()
+                        ),
+                    ))
+                }
+            };
+            if !bytes.is_empty() {
+                if !is_form_content_type(&parts.headers) {
+                    return Err(ApiError::new(
+                        Code::ContentTypeInvalid,
+                        "POST bodies must be sent with Content-Type: \
+                         application/x-www-form-urlencoded, as Stripe's API takes them.",
+                    ));
+                }
+                form.extend_from(&bytes)?;
+            }
+        }
+        Ok(StripeForm {
+            form,
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+        })
+    }
+}

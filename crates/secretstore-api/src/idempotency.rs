@@ -1,0 +1,296 @@
+//! The whole `Idempotency-Key` protocol, in one place. A POST that carries the header claims
+//! the key (per credential) before it runs; a second request with the key while the first runs
+//! is 409 `idempotency_key_in_use`; the first completed answer (status and body) is kept for 24
+//! hours and replayed, with `Idempotent-Replayed: true`, to a request with the same key and the
+//! same parameters, while other parameters are `idempotency_key_reused`. Server failures (5xx)
+//! are not kept, so a retry can succeed; nor are refusals before the request ran (they happen
+//! before the claim). The work runs in its own task, so a client that goes away mid-request
+//! cannot leave a claim behind or a write without its kept answer.
+//!
+//! Kept answers are sealed like payloads (they may hold one): status and body together under
+//! associated data naming the credential, the key and the request's fingerprint, so a stored
+//! answer cannot be replayed for another key or have its status edited. A claim held by a
+//! server that died is free again after its lease (`LEASE_SECS`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::response::Response;
+use http::request::Parts;
+use http::{HeaderValue, Method, StatusCode};
+use secretstore_core::{
+    AccountId, ClaimTimes, Clock, IdempotencyClaim, IdempotencyKey, IdempotencyStore, KeptAnswer,
+    Principal, StoreError,
+};
+use secretstore_crypto::Envelope;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, Code};
+use crate::extract::StripeForm;
+use crate::AppState;
+
+/// Kept answers are replayed for 24 hours.
+pub const KEPT_FOR_SECS: i64 = 24 * 60 * 60;
+
+/// A claim not completed or released within this time belongs to a request whose server went
+/// away; another request may then claim the key. Far longer than any request runs.
+pub const LEASE_SECS: i64 = 60;
+
+/// Longest `Idempotency-Key` header value.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// What keeps and replays answers.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    store: Arc<dyn IdempotencyStore>,
+    envelope: Arc<Envelope>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The `Idempotency-Key` of a POST, checked; `None` when there is none (or it is not a POST,
+/// where the header means nothing).
+#[derive(Debug, Clone)]
+pub struct KeyHeader(pub Option<String>);
+
+impl FromRequestParts<AppState> for KeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let value = match parts.headers.get("idempotency-key") {
+            Some(value) if parts.method == Method::POST => value,
+            _ => return Ok(KeyHeader(None)),
+        };
+        let invalid = |message: String| {
+            ApiError::new(Code::IdempotencyKeyInvalid, message).with_param("Idempotency-Key")
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| invalid("The Idempotency-Key header must be printable ASCII.".into()))?;
+        if text.is_empty() {
+            return Err(invalid(
+                "The Idempotency-Key header must not be empty.".into(),
+            ));
+        }
+        if text.len() > MAX_KEY_LEN {
+            return Err(invalid(format!(
+                "The Idempotency-Key header may be at most {MAX_KEY_LEN} characters long."
+            )));
+        }
+        Ok(KeyHeader(Some(text.to_owned())))
+    }
+}
+
+impl KeyHeader {
+    /// The key with the fingerprint of the request it came with.
+    pub fn with_fingerprint(self, form: &StripeForm, account: &AccountId) -> Keyed {
+        Keyed(self.0.map(|key| (key, fingerprint(form, account))))
+    }
+}
+
+/// An `Idempotency-Key` and the fingerprint of its request, or nothing.
+#[derive(Debug, Clone)]
+pub struct Keyed(Option<(String, [u8; 32])>);
+
+/// What makes two requests "the same" for an idempotency key: method, path, the account acted
+/// on and every parameter, in a canonical order (the SDKs may order them differently on retry).
+fn fingerprint(form: &StripeForm, account: &AccountId) -> [u8; 32] {
+    let mut pairs: Vec<&(String, String)> = form.form.pairs.iter().collect();
+    pairs.sort();
+    let mut hash = Sha256::new();
+    for part in [form.method.as_str(), &form.path, account.as_str()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    for (key, value) in pairs {
+        hash.update((key.len() as u64).to_be_bytes());
+        hash.update(key.as_bytes());
+        hash.update((value.len() as u64).to_be_bytes());
+        hash.update(value.as_bytes());
+    }
+    hash.finalize().into()
+}
+
+/// Associated data of a kept answer: it opens only for this credential, key and request.
+fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(96 + key.key.len());
+    aad.extend_from_slice(b"secretstore/idempotent-answer/v2\0");
+    aad.extend_from_slice(key.credential.as_bytes());
+    aad.extend_from_slice(&(key.key.len() as u32).to_be_bytes());
+    aad.extend_from_slice(key.key.as_bytes());
+    aad.extend_from_slice(fingerprint);
+    aad
+}
+
+/// A JSON answer; `replayed` marks one that comes from a kept answer.
+fn respond(status: StatusCode, body: &[u8], replayed: bool) -> Response {
+    let mut response = Response::new(Body::from(body.to_vec()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The answer of a request that ran: 200 with its JSON body, or its error.
+fn answer_of(result: Result<Zeroizing<Vec<u8>>, ApiError>) -> Result<Response, ApiError> {
+    result.map(|body| respond(StatusCode::OK, &body, false))
+}
+
+impl Idempotency {
+    pub fn new(
+        store: Arc<dyn IdempotencyStore>,
+        envelope: Arc<Envelope>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            envelope,
+            clock,
+        }
+    }
+
+    fn times(&self) -> ClaimTimes {
+        let now = self.clock.now();
+        ClaimTimes {
+            now,
+            kept_after: now - KEPT_FOR_SECS,
+            held_after: now - LEASE_SECS,
+        }
+    }
+
+    /// Runs `work` (an operation that answers 200 with a JSON body, or an error) under the
+    /// request's idempotency key, if it has one.
+    pub async fn run<W>(
+        &self,
+        principal: &Principal,
+        keyed: Keyed,
+        work: W,
+    ) -> Result<Response, ApiError>
+    where
+        W: Future<Output = Result<Zeroizing<Vec<u8>>, ApiError>> + Send + 'static,
+    {
+        let Some((text, fingerprint)) = keyed.0 else {
+            return answer_of(work.await);
+        };
+        let key = IdempotencyKey::new(principal.credential, &text);
+        match self.store.idempotency_claim(&key, self.times()).await? {
+            IdempotencyClaim::InFlight => Err(ApiError::new(
+                Code::IdempotencyKeyInUse,
+                format!(
+                    "There is currently another in-progress request using this idempotency key \
+                     ('{text}'). Retry after it completes."
+                ),
+            )),
+            IdempotencyClaim::Kept(kept) => {
+                if kept.fingerprint != fingerprint {
+                    return Err(ApiError::new(
+                        Code::IdempotencyKeyReused,
+                        format!(
+                            "Keys for idempotent requests can only be used with the same \
+                             parameters they were first used with. Try using a key other than \
+                             '{text}' if you meant to execute a different request."
+                        ),
+                    ));
+                }
+                let (status, body) = self.open(&key, &kept)?;
+                Ok(respond(status, &body, true))
+            }
+            IdempotencyClaim::Claimed => {
+                // The work runs in its own task: if the client goes away mid-request, the write
+                // and the keeping of its answer still finish, and the claim is never left
+                // dangling.
+                let this = self.clone();
+                let task = tokio::spawn(async move {
+                    let result = work.await;
+                    this.keep(&key, fingerprint, &result).await;
+                    result
+                });
+                match task.await {
+                    Ok(result) => answer_of(result),
+                    Err(err) => Err(ApiError::internal(format!(
+                        "the request's task failed: {err}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Keeps the answer of a request that ran, or releases its claim if it failed on the
+    /// server's side (5xx), so a retry can succeed.
+    async fn keep(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: [u8; 32],
+        result: &Result<Zeroizing<Vec<u8>>, ApiError>,
+    ) {
+        let (status, body) = match result {
+            Ok(body) => (StatusCode::OK, body.clone()),
+            Err(err) => (err.status(), Zeroizing::new(err.to_json())),
+        };
+        let kept = if status.is_server_error() {
+            self.store.idempotency_release(key).await
+        } else {
+            match self.seal(key, fingerprint, status, &body) {
+                Ok(answer) => self.store.idempotency_complete(key, answer).await,
+                Err(err) => Err(err),
+            }
+        };
+        if let Err(err) = kept {
+            // The request's own answer stands; only its replay is lost.
+            tracing::error!(error = %err, "keeping the idempotent answer failed");
+            let _ = self.store.idempotency_release(key).await;
+        }
+    }
+
+    fn seal(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: [u8; 32],
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<KeptAnswer, StoreError> {
+        let mut plain = Zeroizing::new(Vec::with_capacity(2 + body.len()));
+        plain.extend_from_slice(&status.as_u16().to_be_bytes());
+        plain.extend_from_slice(body);
+        let sealed = self
+            .envelope
+            .seal(&aad(key, &fingerprint), &plain)
+            .map_err(|e| StoreError::Internal(format!("sealing a kept answer failed: {e}")))?;
+        Ok(KeptAnswer {
+            fingerprint,
+            sealed,
+            created: self.clock.now(),
+        })
+    }
+
+    fn open(
+        &self,
+        key: &IdempotencyKey,
+        kept: &KeptAnswer,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), ApiError> {
+        let plain = self
+            .envelope
+            .open(&aad(key, &kept.fingerprint), &kept.sealed)
+            .map_err(|e| {
+                ApiError::internal(format!("a kept idempotent answer failed to open: {e}"))
+            })?;
+        let status = plain
+            .get(..2)
+            .and_then(|b| StatusCode::from_u16(u16::from_be_bytes([b[0], b[1]])).ok())
+            .ok_or_else(|| ApiError::internal("a kept idempotent answer has no status"))?;
+        Ok((status, Zeroizing::new(plain[2..].to_vec())))
+    }
+
+    /// Deletes kept answers past their 24 hours; the background sweep calls it.
+    pub async fn purge_stale(&self) -> Result<u64, StoreError> {
+        self.store.idempotency_purge(self.times().kept_after).await
+    }
+}

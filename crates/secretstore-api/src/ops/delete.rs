@@ -1,0 +1,36 @@
+//! `POST /v1/apps/secrets/delete`: removes the live secret with this name in the scope and
+//! answers it as it was, with `"deleted": true` (its payload only when asked). Parameters:
+//! `name`, `scope`, optionally `expand`.
+
+use secretstore_core::{Access, DeleteRequest, Namespace, RequestContext, SecretService};
+use zeroize::Zeroizing;
+
+use super::Operation;
+use crate::error::ApiError;
+use crate::params::{self, Params};
+use crate::render;
+
+#[derive(Debug)]
+pub struct Delete;
+
+impl Operation for Delete {
+    type Request = DeleteRequest;
+
+    fn parse(params: Params, namespace: &Namespace) -> Result<DeleteRequest, ApiError> {
+        let (address, reveal) = params::named(params, namespace)?;
+        Ok(DeleteRequest { address, reveal })
+    }
+
+    fn access(request: &DeleteRequest) -> Access<'_> {
+        request.access()
+    }
+
+    async fn run(
+        service: SecretService,
+        ctx: RequestContext,
+        request: DeleteRequest,
+    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let secret = service.delete(&ctx, request).await?;
+        Ok(render::deleted(&secret))
+    }
+}

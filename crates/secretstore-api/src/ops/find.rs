@@ -1,0 +1,35 @@
+//! `GET /v1/apps/secrets/find`: the live secret with this name in the scope, with its payload
+//! only when asked (`expand[]=payload`). Parameters: `name`, `scope`, optionally `expand`.
+
+use secretstore_core::{Access, FindRequest, Namespace, RequestContext, SecretService};
+use zeroize::Zeroizing;
+
+use super::Operation;
+use crate::error::ApiError;
+use crate::params::{self, Params};
+use crate::render;
+
+#[derive(Debug)]
+pub struct Find;
+
+impl Operation for Find {
+    type Request = FindRequest;
+
+    fn parse(params: Params, namespace: &Namespace) -> Result<FindRequest, ApiError> {
+        let (address, reveal) = params::named(params, namespace)?;
+        Ok(FindRequest { address, reveal })
+    }
+
+    fn access(request: &FindRequest) -> Access<'_> {
+        request.access()
+    }
+
+    async fn run(
+        service: SecretService,
+        ctx: RequestContext,
+        request: FindRequest,
+    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let secret = service.find(&ctx, request).await?;
+        Ok(render::secret(&secret))
+    }
+}

@@ -1,0 +1,68 @@
+//! The configuration of a server: every setting of `secretstore serve` in one type, with the
+//! defaults the flags have.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secretstore_api::HttpLimits;
+use secretstore_core::Limits;
+use secretstore_crypto::RootKey;
+use secretstore_sqlite::SqliteOptions;
+
+/// Where secrets are stored.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// The embedded SQLite database in this data directory (created if missing).
+    Sqlite {
+        dir: PathBuf,
+        options: SqliteOptions,
+    },
+}
+
+/// Where the root key comes from.
+#[derive(Debug, Clone)]
+pub enum RootKeySource {
+    /// A file only its owner may read.
+    File(PathBuf),
+    /// An environment variable's value (named, for messages; the value is never printed).
+    Env { variable: String, value: String },
+    /// Dev mode: this file, generated on first start.
+    DevGenerated(PathBuf),
+    /// A key already in memory (tests).
+    Key(RootKey),
+}
+
+/// Every setting of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub root_key: RootKeySource,
+    /// Dev mode: no provisioning (docs/api.md, "Dev mode").
+    pub dev: bool,
+    pub limits: Limits,
+    pub http: HttpLimits,
+    /// Requests a second per credential; `None` for no limit.
+    pub rate_limit: Option<NonZeroU32>,
+    /// Time between sweeps of expired secrets and stale kept answers.
+    pub sweep_interval: Duration,
+}
+
+impl Config {
+    /// A dev-mode server over SQLite in `dir` with the root key `root_key`, every other
+    /// setting at its default: what tests start from.
+    pub fn dev(dir: PathBuf, root_key: RootKeySource) -> Self {
+        Self {
+            storage: StorageConfig::Sqlite {
+                dir,
+                options: SqliteOptions::default(),
+            },
+            root_key,
+            dev: true,
+            limits: Limits::default(),
+            http: HttpLimits::default(),
+            rate_limit: None,
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}

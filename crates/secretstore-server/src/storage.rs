@@ -1,0 +1,44 @@
+//! Storage selection: `open_store` opens the backend a configuration names, and `Storage` hands
+//! each part of the app the one storage trait it needs (the service its secrets, the
+//! idempotency protocol its records, the readiness check the backend as a whole), so a test can
+//! wrap one trait without touching the others.
+
+use std::sync::Arc;
+
+use secretstore_core::{IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError};
+use secretstore_sqlite::SqliteStore;
+
+use crate::config::StorageConfig;
+
+/// The storage traits of one backend.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub secrets: Arc<dyn SecretStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub lifecycle: Arc<dyn Lifecycle>,
+}
+
+impl Storage {
+    pub fn of(store: Arc<dyn Store>) -> Self {
+        Self {
+            secrets: store.clone(),
+            idempotency: store.clone(),
+            meta: store.clone(),
+            lifecycle: store,
+        }
+    }
+}
+
+/// Opens the backend `config` names. Blocking work runs off the async runtime.
+pub async fn open_store(config: &StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StorageConfig::Sqlite { dir, options } => {
+            let (dir, options) = (dir.clone(), options.clone());
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
+                .await
+                .map_err(|e| StoreError::Internal(format!("opening storage panicked: {e}")))??;
+            Ok(Arc::new(store))
+        }
+    }
+}

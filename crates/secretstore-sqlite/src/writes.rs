@@ -1,0 +1,216 @@
+//! Each write as one function of the write connection. The writer runs it inside a savepoint of
+//! its batch (`writer::Job`), so a function that fails leaves nothing behind and one that
+//! succeeds is durable once the batch commits.
+
+use std::panic::AssertUnwindSafe;
+
+use rusqlite::{params, Connection};
+use secretstore_core::{
+    is_live, IdempotencyKey, KeptAnswer, PutRequest, Seal, SealedSecret, SecretAddress, SecretId,
+    StoreError, Write, Written,
+};
+
+use crate::errors::sql_failure;
+use crate::rows::{in_scope, live_at, live_secret, parse_id, ScopeColumns};
+
+/// What a put finds at its address: the row's `seq`, `id`, `created` and `expires_at`.
+type Existing = (i64, String, i64, Option<i64>);
+
+/// Create or replace; see `SecretStore::put`.
+pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, StoreError> {
+    const EXISTING: &str = concat!(
+        "SELECT seq, id, created, expires_at FROM secrets WHERE ",
+        in_scope!(),
+        " AND name = ?6"
+    );
+    const COUNT_LIVE: &str = concat!(
+        "SELECT COUNT(*) FROM secrets WHERE ",
+        in_scope!(),
+        " AND ",
+        live_at!("?6")
+    );
+    let PutRequest {
+        address,
+        new_id,
+        now,
+        expires_at,
+        max_per_scope,
+        seal,
+    } = request;
+    let cols = ScopeColumns::new(&address.namespace, &address.scope);
+    let existing = (|| -> rusqlite::Result<Option<Existing>> {
+        let mut stmt = conn.prepare_cached(EXISTING)?;
+        cols.bind(&mut stmt)?;
+        stmt.raw_bind_parameter(6, address.name.as_str())?;
+        let mut rows = stmt.raw_query();
+        rows.next()?
+            .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .transpose()
+    })()
+    .map_err(|e| sql_failure(&e))?;
+
+    if let Some((seq, id, created, old_expiry)) = existing {
+        if is_live(old_expiry, now) {
+            // Replace in place: same row, so same id, `created` and place in lists.
+            let id = parse_id(&id)?;
+            let sealed = seal_for(seal, &id)?;
+            conn.prepare_cached("UPDATE secrets SET sealed = ?1, expires_at = ?2 WHERE seq = ?3")
+                .and_then(|mut stmt| stmt.execute(params![sealed, expires_at, seq]))
+                .map_err(|e| sql_failure(&e))?;
+            return Ok(SealedSecret {
+                id,
+                address,
+                created,
+                expires_at,
+                sealed,
+            });
+        }
+        // Expired: as good as absent. The savepoint restores it if this put then fails.
+        delete_row(conn, seq)?;
+    }
+
+    let live = (|| -> rusqlite::Result<i64> {
+        let mut stmt = conn.prepare_cached(COUNT_LIVE)?;
+        cols.bind(&mut stmt)?;
+        stmt.raw_bind_parameter(6, now)?;
+        let mut rows = stmt.raw_query();
+        match rows.next()? {
+            Some(row) => row.get(0),
+            None => Ok(0),
+        }
+    })()
+    .map_err(|e| sql_failure(&e))?;
+    if live >= i64::from(max_per_scope) {
+        return Err(StoreError::ScopeFull { max: max_per_scope });
+    }
+    let sealed = seal_for(seal, &new_id)?;
+    conn.prepare_cached(
+        "INSERT INTO secrets
+             (id, app, account, livemode, scope_type, scope_user, name, created, expires_at, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            new_id.as_str(),
+            cols.app,
+            cols.account,
+            cols.livemode,
+            cols.scope_type,
+            cols.scope_user,
+            address.name.as_str(),
+            now,
+            expires_at,
+            sealed
+        ])
+    })
+    .map_err(|e| sql_failure(&e))?;
+    Ok(SealedSecret {
+        id: new_id,
+        address,
+        created: now,
+        expires_at,
+        sealed,
+    })
+}
+
+/// Calls the service's seal closure. A panic in it must not take the only writer down with it.
+fn seal_for(seal: Seal, id: &SecretId) -> Result<Vec<u8>, StoreError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| seal(id))) {
+        Ok(Ok(sealed)) => Ok(sealed),
+        Ok(Err(e)) => Err(StoreError::Seal(e)),
+        Err(_) => Err(StoreError::Internal("sealing the payload panicked".into())),
+    }
+}
+
+fn delete_row(conn: &Connection, seq: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM secrets WHERE seq = ?1")
+        .and_then(|mut stmt| stmt.execute([seq]))
+        .map_err(|e| sql_failure(&e))?;
+    Ok(())
+}
+
+/// Removes the live secret at this address; an expired one stays for the sweep.
+pub fn delete(
+    conn: &Connection,
+    address: &SecretAddress,
+    now: i64,
+) -> Result<Option<SealedSecret>, StoreError> {
+    let Some((secret, seq)) = live_secret(conn, address, now)? else {
+        return Ok(None);
+    };
+    delete_row(conn, seq)?;
+    Ok(Some(secret))
+}
+
+/// Several writes in order; the first failure fails them all (the job's savepoint undoes the
+/// ones before it).
+pub fn commit(conn: &Connection, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
+    writes
+        .into_iter()
+        .map(|write| match write {
+            Write::PutSecret(request) => put(conn, request).map(Written::PutSecret),
+            Write::DeleteSecret { address, now } => {
+                delete(conn, &address, now).map(Written::DeleteSecret)
+            }
+        })
+        .collect()
+}
+
+/// Deletes up to `limit` expired secrets; the caller repeats until less than a full step went,
+/// so one sweep never holds the writer long.
+pub fn purge_secrets(conn: &Connection, now: i64, limit: u32) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM secrets WHERE seq IN
+             (SELECT seq FROM secrets WHERE expires_at <= ?1 LIMIT ?2)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![now, limit]))
+    .map(|n| n as u64)
+    .map_err(|e| sql_failure(&e))
+}
+
+/// Deletes up to `limit` kept answers created at or before `kept_after`.
+pub fn purge_kept_answers(
+    conn: &Connection,
+    kept_after: i64,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency WHERE rowid IN
+             (SELECT rowid FROM idempotency WHERE created <= ?1 LIMIT ?2)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![kept_after, limit]))
+    .map(|n| n as u64)
+    .map_err(|e| sql_failure(&e))
+}
+
+pub fn keep_answer(
+    conn: &Connection,
+    key: &IdempotencyKey,
+    answer: &KeptAnswer,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency (credential, key, fingerprint, sealed, created)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            &key.credential.as_bytes()[..],
+            key.key,
+            &answer.fingerprint[..],
+            answer.sealed,
+            answer.created
+        ])
+    })
+    .map_err(|e| sql_failure(&e))?;
+    Ok(())
+}
+
+pub fn meta_put(conn: &Connection, name: &str, value: &[u8]) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut stmt| stmt.execute(params![name, value]))
+    .map_err(|e| sql_failure(&e))?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The rules that hold across processes (the `store` module's "Rules across processes"), with
+//! two handles on one database standing for two servers. A backend that allows only one handle
+//! per database (the embedded SQLite store locks its directory) skips these.
+
+use std::sync::Arc;
+
+use secretstore_core::{IdempotencyClaim, Scope, Store, StoreError};
+use tokio::task::JoinSet;
+
+use crate::fixtures::*;
+
+/// What one handle writes, the other reads at once: a create, a replace, a delete, a list.
+/// Neither may answer from a cache the other's write made stale.
+pub async fn two_handles_see_each_others_writes_at_once(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    let ns = home();
+    let k = address(&ns, &Scope::Account, "shared");
+    let created = put_ok(&one, &k, NOW, None, ROOMY, "v1").await;
+    assert_eq!(get_ok(&two, &k, NOW).await, Some(created.clone()));
+    // `one` has now read it too (a backend may cache what it read).
+    assert!(get_ok(&one, &k, NOW).await.is_some());
+    let replaced = put_ok(&two, &k, NOW + 1, None, ROOMY, "v2").await;
+    assert_eq!(replaced.id, created.id);
+    assert_eq!(
+        get_ok(&one, &k, NOW + 1).await,
+        Some(replaced.clone()),
+        "stale read"
+    );
+    assert_eq!(
+        ids_in(&one, &ns, &Scope::Account, NOW + 1).await,
+        vec![created.id]
+    );
+    assert_eq!(delete_ok(&one, &k, NOW + 2).await, Some(replaced));
+    assert_eq!(
+        get_ok(&two, &k, NOW + 2).await,
+        None,
+        "a deleted secret answered"
+    );
+    assert!(ids_in(&two, &ns, &Scope::Account, NOW + 2).await.is_empty());
+}
+
+/// Concurrent creates of distinct names through both handles stop at exactly the maximum.
+pub async fn two_handles_never_overshoot_the_maximum(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    let ns = home();
+    let scope = user("usr_race");
+    let mut tasks = JoinSet::new();
+    for n in 0..40 {
+        let store = Arc::clone(if n % 2 == 0 { &one } else { &two });
+        let k = address(&ns, &scope, &format!("name-{n}"));
+        tasks.spawn(async move { store.put(put_request(&k, NOW, None, 10, "x")).await });
+    }
+    let (mut stored, mut full) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            Ok(_) => stored += 1,
+            Err(StoreError::ScopeFull { max: 10 }) => full += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!((stored, full), (10, 30));
+    assert_eq!(ids_in(&one, &ns, &scope, NOW).await.len(), 10);
+    assert_eq!(ids_in(&two, &ns, &scope, NOW).await.len(), 10);
+}
+
+/// Concurrent puts of one name through both handles make one secret, never two rows.
+pub async fn two_handles_one_name_makes_one_secret(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    let ns = home();
+    let k = address(&ns, &Scope::Account, "once");
+    let mut tasks = JoinSet::new();
+    for n in 0..20 {
+        let store = Arc::clone(if n % 2 == 0 { &one } else { &two });
+        let k = k.clone();
+        tasks.spawn(async move { store.put(put_request(&k, NOW, None, ROOMY, "x")).await });
+    }
+    let mut ids = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        ids.push(joined.expect("task").expect("put").id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one secret, one id: {ids:?}");
+    assert_eq!(ids_in(&two, &ns, &Scope::Account, NOW).await, ids);
+}
+
+/// A claim through one handle is in flight through the other, and its kept answer is replayed
+/// through the other.
+pub async fn two_handles_share_idempotency_claims(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    let k = idempotency_key("sk_test_shared", "k");
+    assert_eq!(
+        one.idempotency_claim(&k, at(NOW)).await.expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        two.idempotency_claim(&k, at(NOW)).await.expect("claim"),
+        IdempotencyClaim::InFlight
+    );
+    let answer = kept_answer(7, "done", NOW);
+    one.idempotency_complete(&k, answer.clone())
+        .await
+        .expect("complete");
+    assert_eq!(
+        two.idempotency_claim(&k, at(NOW + 1)).await.expect("claim"),
+        IdempotencyClaim::Kept(answer)
+    );
+}
+
+/// A claim whose holder went away without releasing it (its process died) stays in flight
+/// until its lease is over, then is free.
+pub async fn a_claim_of_a_vanished_handle_frees_after_its_lease(
+    one: Arc<dyn Store>,
+    two: Arc<dyn Store>,
+) {
+    let k = idempotency_key("sk_test_lease", "k");
+    assert_eq!(
+        one.idempotency_claim(&k, at(NOW)).await.expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    drop(one);
+    assert_eq!(
+        two.idempotency_claim(&k, at(NOW + LEASE - 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InFlight,
+        "still within its lease"
+    );
+    assert_eq!(
+        two.idempotency_claim(&k, at(NOW + LEASE))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "the lease is over"
+    );
+    assert_eq!(
+        two.idempotency_claim(&k, at(NOW + LEASE))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InFlight,
+        "and the new claim holds"
+    );
+    two.idempotency_release(&k).await.expect("release");
+}

@@ -1,0 +1,186 @@
+//! Starting the real `secretstore` binary as an operator would: `serve --dev` on a free port
+//! over a data directory that outlives each process (restarts reuse it), with the root key in
+//! the environment. `serve_command` is the one description of that command line, shared by the
+//! end-to-end and CLI tests (through `Site`) and the crash and soak harnesses (which run it
+//! with tokio); `listening_url` reads the line every start prints first.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What `secretstore serve` prints first on standard output, before the URL.
+pub const LISTENING: &str = "secretstore listening on ";
+
+/// The URL in the first line a server printed, if it is the "listening" line.
+pub fn listening_url(line: &str) -> Option<&str> {
+    line.trim().strip_prefix(LISTENING)
+}
+
+/// `BIN serve --dev` over `data`, on a free port unless `extra` gives `--listen`, with the root
+/// key in the environment. Every environment twin the test does not set is removed, so one left
+/// set by the caller cannot quietly change what is tested.
+pub fn serve_command(bin: &Path, data: &Path, root_key: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(bin);
+    command.arg("serve").arg("--dev");
+    if !extra.contains(&"--listen") {
+        command.arg("--listen").arg("127.0.0.1:0");
+    }
+    command
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env("SECRETSTORE_ROOT_KEY", root_key);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("SECRETSTORE_") && text != "SECRETSTORE_ROOT_KEY" {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
+/// 32 random bytes from the kernel as 64 hex digits: a root key.
+pub fn random_root_key() -> String {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A data directory and a root key shared by successive server processes.
+#[derive(Debug)]
+pub struct Site {
+    pub bin: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub root_key: String,
+    starts: usize,
+}
+
+/// One server process over a site's data; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Site {
+    /// A fresh site for the binary at `bin` (`env!("CARGO_BIN_EXE_secretstore")` in the
+    /// binary's own tests).
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        Self {
+            bin: bin.into(),
+            dir: tempfile::tempdir().unwrap(),
+            root_key: random_root_key(),
+            starts: 0,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data().join(secretstore_sqlite::DATABASE_FILE)
+    }
+
+    /// The command that starts a server over this site (see `serve_command`).
+    pub fn command(&self, extra: &[&str]) -> Command {
+        serve_command(&self.bin, &self.data(), &self.root_key, extra)
+    }
+
+    /// Starts a server and waits for its "listening" line.
+    pub fn start(&mut self, extra: &[&str]) -> Server {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("server-{}.log", self.starts));
+        let mut command = self.command(extra);
+        command
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = command.spawn().expect("start the secretstore binary");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", log_text())
+            }
+        };
+        let Some(url) = listening_url(&line).map(str::to_owned) else {
+            let _ = child.kill();
+            panic!("unexpected first line {line:?}; log:\n{}", log_text())
+        };
+        Server {
+            child: Some(child),
+            url,
+            log,
+        }
+    }
+}
+
+impl Server {
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit on its own.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        signal_term(child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// SIGTERM through kill(1), which keeps the workspace free of unsafe code.
+pub fn signal_term(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {pid}");
+}
