@@ -11,7 +11,9 @@ use axum::extract::FromRequestParts;
 use base64::Engine as _;
 use http::request::Parts;
 use http::HeaderMap;
-use secretstore_core::{AccountId, AppId, CredentialId, Mode, Namespace, Permissions, Principal};
+use secretstore_core::{
+    AccountId, AppId, CredentialHint, CredentialId, Mode, Namespace, Permissions, Principal,
+};
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
@@ -47,6 +49,10 @@ const PREFIXES: [(&str, KeyKind, Mode); 4] = [
 /// Longest key accepted, prefix included.
 const MAX_KEY_LEN: usize = 255;
 
+/// A key whose text after the prefix is at least this long is shown with its last four
+/// characters; a shorter one would reveal too much of itself.
+const MASK_SHOWS_TAIL_FROM: usize = 12;
+
 impl ApiKey {
     /// The key's text after its prefix (`abc` in `sk_test_abc`).
     pub fn body(&self) -> &str {
@@ -60,6 +66,24 @@ impl ApiKey {
 
     pub fn masked(&self) -> String {
         mask_key(&self.text)
+    }
+
+    /// The key as it may be shown, without allocating: what `mask_key` prints.
+    pub fn hint(&self) -> CredentialHint {
+        let body = self.body().as_bytes();
+        let last4 = (body.len() >= MASK_SHOWS_TAIL_FROM).then(|| {
+            [
+                body[body.len() - 4],
+                body[body.len() - 3],
+                body[body.len() - 2],
+                body[body.len() - 1],
+            ]
+        });
+        let prefix = PREFIXES
+            .iter()
+            .find(|(_, kind, mode)| *kind == self.kind && *mode == self.mode)
+            .map_or("", |(prefix, _, _)| *prefix);
+        CredentialHint::new(prefix, last4)
     }
 
     fn parse(text: Zeroizing<String>) -> Result<Self, AuthError> {
@@ -95,7 +119,7 @@ pub fn mask_key(key: &str) -> String {
         Some((p, _, _)) => (*p, &printable[p.len()..]),
         None => ("", printable.as_str()),
     };
-    if rest.len() >= 12 {
+    if rest.len() >= MASK_SHOWS_TAIL_FROM {
         format!("{prefix}****{}", &rest[rest.len() - 4..])
     } else {
         format!("{prefix}****")
@@ -209,7 +233,7 @@ impl Authenticator for DevAuthenticator {
                 mode: key.mode,
             },
             credential: key.credential_id(),
-            shown: key.masked(),
+            shown: key.hint(),
             permissions,
             session_user: None,
         })
@@ -297,6 +321,15 @@ mod tests {
         assert_eq!(mask_key("bogus"), "****");
         let key = api_key_from_headers(&headers("Bearer sk_test_0123456789abcdef")).unwrap();
         assert!(!format!("{key:?}").contains("0123456789"));
+        // The allocation-free hint shows exactly what the mask shows.
+        for text in [
+            "sk_test_0123456789abcdef",
+            "rk_live_short",
+            "sk_live_0123456789ab",
+        ] {
+            let key = api_key_from_headers(&headers(&format!("Bearer {text}"))).unwrap();
+            assert_eq!(key.hint().to_string(), mask_key(text), "{text}");
+        }
     }
 
     #[tokio::test]
@@ -310,7 +343,7 @@ mod tests {
         assert_eq!(p.namespace.account.as_str(), "acct_123");
         assert_eq!(p.namespace.mode, Mode::Live);
         assert_eq!(p.credential, CredentialId::of(b"sk_live_myapp"));
-        assert!(!p.shown.contains("myapp"));
+        assert_eq!(p.shown.to_string(), key.masked());
         let own = DevAuthenticator.authenticate(&key, None).await.unwrap();
         assert_eq!(own.namespace.account.as_str(), "acct_dev_myapp");
         assert_eq!(

@@ -4,7 +4,7 @@
 //! and only as `application/x-www-form-urlencoded`; each refusal is its own documented error.
 
 use axum::extract::{FromRequest, Request};
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Uri};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, Code};
@@ -16,7 +16,8 @@ use crate::AppState;
 pub struct StripeForm {
     pub form: Form,
     pub method: Method,
-    pub path: String,
+    /// The request's URI (cheap to keep: it shares the request's buffer).
+    pub uri: Uri,
 }
 
 fn is_form_content_type(headers: &HeaderMap) -> bool {
@@ -97,7 +98,7 @@ impl FromRequest<AppState> for StripeForm {
         Ok(StripeForm {
             form,
             method: parts.method,
-            path: parts.uri.path().to_owned(),
+            uri: parts.uri,
         })
     }
 }

@@ -100,7 +100,7 @@ fn fingerprint(form: &StripeForm, account: &AccountId) -> [u8; 32] {
     let mut pairs: Vec<&(String, String)> = form.form.pairs.iter().collect();
     pairs.sort();
     let mut hash = Sha256::new();
-    for part in [form.method.as_str(), &form.path, account.as_str()] {
+    for part in [form.method.as_str(), form.uri.path(), account.as_str()] {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }

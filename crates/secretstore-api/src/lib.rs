@@ -3,7 +3,7 @@
 //! method, oversized, slow or malformed request, and panics), and `serve` runs it with bounds
 //! on what each client may hold until a shutdown, finishing in-flight requests first.
 //!
-//! A request flows one way: `middleware` (request id, log line, header limit) -> `auth::Caller`
+//! A request flows one way: `middleware` (request id, header limit, log line) -> `auth::Caller`
 //! (who, and the rate limit) -> `idempotency::KeyHeader` -> `extract::StripeForm` (parameters)
 //! -> the operation's `parse` (`params`) -> `authorize` (core) -> `idempotency` -> the
 //! service (core) -> `render`. Every error on the way is an `error::ApiError` from one table of
@@ -97,9 +97,8 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
             limits,
-            middleware::limit_headers,
+            middleware::stamp,
         ))
-        .layer(axum::middleware::from_fn(middleware::stamp))
 }
 
 async fn unrecognized(request: Request) -> Response {

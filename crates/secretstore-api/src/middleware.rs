@@ -1,8 +1,9 @@
-//! What every request and answer goes through, whatever route serves it. `stamp` gives each
-//! request a unique `Request-Id`, sets `Cache-Control: no-store` (answers may hold secrets),
-//! echoes `Stripe-Version`, and writes one log line with the request id, method, path (never the
-//! query: it may carry parameters), status, latency, error code and, for an unexpected failure,
-//! its cause (logged here and only here). `limit_headers` refuses oversized headers.
+//! What every request and answer goes through, whatever route serves it (`stamp`, one layer:
+//! each layer costs a boxed future per request). It gives each request a unique `Request-Id`,
+//! refuses oversized headers (`headers_too_large`), sets `Cache-Control: no-store` (answers may
+//! hold secrets), echoes `Stripe-Version`, and writes one log line with the request id, method,
+//! path (never the query: it may carry parameters), status, latency, error code and, for an
+//! unexpected failure, its cause (logged here and only here).
 
 use std::time::Instant;
 
@@ -23,25 +24,32 @@ pub fn new_request_id() -> RequestId {
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
     }
-    let mut id = String::with_capacity(24);
-    id.push_str("req_");
+    let mut id = [0u8; RequestId::LEN];
+    id[..4].copy_from_slice(b"req_");
     STATE.with(|state| {
-        for _ in 0..2 {
-            // splitmix64: every state is visited once per 2^64 steps, and the output mix
-            // makes consecutive ids look unrelated.
+        for half in 0..2 {
+            // splitmix64: every state is visited once per 2^64 steps, and the output mix makes
+            // consecutive ids look unrelated.
             let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
             state.set(next);
             let mut z = next;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^= z >> 31;
-            for _ in 0..10 {
-                id.push(ALPHANUMERIC[(z % 62) as usize] as char);
+            for slot in &mut id[4 + half * 10..14 + half * 10] {
+                *slot = ALPHANUMERIC[(z % 62) as usize];
                 z /= 62;
             }
         }
     });
-    RequestId(id)
+    // Every byte is ASCII by construction.
+    RequestId::new(id).unwrap_or_else(unreachable_id)
+}
+
+/// Never reached: `new_request_id` only writes `req_` and alphanumerics.
+#[cold]
+fn unreachable_id() -> RequestId {
+    RequestId::new(*b"req_00000000000000000000").expect("a fixed, valid id")
 }
 
 fn seed() -> u64 {
@@ -70,29 +78,23 @@ fn header_bytes(request: &Request) -> usize {
         .sum()
 }
 
-/// Refuses a request whose headers add up to more than the limit, before any handler runs.
-pub async fn limit_headers(
-    State(limits): State<HttpLimits>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if header_bytes(&request) > limits.max_header_bytes {
-        return ApiError::new(
+/// The refusal of a request whose headers add up to more than the limit, if it is one.
+fn headers_too_large(request: &Request, limits: &HttpLimits) -> Option<ApiError> {
+    (header_bytes(request) > limits.max_header_bytes).then(|| {
+        ApiError::new(
             Code::HeadersTooLarge,
             format!(
                 "The request's headers are larger than this server's limit of {} bytes.",
                 limits.max_header_bytes
             ),
         )
-        .into_response();
-    }
-    next.run(request).await
+    })
 }
 
-pub async fn stamp(mut request: Request, next: Next) -> Response {
+pub async fn stamp(State(limits): State<HttpLimits>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = new_request_id();
-    request.extensions_mut().insert(id.clone());
+    request.extensions_mut().insert(id);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let version = request
@@ -101,10 +103,13 @@ pub async fn stamp(mut request: Request, next: Next) -> Response {
         .filter(|v| v.len() <= MAX_VERSION_LEN && v.to_str().is_ok())
         .cloned();
 
-    let mut response = next.run(request).await;
+    let mut response = match headers_too_large(&request, &limits) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).await,
+    };
 
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&id.0) {
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         headers.insert("request-id", value);
     }
     headers.insert(
@@ -120,15 +125,15 @@ pub async fn stamp(mut request: Request, next: Next) -> Response {
     let shown_path: String = path.chars().take(200).collect();
     match response.extensions().get::<ApiError>() {
         Some(err) if status >= 500 => tracing::warn!(
-            request_id = %id.0, %method, path = %shown_path, status, latency_ms,
+            request_id = %id, %method, path = %shown_path, status, latency_ms,
             code = err.code.wire(), cause = err.cause.as_deref(), "request failed"
         ),
         Some(err) => tracing::info!(
-            request_id = %id.0, %method, path = %shown_path, status, latency_ms,
+            request_id = %id, %method, path = %shown_path, status, latency_ms,
             code = err.code.wire(), "request refused"
         ),
         None => tracing::info!(
-            request_id = %id.0, %method, path = %shown_path, status, latency_ms, "request"
+            request_id = %id, %method, path = %shown_path, status, latency_ms, "request"
         ),
     }
     response
@@ -142,7 +147,7 @@ mod tests {
     fn request_ids_have_the_shape_and_do_not_repeat() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..100_000 {
-            let id = new_request_id().0;
+            let id = new_request_id().as_str().to_owned();
             assert_eq!(id.len(), 24);
             assert!(id.starts_with("req_") && id[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
             assert!(seen.insert(id));

@@ -5,19 +5,42 @@
 
 use crate::principal::CredentialId;
 
-/// `req_` + 20 alphanumerics, made by the HTTP layer for every request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(pub String);
+/// `req_` + 20 alphanumerics, made by the HTTP layer for every request. Fixed-size and `Copy`,
+/// so handing it around costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId([u8; RequestId::LEN]);
+
+impl RequestId {
+    pub const LEN: usize = 24;
+
+    /// An id from its text; `None` unless it is `req_` and 20 ASCII alphanumerics.
+    pub fn new(bytes: [u8; Self::LEN]) -> Option<Self> {
+        (bytes.starts_with(b"req_") && bytes[4..].iter().all(u8::is_ascii_alphanumeric))
+            .then_some(Self(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (see `new`).
+        std::str::from_utf8(&self.0).unwrap_or("req_")
+    }
+}
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestId({})", self.as_str())
     }
 }
 
 /// The request a service call serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct RequestContext {
-    pub request_id: RequestId,
+    /// `None` for work no request asked for (the sweep).
+    pub request_id: Option<RequestId>,
     pub credential: CredentialId,
 }

@@ -27,7 +27,9 @@ pub use idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
 pub use keycheck::verify_root_key;
 pub use limits::Limits;
-pub use principal::{authorize, Access, CredentialId, Denied, Permission, Permissions, Principal};
+pub use principal::{
+    authorize, Access, CredentialHint, CredentialId, Denied, Permission, Permissions, Principal,
+};
 pub use secret::{
     check_length, check_text, is_live, ExpiresAt, InvalidExpiry, InvalidValue, Payload, Scope,
     SecretAddress, SecretName,

@@ -42,6 +42,42 @@ impl fmt::Debug for CredentialId {
     }
 }
 
+/// How a credential may be shown in a message or a log: its prefix and, for a credential long
+/// enough that they reveal little, its last four characters (`sk_test_****WXYZ`), as Stripe
+/// shows keys. Fixed-size: building one costs nothing, so every principal carries one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CredentialHint {
+    prefix: &'static str,
+    last4: Option<[u8; 4]>,
+}
+
+impl CredentialHint {
+    /// `last4` must be ASCII (credentials are); anything else is shown as `****` alone.
+    pub fn new(prefix: &'static str, last4: Option<[u8; 4]>) -> Self {
+        Self {
+            prefix,
+            last4: last4.filter(|tail| tail.iter().all(u8::is_ascii_graphic)),
+        }
+    }
+}
+
+impl fmt::Display for CredentialHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix)?;
+        f.write_str("****")?;
+        if let Some(tail) = &self.last4 {
+            f.write_str(std::str::from_utf8(tail).unwrap_or(""))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CredentialHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialHint({self})")
+    }
+}
+
 /// What a credential may do with secrets: read (find, list) and write (set, delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permissions {
@@ -77,8 +113,8 @@ impl Permission {
 pub struct Principal {
     pub namespace: Namespace,
     pub credential: CredentialId,
-    /// The credential as it may be shown in a message: its prefix and last four characters.
-    pub shown: String,
+    /// The credential as it may be shown in a message.
+    pub shown: CredentialHint,
     pub permissions: Permissions,
     /// A user session reaches only the account scope and this user's scope.
     pub session_user: Option<UserId>,
@@ -96,11 +132,11 @@ pub struct Access<'a> {
 pub enum Denied {
     #[error("the credential lacks the {} permission", permission.as_str())]
     Permission {
-        shown: String,
+        shown: CredentialHint,
         permission: Permission,
     },
     #[error("a user session may use only the account scope and its own user's scope")]
-    Scope { shown: String },
+    Scope { shown: CredentialHint },
 }
 
 /// The one decision whether `principal` may do `access`.
@@ -111,14 +147,14 @@ pub fn authorize(principal: &Principal, access: &Access<'_>) -> Result<(), Denie
     };
     if !allowed {
         return Err(Denied::Permission {
-            shown: principal.shown.clone(),
+            shown: principal.shown,
             permission: access.permission,
         });
     }
     if let (Some(own), Scope::User(asked)) = (&principal.session_user, access.scope) {
         if own != asked {
             return Err(Denied::Scope {
-                shown: principal.shown.clone(),
+                shown: principal.shown,
             });
         }
     }
@@ -138,7 +174,7 @@ mod tests {
                 mode: Mode::Test,
             },
             credential: CredentialId::of(b"sk_test_app"),
-            shown: "sk_test_****".into(),
+            shown: CredentialHint::new("sk_test_", Some(*b"WXYZ")),
             permissions,
             session_user: session_user.map(|u| UserId::parse(u).unwrap()),
         }
@@ -196,6 +232,22 @@ mod tests {
             scope: &user("usr_2"),
         };
         assert_eq!(authorize(&key, &access), Ok(()));
+    }
+
+    #[test]
+    fn hints_show_the_prefix_and_at_most_the_last_four() {
+        assert_eq!(
+            CredentialHint::new("sk_test_", Some(*b"WXYZ")).to_string(),
+            "sk_test_****WXYZ"
+        );
+        assert_eq!(
+            CredentialHint::new("rk_live_", None).to_string(),
+            "rk_live_****"
+        );
+        assert_eq!(
+            CredentialHint::new("sk_test_", Some([0xff, b'a', b'b', b'c'])).to_string(),
+            "sk_test_****"
+        );
     }
 
     #[test]

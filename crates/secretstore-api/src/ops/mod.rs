@@ -66,7 +66,7 @@ pub async fn handle<O: Operation>(
     let request = O::parse(Params::new(form.form.root), &principal.namespace)?;
     authorize(&principal, &O::access(&request))?;
     let ctx = RequestContext {
-        request_id: request_id.map_or_else(|| RequestId(String::new()), |Extension(id)| id),
+        request_id: request_id.map(|Extension(id)| id),
         credential: principal.credential,
     };
     let work = O::run(state.service.clone(), ctx, request);
