@@ -1,5 +1,5 @@
 //! The oracles the fuzz targets share: what a decoded form must look like (the decoder's own
-//! bounds), and what the contract (CONTRACT §3 and §4, docs/errors.md) says any answer of request
+//! bounds), and what the contract (docs/api.md §3 and §4, docs/errors.md) says any answer of request
 //! validation must look like. Every check panics on a violation, which libFuzzer reports as a
 //! crash with the input that caused it.
 //!
@@ -314,7 +314,7 @@ pub fn check_error_json(body: &[u8]) {
     }
 }
 
-/// The parameters each operation defines (CONTRACT §2).
+/// The parameters each operation defines (docs/api.md §2).
 fn allowed(op: Operation) -> &'static [&'static str] {
     match op {
         Operation::Set => &["name", "payload", "scope", "expires_at", "expand"],

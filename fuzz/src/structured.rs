@@ -5,7 +5,7 @@
 //! Two kinds of input:
 //! - `Shape::Valid`: a request the contract accepts, with one optional defect of a known kind.
 //!   With no defect it must be accepted and hold exactly the values sent; with a defect it must
-//!   be refused with the contract's code and param (CONTRACT §3, docs/errors.md).
+//!   be refused with the contract's code and param (docs/api.md §3, docs/errors.md).
 //! - `Shape::Pairs`: arbitrary pairs of plausible keys and values in every wire form; only the
 //!   general invariants apply (no panic, accepted requests faithful, refusals well formed).
 //!

@@ -4,7 +4,7 @@ What this adds to schemathesis's own checks, and why:
 
 1. Wire form of arrays. Stripe's spec declares `expand` (an array) with `style: deepObject`,
    which OpenAPI defines for objects only; schemathesis therefore sends `expand=a&expand=b`,
-   a form no Stripe client uses and CONTRACT §3 does not define (the server refuses a parameter
+   a form no Stripe client uses and docs/api.md §3 does not define (the server refuses a parameter
    given twice with different values). The SDKs send `expand[0]=a`, curl sends `expand[]=a`:
    `_stripe_arrays` rewrites every list parameter to one of those two forms (alternating, so
    both are exercised) just before the request is sent, for query strings and form bodies alike.
@@ -13,15 +13,15 @@ What this adds to schemathesis's own checks, and why:
 2. Custom checks, run on every response:
    - `stripe_error_shape`: every non-2xx answer is JSON `{"error":{"type":...,"message":...}}`,
      `type` in the spec's enum, `message` a non-empty string, `code`/`param` non-empty strings
-     when present, within the spec's lengths (CONTRACT §4), with `Request-Id: req_...` and
-     `Cache-Control: no-store` (CONTRACT §5).
+     when present, within the spec's lengths (docs/api.md §4), with `Request-Id: req_...` and
+     `Cache-Control: no-store` (docs/api.md §5).
    - `contract_valid_accepted`: replaces schemathesis's `positive_data_acceptance`, which judges
-     validity by the spec alone. The spec is looser than Stripe's server and CONTRACT §3 (it
+     validity by the spec alone. The spec is looser than Stripe's server and docs/api.md §3 (it
      allows an empty `name`, `expires_at=0`, `limit=0`, `scope[user]` with an account scope, any
      `expand` item, both cursors together). This check decides validity from the request that
      was actually sent, by the contract's rules, and requires a 2xx for a valid one (or the
      404 `resource_missing` a find/delete of a missing secret, or an unknown cursor, earns).
-   - `secret_object_rules`: a 2xx body follows CONTRACT §1 beyond the spec's schema: `id` is
+   - `secret_object_rules`: a 2xx body follows docs/api.md §1 beyond the spec's schema: `id` is
      `appsecret_` + 30 alphanumerics, `expires_at` always present, `payload` only when expanded,
      `deleted: true` only on delete, `livemode` false for a test key, list `url` exact.
 
@@ -182,7 +182,7 @@ def _adjust_spec(raw_schema: dict[str, Any]) -> None:
       on the server.
     - The GET operations' request bodies are dropped. Stripe's spec gives each GET an empty
       form body (`properties: {}`, `additionalProperties: false`); a GET's parameters are in its
-      query string (CONTRACT §3) and the server, like Stripe, does not read a GET's body, so a
+      query string (docs/api.md §3) and the server, like Stripe, does not read a GET's body, so a
       "schema-violating" GET body is not something the server could reject.
     """
     paths = raw_schema.get("paths", {})
@@ -258,7 +258,7 @@ def _write_count() -> None:
 atexit.register(_write_count)
 
 # ---------------------------------------------------------------------------------------------
-# The request as sent, decoded the way CONTRACT §3 reads it
+# The request as sent, decoded the way docs/api.md §3 reads it
 
 
 def _sent_params(response: Any) -> tuple[str, str, list[tuple[str, str]]]:
@@ -291,7 +291,7 @@ class _Invalid(Exception):
 
 
 def _contract_valid(method: str, path: str, pairs: list[tuple[str, str]]) -> bool:
-    """Whether CONTRACT §2/§3 accepts these parameters (a conservative reading: anything this
+    """Whether docs/api.md §2 and §3 accepts these parameters (a conservative reading: anything this
     does not recognise counts as invalid, so the check never demands acceptance wrongly)."""
     try:
         _judge(method, path, pairs)
@@ -448,7 +448,7 @@ def stripe_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
 
 @schemathesis.check
 def contract_valid_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
-    """A request CONTRACT §3 accepts gets a 2xx (or the 404 a missing secret or cursor earns)."""
+    """A request docs/api.md §3 accepts gets a 2xx (or the 404 a missing secret or cursor earns)."""
     method, path, pairs = _sent_params(response)
     auth = response.request.headers.get("Authorization", "")
     if not auth.startswith("Bearer sk_test_") or not _contract_valid(method, path, pairs):
@@ -471,7 +471,7 @@ def contract_valid_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
 
 @schemathesis.check
 def secret_object_rules(ctx: Any, response: Any, case: Any) -> bool | None:
-    """A 2xx body follows CONTRACT §1 (the parts the spec's schema does not say)."""
+    """A 2xx body follows docs/api.md §1 (the parts the spec's schema does not say)."""
     if not 200 <= response.status_code < 300:
         return None
     method, path, pairs = _sent_params(response)

@@ -477,6 +477,52 @@ mod tests {
         assert!(err.message.len() < 300);
     }
 
+    /// `(status, type, code or "—", says Stripe-Should-Retry)` of every row of the table in
+    /// docs/errors.md.
+    fn documented_rows() -> Vec<(u16, String, String, bool)> {
+        const DOC: &str = include_str!("../../../docs/errors.md");
+        DOC.lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
+                let status = cells.first()?.parse::<u16>().ok()?;
+                Some((
+                    status,
+                    cells.get(1)?.to_string(),
+                    cells.get(2)?.trim_matches('`').to_string(),
+                    cells.get(3)?.contains("`Stripe-Should-Retry: true`"),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_errors_md_documents_exactly_the_table() {
+        let mut documented = documented_rows();
+        let mut table: Vec<(u16, String, String, bool)> = Code::ALL
+            .iter()
+            .map(|code| {
+                (
+                    code.status().as_u16(),
+                    code.kind().as_str().to_owned(),
+                    code.wire().unwrap_or("—").to_owned(),
+                    code.should_retry() == Some(true),
+                )
+            })
+            .collect();
+        documented.sort();
+        table.sort();
+        assert_eq!(
+            documented, table,
+            "docs/errors.md and error_codes! disagree (status, type, code, Stripe-Should-Retry)"
+        );
+        assert!(Code::ALL.iter().all(|c| c.should_retry() != Some(false)));
+    }
+
     #[test]
     fn wire_codes_are_unique() {
         let mut codes: Vec<_> = Code::ALL.iter().filter_map(|c| c.wire()).collect();

@@ -1,4 +1,4 @@
-//! The objects the API answers with: the `apps.secret` object of CONTRACT §1 ([`Secret`]), its
+//! The objects the API answers with: the `apps.secret` object of docs/api.md §1 ([`Secret`]), its
 //! [`Scope`], a page of a list ([`Page`]), and the payload as a type of its own
 //! ([`SecretPayload`]) so that it is wiped from memory when dropped and never shows up in a
 //! `Debug` print or a log line by accident.
@@ -170,7 +170,7 @@ impl<'de> Deserialize<'de> for SecretPayload {
     }
 }
 
-/// An `apps.secret` object (CONTRACT §1).
+/// An `apps.secret` object (docs/api.md §1).
 ///
 /// It serializes back to Stripe's JSON shape, **payload included when present**: a secret
 /// fetched without `expand` has none, so only code that asked for the payload can write it out.

@@ -153,7 +153,7 @@ export function keysOf(obj) {
   return Object.keys(obj).sort();
 }
 
-/** Checks an `apps.secret` answer against CONTRACT §1. */
+/** Checks an `apps.secret` answer against docs/api.md §1. */
 export function assertSecretShape(obj, { name, scope, livemode, withPayload = false }) {
   const expected = withPayload ? [...SECRET_KEYS, 'payload'].sort() : SECRET_KEYS;
   assert.deepEqual(keysOf(obj), expected);

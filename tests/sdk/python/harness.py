@@ -211,7 +211,7 @@ class Server:
 
 
 def assert_secret_shape(obj: dict, *, name: str, scope: dict, livemode: bool, with_payload: bool = False):
-    """Checks a raw JSON `apps.secret` against CONTRACT §1."""
+    """Checks a raw JSON `apps.secret` against docs/api.md §1."""
     expected_keys = set(SECRET_KEYS)
     if with_payload:
         expected_keys.add("payload")

@@ -1,4 +1,4 @@
-//! Every row of CONTRACT §4 this server can reach, answered in the contract's JSON.
+//! Every row of docs/api.md §4 this server can reach, answered in the contract's JSON.
 
 use axum::body::Body;
 use http::{Method, Request};

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` as CONTRACT §5 says: replayed with `Idempotent-Replayed: true` for the same
+//! `Idempotency-Key` as docs/api.md §5 says: replayed with `Idempotent-Replayed: true` for the same
 //! parameters, refused for other parameters, 409 while the first request still runs, per
 //! credential, and the kept answer sealed at rest.
 

@@ -1,6 +1,6 @@
 //! A property test: random sequences of set, find, delete, list and the passing of time, sent to
 //! the real router over real storage, must get the same answers as the same sequence applied to
-//! a plain in-memory model of CONTRACT §2 and §7.
+//! a plain in-memory model of docs/api.md §2 and §7.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! The four operations answering as CONTRACT §1-2 and §5 say.
+//! The four operations answering as docs/api.md §1-2 and §5 say.
 
 use axum::body::Body;
 use base64::Engine as _;

@@ -1,0 +1,206 @@
+//! `SecretService` on its own, over the in-memory store: what it seals and opens, what it
+//! decides against the clock, and the root key check. (The HTTP and SQLite layers are tested
+//! above and below it; these need neither.)
+
+// Tests fail loudly: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secretstore_core::{
+    verify_root_key, AccountId, AppId, CoreError, CredentialId, DeleteRequest, FindRequest,
+    InvalidExpiry, KeyCheckError, Limits, ListQuery, ListRequest, ManualClock, Mode, Namespace,
+    Payload, PutRequest, RequestContext, Scope, SealedSecret, SecretAddress, SecretName,
+    SecretService, SecretStore, SetRequest, StoreError, StoredList,
+};
+use secretstore_crypto::{Envelope, RootKey};
+use secretstore_testkit::MemoryStore;
+
+const NOW: i64 = 1_700_000_000;
+
+fn address(name: &str) -> SecretAddress {
+    SecretAddress {
+        namespace: Namespace {
+            app: AppId::parse("app").unwrap(),
+            account: AccountId::parse("acct_1").unwrap(),
+            mode: Mode::Test,
+        },
+        scope: Scope::Account,
+        name: SecretName::parse(name).unwrap(),
+    }
+}
+
+fn ctx() -> RequestContext {
+    RequestContext {
+        request_id: None,
+        credential: CredentialId::of(b"sk_test_app"),
+    }
+}
+
+fn service(secrets: Arc<dyn SecretStore>) -> (SecretService, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let envelope = Arc::new(Envelope::new(&RootKey::generate().unwrap()));
+    let service = SecretService::new(secrets, envelope, clock.clone(), Limits::default());
+    (service, clock)
+}
+
+fn set(name: &str, payload: &str, expires_at: Option<i64>, reveal: bool) -> SetRequest {
+    SetRequest {
+        address: address(name),
+        payload: Payload::parse(payload).unwrap(),
+        expires_at,
+        reveal,
+    }
+}
+
+#[tokio::test]
+async fn the_payload_is_sealed_and_opened_only_when_asked() {
+    let store = Arc::new(MemoryStore::new());
+    let (service, _) = service(store.clone());
+    let created = service
+        .set(&ctx(), set("k", "s3cr3t", None, false))
+        .await
+        .unwrap();
+    assert!(created.payload.is_none(), "not revealed unless asked");
+    let stored = store.get(&address("k"), NOW).await.unwrap().unwrap();
+    assert!(
+        !stored.sealed.windows(6).any(|w| w == b"s3cr3t"),
+        "storage holds the plaintext"
+    );
+    let plain = FindRequest {
+        address: address("k"),
+        reveal: false,
+    };
+    assert!(service.find(&ctx(), plain).await.unwrap().payload.is_none());
+    let revealed = FindRequest {
+        address: address("k"),
+        reveal: true,
+    };
+    let found = service.find(&ctx(), revealed).await.unwrap();
+    assert_eq!(found.payload.unwrap().expose(), "s3cr3t");
+    assert_eq!(found.id, created.id);
+}
+
+#[tokio::test]
+async fn a_replace_keeps_id_and_created_and_an_expiry_is_checked_against_the_clock() {
+    let (service, clock) = service(Arc::new(MemoryStore::new()));
+    let first = service
+        .set(&ctx(), set("k", "one", None, false))
+        .await
+        .unwrap();
+    clock.advance(5);
+    let second = service
+        .set(&ctx(), set("k", "two", Some(NOW + 100), true))
+        .await
+        .unwrap();
+    assert_eq!((second.id, second.created), (first.id, NOW));
+    assert_eq!(second.payload.unwrap().expose(), "two");
+    for (at, why) in [
+        (NOW + 5, InvalidExpiry::NotInFuture),
+        (NOW + 5 + 3_155_760_001, InvalidExpiry::TooFar),
+    ] {
+        match service.set(&ctx(), set("k", "x", Some(at), false)).await {
+            Err(CoreError::InvalidExpiry(got)) => assert_eq!(got, why),
+            other => panic!("expected {why:?}, got {other:?}"),
+        }
+    }
+    clock.advance(100);
+    let gone = DeleteRequest {
+        address: address("k"),
+        reveal: false,
+    };
+    assert!(matches!(
+        service.delete(&ctx(), gone).await,
+        Err(CoreError::NotFound { .. })
+    ));
+}
+
+/// A store that answers every read of `victim` with the sealed bytes of `attacker`, as an
+/// attacker who can write the database would arrange.
+#[derive(Debug)]
+struct Swapped {
+    inner: Arc<MemoryStore>,
+}
+
+#[async_trait]
+impl SecretStore for Swapped {
+    async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
+        self.inner.put(request).await
+    }
+    async fn get(
+        &self,
+        address_: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let found = self.inner.get(address_, now).await?;
+        let other = self.inner.get(&address("attacker"), now).await?;
+        Ok(match (found, other) {
+            (Some(mut victim), Some(attacker)) if address_.name.as_str() == "victim" => {
+                victim.sealed = attacker.sealed;
+                Some(victim)
+            }
+            (found, _) => found,
+        })
+    }
+    async fn delete(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        self.inner.delete(address, now).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.purge_expired(now).await
+    }
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_secret_does_not_open() {
+    let (service, _) = service(Arc::new(Swapped {
+        inner: Arc::new(MemoryStore::new()),
+    }));
+    service
+        .set(&ctx(), set("victim", "victim-payload", None, false))
+        .await
+        .unwrap();
+    service
+        .set(&ctx(), set("attacker", "attacker-payload", None, false))
+        .await
+        .unwrap();
+    let find = FindRequest {
+        address: address("victim"),
+        reveal: true,
+    };
+    match service.find(&ctx(), find).await {
+        Err(CoreError::Unsealable { .. }) => {}
+        other => panic!("expected Unsealable, got {other:?}"),
+    }
+    let list = ListRequest {
+        namespace: address("x").namespace,
+        scope: Scope::Account,
+        limit: 10,
+        cursor: None,
+        reveal: true,
+    };
+    // The list reads through `list`, which is not swapped: both open.
+    assert_eq!(service.list(&ctx(), list).await.unwrap().items.len(), 2);
+}
+
+#[tokio::test]
+async fn the_root_key_check_is_recorded_once_and_refuses_another_key() {
+    let store = MemoryStore::new();
+    let key = Envelope::new(&RootKey::generate().unwrap());
+    verify_root_key(&store, &key).await.unwrap();
+    verify_root_key(&store, &key).await.unwrap();
+    let other = Envelope::new(&RootKey::generate().unwrap());
+    match verify_root_key(&store, &other).await {
+        Err(KeyCheckError::WrongRootKey { given }) => {
+            assert_eq!(given, other.key_id().to_string())
+        }
+        other => panic!("expected WrongRootKey, got {other:?}"),
+    }
+}
