@@ -208,14 +208,9 @@ pub fn parse_expand(items: Vec<String>, fields: Expandable) -> Result<bool, ApiE
     Ok(reveal)
 }
 
-/// The address of the secret a request names (its `name` is required).
-pub fn address(
-    namespace: &Namespace,
-    scope: Scope,
-    name: Option<String>,
-) -> Result<SecretAddress, ApiError> {
-    let name = required(name, "name")?;
-    let name = SecretName::parse(&name).map_err(|p| ApiError::invalid_value("name", p))?;
+/// The address of the secret a request names.
+pub fn address(namespace: &Namespace, scope: Scope, name: &str) -> Result<SecretAddress, ApiError> {
+    let name = SecretName::parse(name).map_err(|p| ApiError::invalid_value("name", p))?;
     Ok(SecretAddress {
         namespace: namespace.clone(),
         scope,
@@ -231,7 +226,7 @@ pub fn named(mut params: Params, namespace: &Namespace) -> Result<(SecretAddress
     let name = params.text("name")?;
     params.finish()?;
     let name = required(name, "name")?;
-    let address = address(namespace, parse_scope(scope)?, Some(name))?;
+    let address = address(namespace, parse_scope(scope)?, &name)?;
     let reveal = parse_expand(expand, SECRET_FIELDS)?;
     Ok((address, reveal))
 }

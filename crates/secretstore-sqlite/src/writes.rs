@@ -157,7 +157,8 @@ pub fn commit(conn: &Connection, writes: Vec<Write>) -> Result<Vec<Written>, Sto
 }
 
 /// Deletes up to `limit` expired secrets; the caller repeats until less than a full step went,
-/// so one sweep never holds the writer long.
+/// so one sweep never holds the writer long. `expires_at <= now` is the complement of
+/// `live_at!` written so that the partial index on `expires_at` serves it.
 pub fn purge_secrets(conn: &Connection, now: i64, limit: u32) -> Result<u64, StoreError> {
     conn.prepare_cached(
         "DELETE FROM secrets WHERE seq IN

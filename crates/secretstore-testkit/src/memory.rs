@@ -209,7 +209,7 @@ impl SecretStore for MemoryStore {
         let before = data.secrets.rows.len();
         data.secrets
             .rows
-            .retain(|_, row| row.secret.expires_at.is_none_or(|at| at > now));
+            .retain(|_, row| is_live(row.secret.expires_at, now));
         Ok((before - data.secrets.rows.len()) as u64)
     }
 }

@@ -26,7 +26,7 @@ impl Operation for Set {
         let name = params::required(name, "name")?;
         let payload = params::required(payload, "payload")?;
         let scope = params::parse_scope(scope)?;
-        let address = params::address(namespace, scope, Some(name))?;
+        let address = params::address(namespace, scope, &name)?;
         let payload =
             Payload::parse(&payload).map_err(|p| ApiError::invalid_value("payload", p))?;
         let expires_at = params::optional(expires_at)
