@@ -94,8 +94,13 @@ error_codes! {
     ScopeFull => BAD_REQUEST, InvalidRequestError, Some("scope_full"), retry None;
     IdempotencyKeyInvalid => BAD_REQUEST, InvalidRequestError, Some("idempotency_key_invalid"), retry None;
     IdempotencyKeyReused => BAD_REQUEST, IdempotencyError, Some("idempotency_key_reused"), retry None;
+    AlreadyExists => BAD_REQUEST, InvalidRequestError, Some("resource_already_exists"), retry None;
+    ReferenceMissing => BAD_REQUEST, InvalidRequestError, Some("reference_missing"), retry None;
+    ConfirmationRequired => BAD_REQUEST, InvalidRequestError, Some("confirmation_required"), retry None;
     Unauthenticated => UNAUTHORIZED, InvalidRequestError, None, retry None;
     AccountInvalid => FORBIDDEN, InvalidRequestError, Some("account_invalid"), retry None;
+    AccountAccessDenied => FORBIDDEN, InvalidRequestError, Some("account_access_denied"), retry None;
+    AdminTokenInvalid => FORBIDDEN, InvalidRequestError, Some("admin_token_invalid"), retry None;
     PermissionDenied => FORBIDDEN, InvalidRequestError, Some("permission_denied"), retry None;
     ScopeAccessDenied => FORBIDDEN, InvalidRequestError, Some("scope_access_denied"), retry None;
     ResourceMissing => NOT_FOUND, InvalidRequestError, Some("resource_missing"), retry None;
@@ -423,6 +428,14 @@ impl From<StoreError> for ApiError {
                 };
                 Self::not_found(param, &id)
             }
+            StoreError::AlreadyExists(what) => Self::new(
+                Code::AlreadyExists,
+                format!("The {what} exists already; choose another id, or leave the id out."),
+            ),
+            StoreError::Missing(what) => Self::new(
+                Code::ReferenceMissing,
+                format!("The {what} does not exist; create it first."),
+            ),
             StoreError::Unavailable(why) => Self::unavailable(why),
             other @ (StoreError::Seal(_) | StoreError::Internal(_)) => Self::internal(other),
         }

@@ -38,6 +38,12 @@ pub enum StoreError {
     /// Sealing the payload failed inside the write; nothing was stored.
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// The object to create exists already (named, as in "account acct_1").
+    #[error("{0} exists already")]
+    AlreadyExists(String),
+    /// An object the write refers to does not exist (named, as in "account acct_1").
+    #[error("{0} does not exist")]
+    Missing(String),
     /// Storage cannot take writes (or any request) right now: disk full, read-only, shutting
     /// down. Retrying later may succeed, and nothing stored was harmed.
     #[error("storage is unavailable: {0}")]

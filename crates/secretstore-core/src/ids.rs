@@ -29,7 +29,7 @@ impl Mode {
 
 /// Identifiers of apps and accounts are short ASCII tokens; anything else is refused before it
 /// can reach storage or a log line.
-fn check_token(value: &str, max: usize) -> Result<(), InvalidValue> {
+fn check_token(value: &str, max: usize, extra: &[u8]) -> Result<(), InvalidValue> {
     if value.is_empty() {
         return Err(InvalidValue::Empty);
     }
@@ -38,23 +38,55 @@ fn check_token(value: &str, max: usize) -> Result<(), InvalidValue> {
     }
     if !value
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
     {
         return Err(InvalidValue::Malformed);
     }
     Ok(())
 }
 
-/// The app a credential belongs to. In dev mode, the text after the key's mode prefix.
+/// `prefix` followed by `len` random alphanumerics from the OS random source. Rejection
+/// sampling keeps every character uniformly likely, so ids reveal nothing about order or count.
+pub fn random_id(prefix: &str, len: usize) -> String {
+    let mut id = String::with_capacity(prefix.len() + len);
+    id.push_str(prefix);
+    let mut buf = [0u8; 64];
+    while id.len() < prefix.len() + len {
+        // The OS random source failing is unrecoverable for a secret store.
+        getrandom::getrandom(&mut buf).expect("the operating system's random source failed");
+        for &b in &buf {
+            if b < 248 && id.len() < prefix.len() + len {
+                id.push(ALPHANUMERIC[(b % 62) as usize] as char);
+            }
+        }
+    }
+    id
+}
+
+/// An id a platform chose for an object it creates: `prefix` and 1 to 64 of `[A-Za-z0-9_]`.
+pub fn check_chosen(value: &str, prefix: &str) -> Result<(), InvalidValue> {
+    let rest = value.strip_prefix(prefix).ok_or(InvalidValue::Malformed)?;
+    check_token(rest, 64, b"")
+}
+
+/// The app a credential belongs to: letters, digits, `_`, `.` and `-` (Stripe's app ids look
+/// like `com.example.app`). In dev mode, the text after the key's mode prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppId(String);
 
 impl AppId {
     pub const MAX_LEN: usize = 200;
+    /// Longest id a platform may choose for an app it provisions.
+    pub const MAX_CHOSEN_LEN: usize = 128;
 
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        check_token(value, Self::MAX_LEN)?;
+        check_token(value, Self::MAX_LEN, b".-")?;
         Ok(Self(value.to_owned()))
+    }
+
+    /// A fresh id, `app_` + 16 random alphanumerics.
+    pub fn generate() -> Self {
+        Self(random_id("app_", 16))
     }
 
     pub fn as_str(&self) -> &str {
@@ -77,7 +109,7 @@ impl AccountId {
     pub const MAX_LEN: usize = 255;
 
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        check_token(value, Self::MAX_LEN)?;
+        check_token(value, Self::MAX_LEN, b"")?;
         match value.strip_prefix(Self::PREFIX) {
             Some(rest) if !rest.is_empty() => Ok(Self(value.to_owned())),
             _ => Err(InvalidValue::Malformed),
@@ -86,6 +118,11 @@ impl AccountId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A fresh id, `acct_` + 16 random alphanumerics.
+    pub fn generate() -> Self {
+        Self(random_id(Self::PREFIX, 16))
     }
 }
 
@@ -109,6 +146,19 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub const PREFIX: &'static str = "usr_";
+
+    /// A fresh id for a provisioned user, `usr_` + 16 random alphanumerics.
+    pub fn generate() -> Self {
+        Self(random_id(Self::PREFIX, 16))
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The unit of isolation: one app's secrets on one account in one mode.
@@ -131,21 +181,9 @@ impl SecretId {
     pub const PREFIX: &'static str = "appsecret_";
     pub const RANDOM_LEN: usize = 30;
 
-    /// A fresh id. Rejection sampling keeps every character uniformly likely.
+    /// A fresh id.
     pub fn generate() -> Self {
-        let mut id = String::with_capacity(Self::PREFIX.len() + Self::RANDOM_LEN);
-        id.push_str(Self::PREFIX);
-        let mut buf = [0u8; 64];
-        while id.len() < Self::PREFIX.len() + Self::RANDOM_LEN {
-            // The OS random source failing is unrecoverable for a secret store.
-            getrandom::getrandom(&mut buf).expect("the operating system's random source failed");
-            for &b in &buf {
-                if b < 248 && id.len() < Self::PREFIX.len() + Self::RANDOM_LEN {
-                    id.push(ALPHANUMERIC[(b % 62) as usize] as char);
-                }
-            }
-        }
-        Self(id)
+        Self(random_id(Self::PREFIX, Self::RANDOM_LEN))
     }
 
     /// Accepts only the exact shape this server issues; used for ids read back from storage
@@ -212,8 +250,10 @@ mod tests {
     #[test]
     fn app_ids_are_short_ascii_tokens() {
         assert!(AppId::parse("abc_123").is_ok());
+        assert!(AppId::parse("com.example-app").is_ok());
         assert!(AppId::parse("").is_err());
-        assert!(AppId::parse("a-b").is_err());
+        assert!(AppId::parse("a b").is_err());
+        assert!(AppId::parse("a/b").is_err());
         assert!(AppId::parse(&"a".repeat(201)).is_err());
     }
 }

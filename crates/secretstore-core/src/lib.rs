@@ -19,6 +19,7 @@ pub mod principal;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod tenancy;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
@@ -38,6 +39,11 @@ pub use service::{
     DeleteRequest, FindRequest, ListPage, ListRequest, Secret, SecretService, SetRequest,
 };
 pub use store::{
-    AtomicWrites, IdempotencyStore, Lifecycle, ListCursor, ListQuery, MetaStore, PutRequest, Seal,
-    SealedSecret, SecretStore, Store, StoredList, Write, Written,
+    AtomicWrites, Directory, IdempotencyStore, InstallationFilter, Lifecycle, ListCursor,
+    ListQuery, MetaStore, PutRequest, Seal, SealedSecret, SecretStore, Store, StoredList, Write,
+    Written,
+};
+pub use tenancy::{
+    Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,
+    KeyType, Listed, Removed, SessionId, User, UserSession,
 };

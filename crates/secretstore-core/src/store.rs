@@ -1,6 +1,6 @@
 //! The narrow interfaces a storage backend implements, and the records that cross them: one
-//! trait per kind of record (`SecretStore`, `IdempotencyStore`, `MetaStore`; later the tenant
-//! directory, the audit log and namespace keys), `AtomicWrites` to commit writes of several
+//! trait per kind of record (`SecretStore`, `IdempotencyStore`, `MetaStore`, `Directory` of
+//! tenants; later the audit log and namespace keys), `AtomicWrites` to commit writes of several
 //! records as one transaction, and `Lifecycle`. A backend implements them all, which makes it a
 //! `Store`; each trait has its own module of the conformance suite, which is the executable form
 //! of the documentation below.
@@ -29,8 +29,14 @@ use async_trait::async_trait;
 
 use crate::error::{CursorKind, SealError, StoreError};
 use crate::idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
+use crate::ids::{AccountId, AppId, UserId};
 use crate::ids::{Namespace, SecretId};
+use crate::principal::CredentialId;
 use crate::secret::{Scope, SecretAddress};
+use crate::tenancy::{
+    Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,
+    Listed, Removed, SessionId, User, UserSession,
+};
 
 /// A secret as stored: metadata in the clear, payload sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +195,95 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError>;
 }
 
+/// Which installations a listing wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallationFilter {
+    pub app: Option<AppId>,
+    pub account: Option<AccountId>,
+}
+
+/// The tenants of production mode (`tenancy`): who may hold secrets, and the credentials that
+/// reach them. Listings are newest first and page with `starting_after` (an id of the listing).
+/// A create of an id that exists fails with `StoreError::AlreadyExists` and changes nothing;
+/// one that refers to an object that does not exist (an app's owner, an installation's app or
+/// account, a user's account, a key's app, a session's installation or user) fails with
+/// `StoreError::Missing`. A removal takes what the object owns with it, in one transaction, and
+/// answers how much went (`None`: there was no such object, and nothing changed):
+///
+/// - an installation: that app's secrets in that account (both modes) and its user sessions
+///   there (an app's owner is not an installation that can be removed);
+/// - a user: every secret in that user's scope on the account (every app, both modes) and the
+///   user's sessions;
+/// - an app: its keys, installations, sessions and secrets everywhere;
+/// - an account: its users, its installations, the apps it owns (as above) and every secret of
+///   any app on the account.
+///
+/// Through any handle, a revoked key, a removed object and an expired roll are seen at once by
+/// the next request (see the crate's rules across processes for other handles).
+#[async_trait]
+pub trait Directory: Send + Sync + std::fmt::Debug + 'static {
+    async fn create_account(&self, account: Account) -> Result<(), StoreError>;
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+    async fn accounts(&self, page: &DirectoryPage) -> Result<Listed<Account>, StoreError>;
+    async fn remove_account(&self, id: &AccountId) -> Result<Option<Removed>, StoreError>;
+
+    async fn create_app(&self, app: App) -> Result<(), StoreError>;
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError>;
+    async fn apps(&self, page: &DirectoryPage) -> Result<Listed<App>, StoreError>;
+    async fn remove_app(&self, id: &AppId) -> Result<Option<Removed>, StoreError>;
+
+    /// An app may be installed once on an account (its owner has it already).
+    async fn create_installation(&self, installation: Installation) -> Result<(), StoreError>;
+    async fn installation(&self, id: &InstallationId) -> Result<Option<Installation>, StoreError>;
+    async fn installations(
+        &self,
+        filter: &InstallationFilter,
+        page: &DirectoryPage,
+    ) -> Result<Listed<Installation>, StoreError>;
+    async fn remove_installation(&self, id: &InstallationId)
+        -> Result<Option<Removed>, StoreError>;
+    /// Whether `account` installed `app` or owns it.
+    async fn installed(&self, app: &AppId, account: &AccountId) -> Result<bool, StoreError>;
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError>;
+    async fn user(&self, account: &AccountId, id: &UserId) -> Result<Option<User>, StoreError>;
+    async fn users(
+        &self,
+        account: &AccountId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<User>, StoreError>;
+    async fn remove_user(
+        &self,
+        account: &AccountId,
+        id: &UserId,
+    ) -> Result<Option<Removed>, StoreError>;
+
+    async fn create_key(&self, key: ApiKeyRecord) -> Result<(), StoreError>;
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn keys(
+        &self,
+        app: &AppId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<ApiKeyRecord>, StoreError>;
+    /// Adds `new` and sets the key's `expires_at` (unless it already ends sooner), in one
+    /// transaction; answers the key as it now is.
+    async fn roll_key(
+        &self,
+        id: &ApiKeyId,
+        expires_at: i64,
+        new: ApiKeyRecord,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn revoke_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    async fn create_session(&self, session: UserSession) -> Result<(), StoreError>;
+    async fn session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError>;
+    async fn remove_session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError>;
+
+    /// The key or session with this hash, revoked or expired ones included (the caller
+    /// decides).
+    async fn credential(&self, hash: &CredentialId) -> Result<Option<Credential>, StoreError>;
+}
+
 /// One write of a `commit`. Each kind of record that must commit together with others (a put
 /// with its audit record; a removal of an installation with all its secrets) has a variant.
 #[derive(Debug)]
@@ -228,6 +323,12 @@ pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// A complete backend: every storage trait. Implemented for any type that implements them all.
-pub trait Store: SecretStore + IdempotencyStore + MetaStore + AtomicWrites + Lifecycle {}
+pub trait Store:
+    SecretStore + IdempotencyStore + MetaStore + Directory + AtomicWrites + Lifecycle
+{
+}
 
-impl<T: SecretStore + IdempotencyStore + MetaStore + AtomicWrites + Lifecycle> Store for T {}
+impl<T> Store for T where
+    T: SecretStore + IdempotencyStore + MetaStore + Directory + AtomicWrites + Lifecycle
+{
+}

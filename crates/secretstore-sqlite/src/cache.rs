@@ -101,6 +101,15 @@ impl SecretCache {
         guard.entries.remove(key);
     }
 
+    /// Secrets were deleted wholesale (a tenant's removal): forget everything.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut guard = shard.lock();
+            guard.generation = guard.generation.wrapping_add(1);
+            guard.entries.clear();
+        }
+    }
+
     /// Expired secrets were deleted from storage: drop them here too.
     pub fn purge(&self, now: i64) {
         for shard in &self.shards {

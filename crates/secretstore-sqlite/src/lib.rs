@@ -13,6 +13,7 @@
 
 mod cache;
 mod data_dir;
+mod directory;
 mod errors;
 mod reader;
 mod rows;
@@ -32,9 +33,11 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
 use secretstore_core::{
-    AtomicWrites, ClaimTimes, IdempotencyClaim, IdempotencyKey, IdempotencyStore, KeptAnswer,
-    Lifecycle, ListQuery, MetaStore, PutRequest, SealedSecret, SecretAddress, SecretStore,
-    StoreError, StoredList, Write, Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Credential,
+    CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
+    Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle, ListQuery, Listed,
+    MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore, SessionId,
+    StoreError, StoredList, User, UserId, UserSession, Write, Written,
 };
 use tokio::sync::oneshot;
 
@@ -516,6 +519,161 @@ impl MetaStore for SqliteStore {
             writes::meta_put(conn, &name, &value)
         })
         .await
+    }
+}
+
+/// A directory read on the reader pool.
+macro_rules! read_dir {
+    ($self:ident, $f:ident($($arg:ident),*)) => {{
+        $(let $arg = $arg.clone();)*
+        $self.read(move |conn| directory::$f(conn, $(&$arg),*)).await
+    }};
+}
+
+/// A directory write on the writer, clearing the directory cache (and, since removals delete
+/// secrets, the secret cache) once it has committed.
+macro_rules! write_dir {
+    ($self:ident, $name:literal, $f:ident($($arg:ident),*)) => {{
+        $(let $arg = $arg.clone();)*
+        $self
+            .write($name, Touches::directory(), move |conn| directory::$f(conn, $(&$arg),*))
+            .await
+    }};
+}
+
+#[async_trait]
+impl Directory for SqliteStore {
+    async fn create_account(&self, account: Account) -> Result<(), StoreError> {
+        write_dir!(self, "create account", create_account(account))
+    }
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        read_dir!(self, account(id))
+    }
+    async fn accounts(&self, page: &DirectoryPage) -> Result<Listed<Account>, StoreError> {
+        read_dir!(self, accounts(page))
+    }
+    async fn remove_account(&self, id: &AccountId) -> Result<Option<Removed>, StoreError> {
+        write_dir!(self, "remove account", remove_account(id))
+    }
+
+    async fn create_app(&self, app: App) -> Result<(), StoreError> {
+        write_dir!(self, "create app", create_app(app))
+    }
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        read_dir!(self, app(id))
+    }
+    async fn apps(&self, page: &DirectoryPage) -> Result<Listed<App>, StoreError> {
+        read_dir!(self, apps(page))
+    }
+    async fn remove_app(&self, id: &AppId) -> Result<Option<Removed>, StoreError> {
+        write_dir!(self, "remove app", remove_app(id))
+    }
+
+    async fn create_installation(&self, installation: Installation) -> Result<(), StoreError> {
+        write_dir!(
+            self,
+            "create installation",
+            create_installation(installation)
+        )
+    }
+    async fn installation(&self, id: &InstallationId) -> Result<Option<Installation>, StoreError> {
+        read_dir!(self, installation(id))
+    }
+    async fn installations(
+        &self,
+        filter: &InstallationFilter,
+        page: &DirectoryPage,
+    ) -> Result<Listed<Installation>, StoreError> {
+        read_dir!(self, installations(filter, page))
+    }
+    async fn remove_installation(
+        &self,
+        id: &InstallationId,
+    ) -> Result<Option<Removed>, StoreError> {
+        write_dir!(self, "remove installation", remove_installation(id))
+    }
+    async fn installed(&self, app: &AppId, account: &AccountId) -> Result<bool, StoreError> {
+        let cache = &self.state.directory;
+        if let Some(yes) = cache.installed(app, account) {
+            return Ok(yes);
+        }
+        let generation = cache.generation();
+        let yes = read_dir!(self, installed(app, account))?;
+        cache.fill_installed(generation, app.clone(), account.clone(), yes);
+        Ok(yes)
+    }
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        write_dir!(self, "create user", create_user(user))
+    }
+    async fn user(&self, account: &AccountId, id: &UserId) -> Result<Option<User>, StoreError> {
+        read_dir!(self, user(account, id))
+    }
+    async fn users(
+        &self,
+        account: &AccountId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<User>, StoreError> {
+        read_dir!(self, users(account, page))
+    }
+    async fn remove_user(
+        &self,
+        account: &AccountId,
+        id: &UserId,
+    ) -> Result<Option<Removed>, StoreError> {
+        write_dir!(self, "remove user", remove_user(account, id))
+    }
+
+    async fn create_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        write_dir!(self, "create key", create_key(key))
+    }
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        read_dir!(self, key(id))
+    }
+    async fn keys(
+        &self,
+        app: &AppId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<ApiKeyRecord>, StoreError> {
+        read_dir!(self, keys(app, page))
+    }
+    async fn roll_key(
+        &self,
+        id: &ApiKeyId,
+        expires_at: i64,
+        new: ApiKeyRecord,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let id = id.clone();
+        self.write("roll key", Touches::directory(), move |conn| {
+            directory::roll_key(conn, &id, expires_at, &new)
+        })
+        .await
+    }
+    async fn revoke_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        write_dir!(self, "revoke key", revoke_key(id))
+    }
+
+    async fn create_session(&self, session: UserSession) -> Result<(), StoreError> {
+        write_dir!(self, "create session", create_session(session))
+    }
+    async fn session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError> {
+        read_dir!(self, session(id))
+    }
+    async fn remove_session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError> {
+        write_dir!(self, "remove session", remove_session(id))
+    }
+
+    async fn credential(&self, hash: &CredentialId) -> Result<Option<Credential>, StoreError> {
+        let cache = &self.state.directory;
+        if let Some(found) = cache.credential(hash) {
+            return Ok(Some(found));
+        }
+        let generation = cache.generation();
+        let found = read_dir!(self, credential(hash))?;
+        if let Some(credential) = &found {
+            cache.fill_credential(generation, *hash, credential);
+        }
+        Ok(found)
     }
 }
 

@@ -69,6 +69,75 @@ pub const MIGRATIONS: &[&str] = &[
     );
     -- Serves the sweep of answers past their time to live.
     CREATE INDEX idempotency_by_created ON idempotency (created);",
+    // 3: the tenant directory of production mode. `seq` orders listings (newest first); no
+    // foreign keys: a removal deletes what an object owns itself, in one transaction, and
+    // counts it. Credentials are kept only as a SHA-256 (`hash`, unique: the look-up of every
+    // request) and a hint for display.
+    "CREATE TABLE accounts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE apps (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE INDEX apps_by_owner ON apps (owner);
+    CREATE TABLE installations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        UNIQUE (app, account)
+    );
+    CREATE INDEX installations_by_account ON installations (account);
+    CREATE TABLE users (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        account TEXT NOT NULL,
+        email TEXT,
+        created INTEGER NOT NULL,
+        UNIQUE (account, id)
+    );
+    CREATE TABLE api_keys (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        livemode INTEGER NOT NULL CHECK (livemode IN (0, 1)),
+        key_type TEXT NOT NULL CHECK (key_type IN ('secret', 'restricted')),
+        can_read INTEGER NOT NULL,
+        can_write INTEGER NOT NULL,
+        name TEXT,
+        created INTEGER NOT NULL,
+        expires_at INTEGER NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        hash BLOB NOT NULL UNIQUE,
+        hint_prefix TEXT NOT NULL,
+        hint_last4 TEXT
+    );
+    CREATE INDEX api_keys_by_app ON api_keys (app);
+    CREATE TABLE user_sessions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        user TEXT NOT NULL,
+        livemode INTEGER NOT NULL CHECK (livemode IN (0, 1)),
+        created INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        hash BLOB NOT NULL UNIQUE,
+        hint_prefix TEXT NOT NULL,
+        hint_last4 TEXT
+    );
+    CREATE INDEX user_sessions_by_account ON user_sessions (account, user);
+    CREATE INDEX user_sessions_by_app ON user_sessions (app);
+    -- Serves the removal of an account's or a user's secrets (every app).
+    CREATE INDEX secrets_by_account ON secrets (account, scope_type, scope_user);",
 ];
 
 /// The schema version this binary writes.

@@ -25,6 +25,7 @@ use secretstore_core::{IdempotencyKey, SecretAddress, StoreError};
 use tokio::sync::oneshot;
 
 use crate::cache::SecretCache;
+use crate::directory::DirectoryCache;
 use crate::errors::sql_failure;
 
 /// Where a job's answer goes.
@@ -41,6 +42,8 @@ pub struct WriterState {
     pub ops: AtomicU64,
     /// Sealed secrets recently read; the writer invalidates what it changes.
     pub cache: SecretCache,
+    /// Credentials and installations recently looked up; cleared by every directory write.
+    pub directory: DirectoryCache,
 }
 
 impl WriterState {
@@ -50,6 +53,7 @@ impl WriterState {
             commits: AtomicU64::default(),
             ops: AtomicU64::default(),
             cache: SecretCache::new(cache_capacity),
+            directory: DirectoryCache::default(),
         }
     }
 }
@@ -66,6 +70,21 @@ pub struct Touches {
     /// An idempotency claim the job ends, whatever happens to the write: a claim left behind
     /// would block the key until restart, while a released one only lets a retry run again.
     pub releases: Option<IdempotencyKey>,
+    /// The job writes the tenant directory: every cached credential and installation goes.
+    pub directory: bool,
+    /// The job may delete any number of secrets (a tenant's removal): the whole cache goes.
+    pub all_secrets: bool,
+}
+
+impl Touches {
+    /// A directory write that may also remove secrets.
+    pub fn directory() -> Self {
+        Self {
+            directory: true,
+            all_secrets: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// How the writer calls a job: to run it in the batch's transaction, or to answer it without
@@ -199,6 +218,12 @@ fn settle(touched: &[Touches], state: &WriterState) {
         }
         if let Some(now) = touches.purged_at {
             state.cache.purge(now);
+        }
+        if touches.all_secrets {
+            state.cache.clear();
+        }
+        if touches.directory {
+            state.directory.clear();
         }
     }
     if touched.iter().any(|t| t.releases.is_some()) {

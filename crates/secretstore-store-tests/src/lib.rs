@@ -119,6 +119,10 @@ macro_rules! __every_check {
                 idempotency_concurrent_claims_have_one_winner,
                 commit_applies_every_write_in_order,
                 commit_is_all_or_nothing,
+                directory_accounts_round_trip_and_page,
+                directory_apps_and_installations_refer_to_what_exists,
+                directory_users_keys_and_sessions,
+                directory_removals_take_exactly_what_they_own,
                 meta_values_round_trip,
                 check_ready_answers,
                 close_refuses_later_calls

@@ -12,9 +12,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use secretstore_core::{
-    is_live, AtomicWrites, ClaimTimes, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    KeptAnswer, Lifecycle, ListCursor, ListQuery, MetaStore, PutRequest, SealedSecret,
-    SecretAddress, SecretStore, StoreError, StoredList, Write, Written,
+    is_live, Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes,
+    Credential, CredentialId, CursorKind, Directory, DirectoryPage, IdempotencyClaim,
+    IdempotencyKey, IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer,
+    Lifecycle, ListCursor, ListQuery, Listed, MetaStore, PutRequest, Removed, Scope, SealedSecret,
+    SecretAddress, SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession,
+    Write, Written,
 };
 
 /// A stored secret and its place in the order of creation.
@@ -37,6 +40,89 @@ struct Data {
     /// Claims and when they were taken.
     claims: HashMap<IdempotencyKey, i64>,
     meta: HashMap<String, Vec<u8>>,
+    /// The directory, each in order of creation.
+    accounts: Vec<Account>,
+    apps: Vec<App>,
+    installations: Vec<Installation>,
+    users: Vec<User>,
+    keys: Vec<ApiKeyRecord>,
+    sessions: Vec<UserSession>,
+}
+
+/// A page of `items` (oldest first), newest first after the one whose id is `after`.
+fn page_of<T: Clone>(
+    items: impl DoubleEndedIterator<Item = T>,
+    id: impl Fn(&T) -> String,
+    page: &DirectoryPage,
+) -> Result<Listed<T>, StoreError> {
+    let newest_first: Vec<T> = items.rev().collect();
+    let start = match &page.starting_after {
+        None => 0,
+        Some(after) => match newest_first.iter().position(|item| id(item) == *after) {
+            Some(at) => at + 1,
+            None => {
+                return Err(StoreError::CursorNotFound {
+                    kind: CursorKind::StartingAfter,
+                    id: after.clone(),
+                })
+            }
+        },
+    };
+    let rest = &newest_first[start..];
+    let limit = page.limit as usize;
+    Ok(Listed {
+        items: rest.iter().take(limit).cloned().collect(),
+        has_more: rest.len() > limit,
+    })
+}
+
+impl Data {
+    fn installed(&self, app: &AppId, account: &AccountId) -> bool {
+        self.apps
+            .iter()
+            .any(|a| a.id == *app && a.owner == *account)
+            || self
+                .installations
+                .iter()
+                .any(|i| i.app == *app && i.account == *account)
+    }
+
+    /// Deletes the secrets `doomed` picks; answers how many went.
+    fn remove_secrets(&mut self, doomed: impl Fn(&SecretAddress) -> bool) -> u64 {
+        let before = self.secrets.rows.len();
+        self.secrets.rows.retain(|address, _| !doomed(address));
+        (before - self.secrets.rows.len()) as u64
+    }
+
+    fn remove_app(&mut self, id: &AppId) -> Removed {
+        let before = (
+            self.apps.len(),
+            self.installations.len(),
+            self.keys.len(),
+            self.sessions.len(),
+        );
+        self.apps.retain(|a| a.id != *id);
+        self.installations.retain(|i| i.app != *id);
+        self.keys.retain(|k| k.app != *id);
+        self.sessions.retain(|s| s.app != *id);
+        Removed {
+            apps: (before.0 - self.apps.len()) as u64,
+            installations: (before.1 - self.installations.len()) as u64,
+            api_keys: (before.2 - self.keys.len()) as u64,
+            user_sessions: (before.3 - self.sessions.len()) as u64,
+            secrets: self.remove_secrets(|a| a.namespace.app == *id),
+            users: 0,
+        }
+    }
+}
+
+fn add(total: &mut Removed, more: Removed) {
+    total.apps += more.apps;
+    total.installations += more.installations;
+    total.users += more.users;
+    total.api_keys += more.api_keys;
+    total.user_sessions += more.user_sessions;
+    total.secrets += more.secrets;
 }
 
 /// An in-memory store; see the module documentation.
@@ -269,6 +355,337 @@ impl MetaStore for MemoryStore {
     async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.open()?.meta.insert(name.to_owned(), value);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for MemoryStore {
+    async fn create_account(&self, account: Account) -> Result<(), StoreError> {
+        let mut data = self.open()?;
+        if data.accounts.iter().any(|a| a.id == account.id) {
+            return Err(StoreError::AlreadyExists(format!("account {}", account.id)));
+        }
+        data.accounts.push(account);
+        Ok(())
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.open()?.accounts.iter().find(|a| a.id == *id).cloned())
+    }
+
+    async fn accounts(&self, page: &DirectoryPage) -> Result<Listed<Account>, StoreError> {
+        let data = self.open()?;
+        page_of(data.accounts.iter().cloned(), |a| a.id.to_string(), page)
+    }
+
+    async fn remove_account(&self, id: &AccountId) -> Result<Option<Removed>, StoreError> {
+        let mut data = self.open()?;
+        if !data.accounts.iter().any(|a| a.id == *id) {
+            return Ok(None);
+        }
+        let mut removed = Removed::default();
+        let owned: Vec<AppId> = data
+            .apps
+            .iter()
+            .filter(|a| a.owner == *id)
+            .map(|a| a.id.clone())
+            .collect();
+        for app in owned {
+            let more = data.remove_app(&app);
+            add(&mut removed, more);
+        }
+        removed.secrets += data.remove_secrets(|a| a.namespace.account == *id);
+        let before = (
+            data.sessions.len(),
+            data.installations.len(),
+            data.users.len(),
+        );
+        data.sessions.retain(|s| s.account != *id);
+        data.installations.retain(|i| i.account != *id);
+        data.users.retain(|u| u.account != *id);
+        removed.user_sessions += (before.0 - data.sessions.len()) as u64;
+        removed.installations += (before.1 - data.installations.len()) as u64;
+        removed.users += (before.2 - data.users.len()) as u64;
+        data.accounts.retain(|a| a.id != *id);
+        Ok(Some(removed))
+    }
+
+    async fn create_app(&self, app: App) -> Result<(), StoreError> {
+        let mut data = self.open()?;
+        if data.apps.iter().any(|a| a.id == app.id) {
+            return Err(StoreError::AlreadyExists(format!("app {}", app.id)));
+        }
+        if !data.accounts.iter().any(|a| a.id == app.owner) {
+            return Err(StoreError::Missing(format!("account {}", app.owner)));
+        }
+        data.apps.push(app);
+        Ok(())
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        Ok(self.open()?.apps.iter().find(|a| a.id == *id).cloned())
+    }
+
+    async fn apps(&self, page: &DirectoryPage) -> Result<Listed<App>, StoreError> {
+        let data = self.open()?;
+        page_of(data.apps.iter().cloned(), |a| a.id.to_string(), page)
+    }
+
+    async fn remove_app(&self, id: &AppId) -> Result<Option<Removed>, StoreError> {
+        let mut data = self.open()?;
+        if !data.apps.iter().any(|a| a.id == *id) {
+            return Ok(None);
+        }
+        Ok(Some(data.remove_app(id)))
+    }
+
+    async fn create_installation(&self, installation: Installation) -> Result<(), StoreError> {
+        let mut data = self.open()?;
+        if !data.apps.iter().any(|a| a.id == installation.app) {
+            return Err(StoreError::Missing(format!("app {}", installation.app)));
+        }
+        if !data.accounts.iter().any(|a| a.id == installation.account) {
+            return Err(StoreError::Missing(format!(
+                "account {}",
+                installation.account
+            )));
+        }
+        if data.installed(&installation.app, &installation.account) {
+            return Err(StoreError::AlreadyExists(format!(
+                "an installation of app {} on account {}",
+                installation.app, installation.account
+            )));
+        }
+        data.installations.push(installation);
+        Ok(())
+    }
+
+    async fn installation(&self, id: &InstallationId) -> Result<Option<Installation>, StoreError> {
+        Ok(self
+            .open()?
+            .installations
+            .iter()
+            .find(|i| i.id == *id)
+            .cloned())
+    }
+
+    async fn installations(
+        &self,
+        filter: &InstallationFilter,
+        page: &DirectoryPage,
+    ) -> Result<Listed<Installation>, StoreError> {
+        let data = self.open()?;
+        let wanted = data.installations.iter().filter(|i| {
+            filter.app.as_ref().is_none_or(|app| i.app == *app)
+                && filter
+                    .account
+                    .as_ref()
+                    .is_none_or(|acct| i.account == *acct)
+        });
+        let wanted: Vec<Installation> = wanted.cloned().collect();
+        page_of(wanted.into_iter(), |i| i.id.to_string(), page)
+    }
+
+    async fn remove_installation(
+        &self,
+        id: &InstallationId,
+    ) -> Result<Option<Removed>, StoreError> {
+        let mut data = self.open()?;
+        let Some(at) = data.installations.iter().position(|i| i.id == *id) else {
+            return Ok(None);
+        };
+        let inst = data.installations.remove(at);
+        let before = data.sessions.len();
+        data.sessions
+            .retain(|s| !(s.app == inst.app && s.account == inst.account));
+        let sessions = (before - data.sessions.len()) as u64;
+        let secrets = data
+            .remove_secrets(|a| a.namespace.app == inst.app && a.namespace.account == inst.account);
+        Ok(Some(Removed {
+            installations: 1,
+            user_sessions: sessions,
+            secrets,
+            ..Removed::default()
+        }))
+    }
+
+    async fn installed(&self, app: &AppId, account: &AccountId) -> Result<bool, StoreError> {
+        Ok(self.open()?.installed(app, account))
+    }
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        let mut data = self.open()?;
+        if !data.accounts.iter().any(|a| a.id == user.account) {
+            return Err(StoreError::Missing(format!("account {}", user.account)));
+        }
+        if data
+            .users
+            .iter()
+            .any(|u| u.account == user.account && u.id == user.id)
+        {
+            return Err(StoreError::AlreadyExists(format!(
+                "user {} of account {}",
+                user.id, user.account
+            )));
+        }
+        data.users.push(user);
+        Ok(())
+    }
+
+    async fn user(&self, account: &AccountId, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .open()?
+            .users
+            .iter()
+            .find(|u| u.account == *account && u.id == *id)
+            .cloned())
+    }
+
+    async fn users(
+        &self,
+        account: &AccountId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<User>, StoreError> {
+        let data = self.open()?;
+        let mine: Vec<User> = data
+            .users
+            .iter()
+            .filter(|u| u.account == *account)
+            .cloned()
+            .collect();
+        page_of(mine.into_iter(), |u| u.id.to_string(), page)
+    }
+
+    async fn remove_user(
+        &self,
+        account: &AccountId,
+        id: &UserId,
+    ) -> Result<Option<Removed>, StoreError> {
+        let mut data = self.open()?;
+        let Some(at) = data
+            .users
+            .iter()
+            .position(|u| u.account == *account && u.id == *id)
+        else {
+            return Ok(None);
+        };
+        data.users.remove(at);
+        let before = data.sessions.len();
+        data.sessions
+            .retain(|s| !(s.account == *account && s.user == *id));
+        let sessions = (before - data.sessions.len()) as u64;
+        let secrets = data.remove_secrets(|a| {
+            a.namespace.account == *account && a.scope == Scope::User(id.clone())
+        });
+        Ok(Some(Removed {
+            users: 1,
+            user_sessions: sessions,
+            secrets,
+            ..Removed::default()
+        }))
+    }
+
+    async fn create_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        let mut data = self.open()?;
+        if !data.apps.iter().any(|a| a.id == key.app) {
+            return Err(StoreError::Missing(format!("app {}", key.app)));
+        }
+        if data.keys.iter().any(|k| k.id == key.id) {
+            return Err(StoreError::AlreadyExists(format!("key {}", key.id)));
+        }
+        data.keys.push(key);
+        Ok(())
+    }
+
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.open()?.keys.iter().find(|k| k.id == *id).cloned())
+    }
+
+    async fn keys(
+        &self,
+        app: &AppId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<ApiKeyRecord>, StoreError> {
+        let data = self.open()?;
+        let of_app: Vec<ApiKeyRecord> = data
+            .keys
+            .iter()
+            .filter(|k| k.app == *app)
+            .cloned()
+            .collect();
+        page_of(of_app.into_iter(), |k| k.id.to_string(), page)
+    }
+
+    async fn roll_key(
+        &self,
+        id: &ApiKeyId,
+        expires_at: i64,
+        new: ApiKeyRecord,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut data = self.open()?;
+        let Some(at) = data.keys.iter().position(|k| k.id == *id) else {
+            return Ok(None);
+        };
+        if data.keys.iter().any(|k| k.id == new.id) {
+            return Err(StoreError::AlreadyExists(format!("key {}", new.id)));
+        }
+        let old = &mut data.keys[at];
+        old.expires_at = Some(old.expires_at.map_or(expires_at, |t| t.min(expires_at)));
+        let rolled = old.clone();
+        data.keys.push(new);
+        Ok(Some(rolled))
+    }
+
+    async fn revoke_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut data = self.open()?;
+        Ok(data.keys.iter_mut().find(|k| k.id == *id).map(|k| {
+            k.revoked = true;
+            k.clone()
+        }))
+    }
+
+    async fn create_session(&self, session: UserSession) -> Result<(), StoreError> {
+        let mut data = self.open()?;
+        if !data.installed(&session.app, &session.account) {
+            return Err(StoreError::Missing(format!(
+                "an installation of app {} on account {}",
+                session.app, session.account
+            )));
+        }
+        if !data
+            .users
+            .iter()
+            .any(|u| u.account == session.account && u.id == session.user)
+        {
+            return Err(StoreError::Missing(format!(
+                "user {} of account {}",
+                session.user, session.account
+            )));
+        }
+        data.sessions.push(session);
+        Ok(())
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError> {
+        Ok(self.open()?.sessions.iter().find(|s| s.id == *id).cloned())
+    }
+
+    async fn remove_session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError> {
+        let mut data = self.open()?;
+        let at = data.sessions.iter().position(|s| s.id == *id);
+        Ok(at.map(|at| data.sessions.remove(at)))
+    }
+
+    async fn credential(&self, hash: &CredentialId) -> Result<Option<Credential>, StoreError> {
+        let data = self.open()?;
+        if let Some(key) = data.keys.iter().find(|k| k.hash == *hash) {
+            return Ok(Some(Credential::Key(key.clone())));
+        }
+        Ok(data
+            .sessions
+            .iter()
+            .find(|s| s.hash == *hash)
+            .map(|s| Credential::Session(s.clone())))
     }
 }
 

@@ -3,6 +3,7 @@
 //! rule.
 
 mod atomic;
+mod directory;
 mod idempotency;
 mod isolation;
 mod lifecycle;
@@ -12,6 +13,7 @@ mod secrets;
 mod shared;
 
 pub use atomic::*;
+pub use directory::*;
 pub use idempotency::*;
 pub use isolation::*;
 pub use lifecycle::*;
