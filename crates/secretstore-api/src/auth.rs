@@ -12,18 +12,24 @@ use base64::Engine as _;
 use http::request::Parts;
 use http::HeaderMap;
 use secretstore_core::{
-    AccountId, AppId, CredentialHint, CredentialId, Mode, Namespace, Permissions, Principal,
+    AccountId, AppId, Clock, Credential, CredentialHint, CredentialId, Directory, KeyType, Mode,
+    Namespace, Permissions, Principal, StoreError,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::AppState;
 
-/// A key's kind: `sk_` reaches everything the app may; `rk_` carries explicit permissions.
+/// A credential's kind: `sk_` reaches everything the app may; `rk_` carries explicit
+/// permissions; `ek_` is a user session's (production mode only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     Secret,
     Restricted,
+    Session,
 }
 
 /// An API key taken apart. Its text is wiped on drop and never printed whole.
@@ -39,11 +45,13 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-const PREFIXES: [(&str, KeyKind, Mode); 4] = [
+const PREFIXES: [(&str, KeyKind, Mode); 6] = [
     ("sk_test_", KeyKind::Secret, Mode::Test),
     ("sk_live_", KeyKind::Secret, Mode::Live),
     ("rk_test_", KeyKind::Restricted, Mode::Test),
     ("rk_live_", KeyKind::Restricted, Mode::Live),
+    ("ek_test_", KeyKind::Session, Mode::Test),
+    ("ek_live_", KeyKind::Session, Mode::Live),
 ];
 
 /// Longest key accepted, prefix included.
@@ -133,8 +141,23 @@ pub enum AuthError {
     InvalidKey {
         masked: String,
     },
+    /// A well-formed credential this server did not issue (or whose app is gone).
+    Unknown {
+        masked: String,
+    },
+    /// A provisioned key that was revoked or whose roll's grace is over, or an ended session.
+    Ended {
+        masked: String,
+    },
     /// `Stripe-Account` is not an account id.
     AccountInvalid,
+    /// The credential may not act for the account it named.
+    AccountDenied {
+        masked: String,
+        account: String,
+    },
+    /// The directory could not be read.
+    Storage(StoreError),
 }
 
 /// Reads the API key from `Authorization`: `Bearer <key>`, `Basic base64(<key>:)` or
@@ -212,9 +235,12 @@ impl Authenticator for DevAuthenticator {
         key: &ApiKey,
         account: Option<&str>,
     ) -> Result<Principal, AuthError> {
-        let app = AppId::parse(key.body()).map_err(|_| AuthError::InvalidKey {
-            masked: key.masked(),
-        })?;
+        let app = AppId::parse(key.body())
+            .ok()
+            .filter(|_| key.kind != KeyKind::Session)
+            .ok_or_else(|| AuthError::InvalidKey {
+                masked: key.masked(),
+            })?;
         let account = match account {
             Some(account) => AccountId::parse(account).map_err(|_| AuthError::AccountInvalid)?,
             None => {
@@ -223,9 +249,7 @@ impl Authenticator for DevAuthenticator {
                 })?
             }
         };
-        let permissions = match key.kind {
-            KeyKind::Secret | KeyKind::Restricted => Permissions::ALL,
-        };
+        let permissions = Permissions::ALL;
         Ok(Principal {
             namespace: Namespace {
                 app,
@@ -237,6 +261,160 @@ impl Authenticator for DevAuthenticator {
             permissions,
             session_user: None,
         })
+    }
+}
+
+/// Failed authentications since start, by reason (the metrics endpoint will read them).
+#[derive(Debug, Default)]
+pub struct AuthFailures {
+    pub unknown: AtomicU64,
+    pub ended: AtomicU64,
+    pub account_denied: AtomicU64,
+}
+
+/// Production mode: every credential is checked against the directory, looked up by its
+/// SHA-256 and the stored hash compared in constant time. A key reaches its app's namespaces on
+/// the accounts that installed the app (`Stripe-Account`; without it, the app's owner); a user
+/// session only its own account, with its user's scope (docs/api.md §6).
+#[derive(Debug)]
+pub struct DirectoryAuthenticator {
+    directory: Arc<dyn Directory>,
+    clock: Arc<dyn Clock>,
+    failures: Arc<AuthFailures>,
+}
+
+impl DirectoryAuthenticator {
+    pub fn new(directory: Arc<dyn Directory>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            directory,
+            clock,
+            failures: Arc::default(),
+        }
+    }
+
+    pub fn failures(&self) -> Arc<AuthFailures> {
+        Arc::clone(&self.failures)
+    }
+
+    /// Logs (prefix and last four characters only) and counts a refusal.
+    fn refuse(&self, key: &ApiKey, reason: &'static str, err: AuthError) -> AuthError {
+        let counter = match &err {
+            AuthError::Ended { .. } => &self.failures.ended,
+            AuthError::AccountDenied { .. } => &self.failures.account_denied,
+            _ => &self.failures.unknown,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(credential = %key.hint(), reason, "authentication failed");
+        err
+    }
+}
+
+#[async_trait]
+impl Authenticator for DirectoryAuthenticator {
+    async fn authenticate(
+        &self,
+        key: &ApiKey,
+        account: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let hash = key.credential_id();
+        let unknown = || AuthError::Unknown {
+            masked: key.masked(),
+        };
+        let found = self
+            .directory
+            .credential(&hash)
+            .await
+            .map_err(AuthError::Storage)?;
+        let now = self.clock.now();
+        let asked = account
+            .map(|a| AccountId::parse(a).map_err(|_| AuthError::AccountInvalid))
+            .transpose()?;
+        let denied = |asked: &AccountId| AuthError::AccountDenied {
+            masked: key.masked(),
+            account: asked.to_string(),
+        };
+        match found {
+            Some(Credential::Key(record))
+                if bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes()))
+                    && record.mode == key.mode
+                    && matches!(
+                        (record.key_type, key.kind),
+                        (KeyType::Secret, KeyKind::Secret)
+                            | (KeyType::Restricted, KeyKind::Restricted)
+                    ) =>
+            {
+                if !record.usable_at(now) {
+                    let ended = AuthError::Ended {
+                        masked: key.masked(),
+                    };
+                    return Err(self.refuse(key, "revoked or expired", ended));
+                }
+                let account = match asked {
+                    Some(asked) => {
+                        let installed = self
+                            .directory
+                            .installed(&record.app, &asked)
+                            .await
+                            .map_err(AuthError::Storage)?;
+                        if !installed {
+                            return Err(self.refuse(key, "account not installed", denied(&asked)));
+                        }
+                        asked
+                    }
+                    None => match self
+                        .directory
+                        .app(&record.app)
+                        .await
+                        .map_err(AuthError::Storage)?
+                    {
+                        Some(app) => app.owner,
+                        None => return Err(self.refuse(key, "app removed", unknown())),
+                    },
+                };
+                let permissions = match record.key_type {
+                    KeyType::Secret => Permissions::ALL,
+                    KeyType::Restricted => record.permissions,
+                };
+                Ok(Principal {
+                    namespace: Namespace {
+                        app: record.app,
+                        account,
+                        mode: record.mode,
+                    },
+                    credential: hash,
+                    shown: key.hint(),
+                    permissions,
+                    session_user: None,
+                })
+            }
+            Some(Credential::Session(session))
+                if bool::from(session.hash.as_bytes().ct_eq(hash.as_bytes()))
+                    && session.mode == key.mode
+                    && key.kind == KeyKind::Session =>
+            {
+                if !session.usable_at(now) {
+                    let ended = AuthError::Ended {
+                        masked: key.masked(),
+                    };
+                    return Err(self.refuse(key, "session ended", ended));
+                }
+                if let Some(asked) = asked.filter(|asked| *asked != session.account) {
+                    return Err(self.refuse(key, "another account", denied(&asked)));
+                }
+                Ok(Principal {
+                    namespace: Namespace {
+                        app: session.app,
+                        account: session.account,
+                        mode: session.mode,
+                    },
+                    credential: hash,
+                    shown: key.hint(),
+                    permissions: Permissions::ALL,
+                    session_user: Some(session.user),
+                })
+            }
+            _ => Err(self.refuse(key, "unknown credential", unknown())),
+        }
     }
 }
 

@@ -380,6 +380,26 @@ impl From<AuthError> for ApiError {
                      rk_test_ or rk_live_, followed by letters, digits and underscores."
                 ),
             ),
+            AuthError::Unknown { masked } => Self::new(
+                Code::Unauthenticated,
+                format!("Invalid API Key provided: {masked}."),
+            ),
+            AuthError::Ended { masked } => Self::new(
+                Code::Unauthenticated,
+                format!(
+                    "The API key {masked} has been revoked or has expired (a rolled key works \
+                     only for its grace period; a user session only for its lifetime)."
+                ),
+            ),
+            AuthError::AccountDenied { masked, account } => Self::new(
+                Code::AccountAccessDenied,
+                format!(
+                    "The provided key '{masked}' does not have access to account '{}' (or that \
+                     account does not exist).",
+                    shorten(&account)
+                ),
+            ),
+            AuthError::Storage(err) => err.into(),
             AuthError::AccountInvalid => Self::new(
                 Code::AccountInvalid,
                 "The Stripe-Account header must name an account, as in acct_1032D82eZvKYlo2C.",

@@ -9,6 +9,7 @@
 //! service (core) -> `render`. Every error on the way is an `error::ApiError` from one table of
 //! codes. docs/api.md describes the API; docs/errors.md the errors.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -110,7 +111,7 @@ async fn unrecognized(request: Request) -> Response {
     .into_response()
 }
 
-fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     // The panic message may hold anything; it is printed by the panic hook, not sent or logged.
     ApiError::internal("a request handler panicked").into_response()
 }

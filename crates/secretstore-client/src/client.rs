@@ -210,7 +210,7 @@ impl ClientBuilder {
     }
 }
 
-fn parse_base_url(text: &str) -> Result<String, Error> {
+pub(crate) fn parse_base_url(text: &str) -> Result<String, Error> {
     let invalid = |why: &str| Error::InvalidArgument(format!("base URL {text:?} {why}"));
     if !text.contains("://") {
         // `127.0.0.1:12111` or `localhost:12111`: the URL parser's own words ("relative URL
@@ -604,7 +604,7 @@ impl Client {
 
 /// The error and its causes in one line, without the request URL (its query names secrets;
 /// the base URL is reported separately).
-fn chain(err: &reqwest::Error) -> String {
+pub(crate) fn chain(err: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(current) = next {
@@ -622,7 +622,7 @@ fn chain(err: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("request-id")
         .and_then(|value| value.to_str().ok())

@@ -71,6 +71,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod api_key;
 mod client;
 mod error;
@@ -78,6 +79,7 @@ mod params;
 mod retry;
 mod secret;
 
+pub use admin::AdminClient;
 pub use api_key::ApiKey;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,

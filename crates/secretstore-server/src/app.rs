@@ -4,7 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use secretstore_api::{AppState, DevAuthenticator, Idempotency, RateLimit, Shutdown};
+use secretstore_api::admin::AdminState;
+use secretstore_api::auth::DirectoryAuthenticator;
+use secretstore_api::{
+    AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
+};
 use secretstore_core::{
     verify_root_key, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
 };
@@ -19,11 +23,16 @@ use crate::storage::{open_store, Storage};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
-        "this version authenticates only in dev mode: provisioning of apps, accounts, keys and \
-         user sessions is not available yet. Start with --dev (or SECRETSTORE_DEV=true) for local \
-         development"
+        "production mode needs the admin API's token, which provisions apps, keys and sessions: \
+         give --admin-token-file PATH or set SECRETSTORE_ADMIN_TOKEN (`secretstore admin \
+         token-generate` makes one), or start with --dev for local development"
     )]
-    ProductionUnavailable,
+    AdminTokenMissing,
+    #[error(
+        "the admin listener ({admin}) must not be the public listener's address; give \
+         --admin-listen another address (the default is 127.0.0.1:12112)"
+    )]
+    AdminOnPublicAddress { admin: std::net::SocketAddr },
     #[error(transparent)]
     RootKey(#[from] CryptoError),
     #[error("cannot open {what}: {source}")]
@@ -45,6 +54,8 @@ pub enum RunError {
 #[derive(Debug, Clone)]
 pub struct App {
     pub state: AppState,
+    /// The admin API's state, when the configuration has an admin listener.
+    pub admin: Option<AdminState>,
     pub storage: Storage,
     pub config: Config,
 }
@@ -70,13 +81,30 @@ impl App {
     pub fn router(&self) -> Router {
         secretstore_api::router(self.state.clone())
     }
+
+    /// The admin API's service, when configured.
+    pub fn admin_router(&self) -> Option<Router> {
+        self.admin.clone().map(secretstore_api::admin::router)
+    }
 }
 
 impl Config {
-    /// Refuses what this version cannot run, before anything is opened or created.
-    pub fn check(&self) -> Result<(), StartError> {
-        if !self.dev {
-            return Err(StartError::ProductionUnavailable);
+    /// Refuses what cannot run, before anything is opened or created: production mode without
+    /// an admin token, or an admin listener on the public address.
+    pub fn check(&self, public: Option<std::net::SocketAddr>) -> Result<(), StartError> {
+        if !self.dev && self.admin.is_none() {
+            return Err(StartError::AdminTokenMissing);
+        }
+        if let (Some(admin), Some(public)) = (&self.admin, public) {
+            let same_port = admin.listen.port() == public.port() && admin.listen.port() != 0;
+            let overlapping = admin.listen.ip() == public.ip()
+                || admin.listen.ip().is_unspecified()
+                || public.ip().is_unspecified();
+            if same_port && overlapping {
+                return Err(StartError::AdminOnPublicAddress {
+                    admin: admin.listen,
+                });
+            }
         }
         Ok(())
     }
@@ -101,7 +129,7 @@ impl AppBuilder {
             clock,
             storage,
         } = self;
-        config.check()?;
+        config.check(None)?;
         let root_key = load_root_key(&config.root_key)?;
         let envelope = Arc::new(Envelope::new(&root_key));
         drop(root_key);
@@ -121,16 +149,31 @@ impl AppBuilder {
             Arc::clone(&clock),
             config.limits,
         );
+        let auth: Arc<dyn Authenticator> = if config.dev {
+            Arc::new(DevAuthenticator)
+        } else {
+            Arc::new(DirectoryAuthenticator::new(
+                Arc::clone(&storage.directory),
+                Arc::clone(&clock),
+            ))
+        };
+        let admin = config.admin.as_ref().map(|admin| AdminState {
+            directory: Arc::clone(&storage.directory),
+            token_hash: admin.token_hash,
+            clock: Arc::clone(&clock),
+            limits: config.http,
+        });
         let state = AppState {
             service,
             idempotency: Idempotency::new(Arc::clone(&storage.idempotency), envelope, clock),
             storage: Arc::clone(&storage.lifecycle),
-            auth: Arc::new(DevAuthenticator),
+            auth,
             limits: config.http,
             rate_limit: config.rate_limit.map(RateLimit::per_second),
         };
         Ok(App {
             state,
+            admin,
             storage,
             config,
         })
@@ -143,11 +186,34 @@ fn describe(storage: &StorageConfig) -> String {
     }
 }
 
-/// Serves `app` on `listener` with the background sweep until `shutdown`, then finishes
+/// The listeners a server serves on: the public one, and the admin API's when configured.
+#[derive(Debug)]
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+/// Serves `app` on its listeners with the background sweep until `shutdown`, then finishes
 /// in-flight requests and closes storage (flushing queued writes).
-pub async fn run(app: App, listener: TcpListener, shutdown: Shutdown) -> Result<(), RunError> {
+pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(), RunError> {
     let sweeper = tokio::spawn(sweep(app.state.clone(), app.config.sweep_interval));
-    let served = secretstore_api::serve(listener, app.router(), app.config.http, shutdown).await;
+    let admin = match (listeners.admin, app.admin_router()) {
+        (Some(listener), Some(router)) => Some(tokio::spawn(secretstore_api::serve(
+            listener,
+            router,
+            app.config.http,
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
+    let served =
+        secretstore_api::serve(listeners.public, app.router(), app.config.http, shutdown).await;
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(result) => result?,
+            Err(err) => tracing::error!(error = %err, "the admin listener's task failed"),
+        }
+    }
     sweeper.abort();
     served?;
     tracing::info!("in-flight requests finished; flushing storage");

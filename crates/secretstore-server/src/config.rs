@@ -33,13 +33,32 @@ pub enum RootKeySource {
     Key(RootKey),
 }
 
+/// The admin API's listener and its token.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+    /// SHA-256 of the admin token; the token itself is not kept.
+    pub token_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Every setting of a server.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub storage: StorageConfig,
     pub root_key: RootKeySource,
-    /// Dev mode: no provisioning (docs/api.md, "Dev mode").
+    /// Dev mode: no provisioning (docs/api.md §6). Without it, every credential is checked
+    /// against the directory the admin API provisions.
     pub dev: bool,
+    /// The admin API; required in production mode, optional in dev mode.
+    pub admin: Option<AdminConfig>,
     pub limits: Limits,
     pub http: HttpLimits,
     /// Requests a second per credential; `None` for no limit.
@@ -59,6 +78,7 @@ impl Config {
             },
             root_key,
             dev: true,
+            admin: None,
             limits: Limits::default(),
             http: HttpLimits::default(),
             rate_limit: None,

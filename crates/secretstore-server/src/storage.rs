@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use secretstore_core::{IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError};
+use secretstore_core::{
+    Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError,
+};
 use secretstore_sqlite::SqliteStore;
 
 use crate::config::StorageConfig;
@@ -16,6 +18,7 @@ pub struct Storage {
     pub secrets: Arc<dyn SecretStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub meta: Arc<dyn MetaStore>,
+    pub directory: Arc<dyn Directory>,
     pub lifecycle: Arc<dyn Lifecycle>,
 }
 
@@ -25,6 +28,7 @@ impl Storage {
             secrets: store.clone(),
             idempotency: store.clone(),
             meta: store.clone(),
+            directory: store.clone(),
             lifecycle: store,
         }
     }

@@ -25,6 +25,7 @@ const CACHE_CAPACITY: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct DirectoryCache {
     credentials: Mutex<HashMap<CredentialId, Credential>>,
+    apps: Mutex<HashMap<AppId, App>>,
     installed: Mutex<HashMap<(AppId, AccountId), bool>>,
     /// Bumped by every directory write, so a read that began before one cannot fill the cache.
     generation: AtomicU64,
@@ -52,6 +53,21 @@ impl DirectoryCache {
         map.insert(hash, found.clone());
     }
 
+    pub fn app(&self, id: &AppId) -> Option<App> {
+        self.apps.lock().get(id).cloned()
+    }
+
+    pub fn fill_app(&self, generation: u64, app: &App) {
+        let mut map = self.apps.lock();
+        if self.generation() != generation {
+            return;
+        }
+        if map.len() >= CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(app.id.clone(), app.clone());
+    }
+
     pub fn installed(&self, app: &AppId, account: &AccountId) -> Option<bool> {
         self.installed
             .lock()
@@ -75,6 +91,7 @@ impl DirectoryCache {
         // Generation first: a fill racing this clear sees the new number and gives up.
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.credentials.lock().clear();
+        self.apps.lock().clear();
         self.installed.lock().clear();
     }
 }

@@ -560,7 +560,16 @@ impl Directory for SqliteStore {
         write_dir!(self, "create app", create_app(app))
     }
     async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
-        read_dir!(self, app(id))
+        let cache = &self.state.directory;
+        if let Some(app) = cache.app(id) {
+            return Ok(Some(app));
+        }
+        let generation = cache.generation();
+        let found = read_dir!(self, app(id))?;
+        if let Some(app) = &found {
+            cache.fill_app(generation, app);
+        }
+        Ok(found)
     }
     async fn apps(&self, page: &DirectoryPage) -> Result<Listed<App>, StoreError> {
         read_dir!(self, apps(page))

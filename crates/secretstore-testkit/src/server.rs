@@ -3,7 +3,7 @@
 //! client's tests. It stops when dropped.
 
 use secretstore_crypto::RootKey;
-use secretstore_server::{App, Config, RootKeySource, Shutdown};
+use secretstore_server::{App, Config, Listeners, RootKeySource, Shutdown};
 use tokio::net::TcpListener;
 
 /// A running server; it stops when dropped.
@@ -37,7 +37,11 @@ pub async fn server_with(change: impl FnOnce(&mut Config)) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = Shutdown::new();
-    tokio::spawn(secretstore_server::run(app, listener, shutdown.clone()));
+    let listeners = Listeners {
+        public: listener,
+        admin: None,
+    };
+    tokio::spawn(secretstore_server::run(app, listeners, shutdown.clone()));
     TestServer {
         url,
         shutdown,

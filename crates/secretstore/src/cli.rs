@@ -32,6 +32,9 @@ pub enum Command {
     Completions(crate::generate::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(crate::generate::ManArgs),
+    /// Provision a production server over its admin API: accounts, apps, installations, users,
+    /// API keys and user sessions; or make an admin token.
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,11 +50,16 @@ pub enum LogFormat {
     after_help = "Root key: --root-key-file PATH, or the key itself (64 hex digits or \
 base64) in the environment variable SECRETSTORE_ROOT_KEY (never a flag, so it stays out of the \
 process list). With --dev and neither, a key is generated into DATA/root.key on first start.\n\n\
-Production mode (without --dev) is not available yet: provisioning of apps, accounts, API keys \
-and user sessions has not landed, so `secretstore serve` without --dev refuses to start and says \
-so. Until then, run with --dev (or SECRETSTORE_DEV=true) for local development only.\n\n\
-On start the server prints one line, `secretstore listening on http://ADDR`, on standard output; \
-logs go to standard error."
+Production mode (without --dev) checks every credential against what the admin API \
+provisions. It needs a root key from outside the data (--root-key-file or SECRETSTORE_ROOT_KEY) \
+and an admin token (--admin-token-file, refused if group or others can read it, or \
+SECRETSTORE_ADMIN_TOKEN; at least 32 characters; `secretstore admin token-generate` prints one). \
+The admin API listens on --admin-listen (default 127.0.0.1:12112), never on the public address; \
+the server keeps only the token's SHA-256. Rate limiting is on by default (100 requests a second \
+per credential and account).\n\n\
+On start the server prints one line, `secretstore listening on http://ADDR`, on standard output, \
+then (with an admin listener) `secretstore admin listening on http://ADDR`; logs go to standard \
+error."
 )]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT (127.0.0.1:12111, localhost:12111, [::1]:12111,
@@ -95,10 +103,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_MAX_BODY_BYTES", default_value_t = secretstore_api::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
-    /// Requests a second each API key may make (bursts of as many); over it, requests are
-    /// answered 429 rate_limit with Retry-After. 0 turns the limit off.
-    #[arg(long, env = "SECRETSTORE_RATE_LIMIT", default_value_t = 0)]
-    pub rate_limit: u32,
+    /// Requests a second each credential may make on each account (bursts of twice as many);
+    /// over it, requests are answered 429 rate_limit with Retry-After. 0 turns the limit off.
+    /// Default: 100 in production mode (Stripe's live-mode figure), off in dev mode.
+    #[arg(long, env = "SECRETSTORE_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Address of the admin API (provisioning). Default 127.0.0.1:12112 in production mode; in
+    /// dev mode the admin API is off unless this is given. Never the public listener's address.
+    #[arg(long, env = "SECRETSTORE_ADMIN_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// File holding the admin token (at least 32 characters). Refused if group or others can
+    /// read it. Or give the token itself in SECRETSTORE_ADMIN_TOKEN.
+    #[arg(long, env = "SECRETSTORE_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Connections open at once; a connection beyond it is answered 503 and closed. Idle
     /// connections count, so keep it well above the clients you expect.

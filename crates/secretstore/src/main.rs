@@ -4,6 +4,7 @@
 //! `secretstore secrets` sets, finds, lists and deletes secrets on a server (this one or
 //! Stripe); `completions` and `man` print shell completions and the man page.
 
+mod admin;
 mod cli;
 mod generate;
 mod secrets;
@@ -23,5 +24,6 @@ fn main() -> std::process::ExitCode {
         cli::Command::Secrets(args) => secrets::main(args),
         cli::Command::Completions(args) => generate::completions(args),
         cli::Command::Man(args) => generate::man(args),
+        cli::Command::Admin(args) => admin::main(args),
     }
 }

@@ -11,13 +11,39 @@ use std::time::Duration;
 
 use anyhow::bail;
 use secretstore_core::Limits;
-use secretstore_server::{App, Config, HttpLimits, RootKeySource, Shutdown, StorageConfig};
+use secretstore_server::{
+    AdminConfig, App, Config, HttpLimits, Listeners, RootKeySource, Shutdown, StorageConfig,
+};
 use secretstore_sqlite::SqliteOptions;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::cli::{LogFormat, ServeArgs};
 
 const ROOT_KEY_ENV: &str = "SECRETSTORE_ROOT_KEY";
+const ADMIN_TOKEN_ENV: &str = "SECRETSTORE_ADMIN_TOKEN";
+
+/// Where the admin API listens in production mode unless told otherwise.
+const DEFAULT_ADMIN_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 12112);
+
+/// The admin token, from the file (owner-only) or the environment: kept only as its SHA-256.
+fn admin_token_hash(args: &ServeArgs) -> anyhow::Result<Option<[u8; 32]>> {
+    let token = if let Some(path) = &args.admin_token_file {
+        crate::admin::read_token_file(path)?
+    } else if let Ok(value) = std::env::var(ADMIN_TOKEN_ENV) {
+        zeroize::Zeroizing::new(value)
+    } else {
+        return Ok(None);
+    };
+    let token = token.trim();
+    if token.chars().count() < secretstore_api::admin::MIN_TOKEN_CHARS {
+        bail!(
+            "the admin token is shorter than {} characters; make one with `secretstore admin \
+             token-generate`",
+            secretstore_api::admin::MIN_TOKEN_CHARS
+        );
+    }
+    Ok(Some(secretstore_api::admin::token_hash(token)))
+}
 
 pub fn main(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format, &args.log);
@@ -78,7 +104,22 @@ fn root_key_source(args: &ServeArgs) -> anyhow::Result<RootKeySource> {
 
 /// The server's configuration, from the flags.
 fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let admin_listen = match (args.admin_listen, args.dev) {
+        (Some(addr), _) => Some(addr),
+        (None, false) => Some(SocketAddr::from(DEFAULT_ADMIN_LISTEN)),
+        (None, true) => None,
+    };
+    let admin = match (admin_listen, admin_token_hash(args)?) {
+        (Some(listen), Some(token_hash)) => Some(AdminConfig { listen, token_hash }),
+        (Some(_), None) if args.dev => bail!(
+            "--admin-listen needs the admin token: give --admin-token-file PATH or set \
+             {ADMIN_TOKEN_ENV} (`secretstore admin token-generate` makes one)"
+        ),
+        _ => None,
+    };
+    let rate_limit = args.rate_limit.unwrap_or(if args.dev { 0 } else { 100 });
     Ok(Config {
+        admin,
         storage: StorageConfig::Sqlite {
             dir: args.data.clone(),
             options: SqliteOptions {
@@ -99,7 +140,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             max_connections: args.max_connections,
             ..HttpLimits::default()
         },
-        rate_limit: std::num::NonZeroU32::new(args.rate_limit),
+        rate_limit: std::num::NonZeroU32::new(rate_limit),
         sweep_interval: Duration::from_secs(args.sweep_interval),
     })
 }
@@ -177,9 +218,11 @@ fn create_data_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Why the listener could not be opened, and what to do about it.
-fn listen_failure(addr: SocketAddr, err: &std::io::Error) -> anyhow::Error {
-    let advice = "choose another address with --listen (or SECRETSTORE_LISTEN), for example \
-                  --listen 127.0.0.1:12113";
+fn listen_failure(addr: SocketAddr, err: &std::io::Error, flag: &str) -> anyhow::Error {
+    let advice = format!(
+        "choose another address with {flag} (or its SECRETSTORE_ variable), for example {flag} \
+         127.0.0.1:12113"
+    );
     match err.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "cannot listen on {addr}: another process is already listening there (perhaps \
@@ -198,15 +241,27 @@ fn listen_failure(addr: SocketAddr, err: &std::io::Error) -> anyhow::Error {
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
-    config.check()?;
-    // The listener first: a port in use is the likeliest start-up failure, and nothing should
+    config.check(Some(args.listen))?;
+    // The listeners first: a port in use is the likeliest start-up failure, and nothing should
     // be created (data directory, dev root key) by a start that cannot serve.
-    let listener = listen(args.listen).map_err(|err| listen_failure(args.listen, &err))?;
+    let listener =
+        listen(args.listen).map_err(|err| listen_failure(args.listen, &err, "--listen"))?;
+    let admin_listener = match &config.admin {
+        Some(admin) => Some(
+            listen(admin.listen)
+                .map_err(|err| listen_failure(admin.listen, &err, "--admin-listen"))?,
+        ),
+        None => None,
+    };
     check_data_dir(&args.data)?;
     create_data_dir(&args.data)?;
     let app = App::builder(config).build().await?;
     let addr = listener.local_addr()?;
-    announce(addr, &args);
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    announce(addr, admin_addr, &args);
     let shutdown = Shutdown::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -215,7 +270,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.trigger();
         }
     });
-    secretstore_server::run(app, listener, shutdown).await?;
+    let listeners = Listeners {
+        public: listener,
+        admin: admin_listener,
+    };
+    secretstore_server::run(app, listeners, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -234,14 +293,24 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The one line tests and scripts wait for, then (dev mode) a banner with a first call.
-fn announce(addr: SocketAddr, args: &ServeArgs) {
-    let shown = if addr.ip().is_unspecified() {
-        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
-    } else {
-        addr
+fn announce(addr: SocketAddr, admin: Option<SocketAddr>, args: &ServeArgs) {
+    let shown_of = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+        } else {
+            addr
+        }
     };
+    let shown = shown_of(addr);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "secretstore listening on http://{shown}");
+    if let Some(admin) = admin {
+        let _ = writeln!(
+            out,
+            "secretstore admin listening on http://{}",
+            shown_of(admin)
+        );
+    }
     if args.dev {
         let _ = writeln!(
             out,

@@ -53,7 +53,11 @@ fn run(mut command: Command, stdin: &str) -> Output {
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).unwrap();
+    // A command refused before it reads its input (a usage error) closes the pipe first.
+    match input.write_all(stdin.as_bytes()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
     drop(input);
     child.wait_with_output().unwrap()
 }

@@ -357,5 +357,13 @@ fn serve_help_says_what_production_mode_needs() {
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("Production mode"), "{help}");
-    assert!(help.contains("refuses to start"), "{help}");
+    for needed in [
+        "--root-key-file",
+        "--admin-token-file",
+        "SECRETSTORE_ADMIN_TOKEN",
+        "--admin-listen",
+        "token-generate",
+    ] {
+        assert!(help.contains(needed), "{needed} missing:\n{help}");
+    }
 }

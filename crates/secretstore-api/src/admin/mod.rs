@@ -1,0 +1,437 @@
+//! The admin API: what a platform provisions (accounts, apps, installations, users, API keys and
+//! user sessions), as JSON over its own listener, never the public one (docs/admin.md). Every
+//! request carries `Authorization: Bearer <admin token>`; the server keeps only the token's
+//! SHA-256 and compares in constant time. Handlers are grouped by resource, one file each, as
+//! crates.io groups its controllers; they share the token check (`AdminCaller`), the JSON body
+//! reader (`JsonBody`), listing parameters (`page`) and the error table of `crate::error`.
+
+mod accounts;
+mod apps;
+mod installations;
+mod keys;
+mod render;
+mod sessions;
+mod users;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
+use secretstore_core::{Clock, Directory, DirectoryPage, Listed};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::error::{ApiError, Code};
+use crate::form::Form;
+use crate::params::{optional, parse_integer, Params};
+use crate::HttpLimits;
+
+/// The admin API's OpenAPI 3 document, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../../docs/admin-openapi.json");
+
+/// Shortest admin token accepted.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// What the admin handlers share.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub directory: Arc<dyn Directory>,
+    /// SHA-256 of the admin token.
+    pub token_hash: [u8; 32],
+    pub clock: Arc<dyn Clock>,
+    pub limits: HttpLimits,
+}
+
+/// The SHA-256 an admin token is kept as.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+/// Every admin route (method, path) with its handler, in one place: the router, the answer to an
+/// unknown route and the test that holds the OpenAPI document to the routes all read it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/accounts"),
+    ("GET", "/v1/accounts"),
+    ("GET", "/v1/accounts/{id}"),
+    ("DELETE", "/v1/accounts/{id}"),
+    ("POST", "/v1/apps"),
+    ("GET", "/v1/apps"),
+    ("GET", "/v1/apps/{id}"),
+    ("DELETE", "/v1/apps/{id}"),
+    ("POST", "/v1/installations"),
+    ("GET", "/v1/installations"),
+    ("GET", "/v1/installations/{id}"),
+    ("DELETE", "/v1/installations/{id}"),
+    ("POST", "/v1/accounts/{account}/users"),
+    ("GET", "/v1/accounts/{account}/users"),
+    ("GET", "/v1/accounts/{account}/users/{id}"),
+    ("DELETE", "/v1/accounts/{account}/users/{id}"),
+    ("POST", "/v1/apps/{app}/keys"),
+    ("GET", "/v1/apps/{app}/keys"),
+    ("GET", "/v1/keys/{id}"),
+    ("POST", "/v1/keys/{id}/roll"),
+    ("POST", "/v1/keys/{id}/revoke"),
+    ("POST", "/v1/user_sessions"),
+    ("GET", "/v1/user_sessions/{id}"),
+    ("DELETE", "/v1/user_sessions/{id}"),
+    ("GET", "/openapi.json"),
+];
+
+/// The admin listener's router.
+pub fn router(state: AdminState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .route("/v1/accounts", post(accounts::create).get(accounts::list))
+        .route(
+            "/v1/accounts/{id}",
+            get(accounts::retrieve).delete(accounts::remove),
+        )
+        .route("/v1/apps", post(apps::create).get(apps::list))
+        .route("/v1/apps/{id}", get(apps::retrieve).delete(apps::remove))
+        .route(
+            "/v1/installations",
+            post(installations::create).get(installations::list),
+        )
+        .route(
+            "/v1/installations/{id}",
+            get(installations::retrieve).delete(installations::remove),
+        )
+        .route(
+            "/v1/accounts/{account}/users",
+            post(users::create).get(users::list),
+        )
+        .route(
+            "/v1/accounts/{account}/users/{id}",
+            get(users::retrieve).delete(users::remove),
+        )
+        .route("/v1/apps/{app}/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", get(keys::retrieve))
+        .route("/v1/keys/{id}/roll", post(keys::roll))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/user_sessions", post(sessions::create))
+        .route(
+            "/v1/user_sessions/{id}",
+            get(sessions::retrieve).delete(sessions::remove),
+        )
+        .route("/openapi.json", get(openapi))
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(unrecognized)
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::panicked,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::middleware::stamp,
+        ))
+}
+
+async fn unrecognized(request: Request) -> Response {
+    let routes = ROUTES
+        .iter()
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ApiError::unrecognized_url(request.method().as_str(), request.uri().path(), &routes)
+        .into_response()
+}
+
+/// The document describes the API; reading it needs no token (it holds no secret).
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// A request that presented the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller;
+
+impl FromRequestParts<AdminState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|token| !token.is_empty());
+        let Some(token) = given else {
+            return Err(ApiError::new(
+                Code::Unauthenticated,
+                "You did not provide the admin token. Send it as 'Authorization: Bearer \
+                 <admin token>'.",
+            ));
+        };
+        if bool::from(token_hash(token).ct_eq(&state.token_hash)) {
+            Ok(AdminCaller)
+        } else {
+            tracing::warn!("admin request with a wrong token refused");
+            Err(ApiError::new(
+                Code::AdminTokenInvalid,
+                "The admin token provided is not this server's admin token.",
+            ))
+        }
+    }
+}
+
+/// A JSON object body, taken field by field: whatever is left is `parameter_unknown`.
+#[derive(Debug)]
+pub struct JsonBody(Map<String, Value>);
+
+impl FromRequest<AdminState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AdminState) -> Result<Self, ApiError> {
+        let json_type = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let max = state.limits.max_body_bytes;
+        let read = axum::body::to_bytes(request.into_body(), max);
+        let bytes = match tokio::time::timeout(state.limits.body_timeout, read).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    Code::RequestTooLarge,
+                    format!("The request body is larger than this server's limit of {max} bytes, or could not be read."),
+                ))
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    Code::RequestTimeout,
+                    "The request body was not received in time.",
+                ))
+            }
+        };
+        if bytes.is_empty() {
+            return Ok(JsonBody(Map::new()));
+        }
+        if !json_type {
+            return Err(ApiError::new(
+                Code::ContentTypeInvalid,
+                "Admin API bodies are JSON: send Content-Type: application/json.",
+            ));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(JsonBody(map)),
+            Ok(_) => Err(ApiError::new(
+                Code::BodyInvalid,
+                "The request body must be a JSON object.",
+            )),
+            Err(err) => Err(ApiError::new(
+                Code::BodyInvalid,
+                format!(
+                    "The request body is not valid JSON (line {}, column {}).",
+                    err.line(),
+                    err.column()
+                ),
+            )),
+        }
+    }
+}
+
+impl JsonBody {
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name).filter(|v| !v.is_null())
+    }
+
+    pub fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(ApiError::invalid(
+                name,
+                format!("Invalid {name}: expected a string."),
+            )),
+        }
+    }
+
+    pub fn required(&mut self, name: &str) -> Result<String, ApiError> {
+        self.string(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    pub fn integer(&mut self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ApiError::not_integer(name, &n.to_string())),
+            Some(other) => Err(ApiError::not_integer(name, &other.to_string())),
+        }
+    }
+
+    pub fn strings(&mut self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(text) => Ok(text),
+                    _ => Err(ApiError::invalid(
+                        name,
+                        format!("Invalid {name}: expected an array of strings."),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(ApiError::invalid(
+                name,
+                format!("Invalid {name}: expected an array of strings."),
+            )),
+        }
+    }
+
+    /// Refuses the first field nobody took.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.0.keys().next() {
+            None => Ok(()),
+            Some(name) => Err(ApiError::unknown(name)),
+        }
+    }
+}
+
+/// The query string of a request, as parameters (listing options, `confirm`).
+#[derive(Debug)]
+pub struct Query(Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let form = Form::parse(parts.uri.query().unwrap_or("").as_bytes())?;
+        Ok(Query(Params::new(form.root)))
+    }
+}
+
+impl Query {
+    pub fn text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(optional(self.0.text(name)?))
+    }
+
+    /// `limit` (1 to 100, default 10) and `starting_after`.
+    pub fn page(&mut self) -> Result<DirectoryPage, ApiError> {
+        let limit = match self.text("limit")? {
+            None => 10,
+            Some(text) => {
+                let n = parse_integer(&text, "limit")?;
+                if !(1..=100).contains(&n) {
+                    return Err(ApiError::out_of_range(
+                        "limit",
+                        "Invalid limit: must be between 1 and 100.".to_owned(),
+                    ));
+                }
+                n as u32
+            }
+        };
+        Ok(DirectoryPage {
+            limit,
+            starting_after: self.text("starting_after")?,
+        })
+    }
+
+    /// A removal must say `confirm=true`.
+    pub fn confirmed(&mut self) -> Result<(), ApiError> {
+        match self.text("confirm")?.as_deref() {
+            Some("true") => Ok(()),
+            _ => Err(ApiError::new(
+                Code::ConfirmationRequired,
+                "Removing this object also removes what it owns (see the answer's removed \
+                 counts). Repeat the request with ?confirm=true to do it.",
+            )
+            .with_param("confirm")),
+        }
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        self.0.finish()
+    }
+}
+
+/// A 200 JSON answer.
+fn json(value: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// A list answer: `{"object":"list","url":...,"has_more":...,"data":[...]}`.
+fn listing<T>(url: String, listed: Listed<T>, render: impl Fn(&T) -> Value) -> Response {
+    json(serde_json::json!({
+        "object": "list",
+        "url": url,
+        "has_more": listed.has_more,
+        "data": listed.items.iter().map(render).collect::<Vec<_>>(),
+    }))
+}
+
+/// Not found: 404 `resource_missing` naming the object.
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::new(
+        Code::ResourceMissing,
+        format!("No such {what}: '{}'", crate::error::shorten(id)),
+    )
+    .with_param("id")
+}
+
+/// What the `AdminState` of a handler is, for brevity.
+type Admin = State<AdminState>;
+
+/// The path parameters of a route, as text; a malformed one is answered in the error shape.
+#[derive(Debug)]
+pub struct PathParams(Vec<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(values) =
+            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::invalid("id", "The path is not valid UTF-8 once decoded.".into())
+                })?;
+        Ok(PathParams(values.into_iter().map(|(_, v)| v).collect()))
+    }
+}
+
+impl PathParams {
+    /// The last parameter (the object's id).
+    pub fn id(&self) -> &str {
+        self.0.last().map_or("", String::as_str)
+    }
+
+    /// The first parameter (the owner in `/v1/accounts/{account}/users/{id}`).
+    pub fn parent(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+}
+
+/// Unix seconds, from the admin state's clock.
+fn now(state: &AdminState) -> i64 {
+    state.clock.now()
+}
