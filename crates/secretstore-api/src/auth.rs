@@ -431,7 +431,7 @@ impl FromRequestParts<AppState> for Caller {
         let account = stripe_account(&parts.headers)?;
         let principal = state.auth.authenticate(&key, account.as_deref()).await?;
         if let Some(limit) = &state.rate_limit {
-            limit.check(&principal.credential)?;
+            limit.check(&principal.credential, &principal.namespace.account)?;
         }
         Ok(Caller(principal))
     }

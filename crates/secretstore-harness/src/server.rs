@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use secretstore_testkit::binary::{listening_url, serve_command};
+use secretstore_testkit::binary::{listening_url, serve_command, Mode};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -114,14 +114,20 @@ impl ServerSpec {
         let began = Instant::now();
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         // The one command line every test and harness starts the server with.
-        let mut child = Command::from(serve_command(&self.bin, &self.data, &self.root_key, &extra))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            // A harness that fails half-way must not leave servers behind.
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let mut child = Command::from(serve_command(
+            &self.bin,
+            &self.data,
+            &self.root_key,
+            &Mode::Dev,
+            &extra,
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        // A harness that fails half-way must not leave servers behind.
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", self.bin.display()))?;
         let pid = child.id().context("the server exited at once")?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let mut reader = BufReader::new(stdout);

@@ -17,12 +17,39 @@ pub fn listening_url(line: &str) -> Option<&str> {
     line.trim().strip_prefix(LISTENING)
 }
 
-/// `BIN serve --dev` over `data`, on a free port unless `extra` gives `--listen`, with the root
-/// key in the environment. Every environment twin the test does not set is removed, so one left
-/// set by the caller cannot quietly change what is tested.
-pub fn serve_command(bin: &Path, data: &Path, root_key: &str, extra: &[&str]) -> Command {
+/// How a server runs: dev mode, or production mode with the admin API on a free port.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Dev,
+    /// The admin token is in this file (owner-only).
+    Production {
+        token_file: PathBuf,
+    },
+}
+
+/// `BIN serve` over `data` in `mode`, on a free port unless `extra` gives `--listen`, with the
+/// root key in the environment. Every environment twin the test does not set is removed, so one
+/// left set by the caller cannot quietly change what is tested.
+pub fn serve_command(
+    bin: &Path,
+    data: &Path,
+    root_key: &str,
+    mode: &Mode,
+    extra: &[&str],
+) -> Command {
     let mut command = Command::new(bin);
-    command.arg("serve").arg("--dev");
+    command.arg("serve");
+    match mode {
+        Mode::Dev => {
+            command.arg("--dev");
+        }
+        Mode::Production { token_file } => {
+            command.arg("--admin-token-file").arg(token_file);
+            if !extra.contains(&"--admin-listen") {
+                command.arg("--admin-listen").arg("127.0.0.1:0");
+            }
+        }
+    }
     if !extra.contains(&"--listen") {
         command.arg("--listen").arg("127.0.0.1:0");
     }
@@ -49,12 +76,18 @@ pub fn random_root_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What `secretstore admin listening on ...` says, the second line of a server with one.
+pub const ADMIN_LISTENING: &str = "secretstore admin listening on ";
+
 /// A data directory and a root key shared by successive server processes.
 #[derive(Debug)]
 pub struct Site {
     pub bin: PathBuf,
     pub dir: tempfile::TempDir,
     pub root_key: String,
+    pub mode: Mode,
+    /// The admin token, in production mode.
+    pub admin_token: Option<String>,
     starts: usize,
 }
 
@@ -63,6 +96,8 @@ pub struct Site {
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// The admin API's URL, in production mode.
+    pub admin_url: Option<String>,
     pub log: PathBuf,
 }
 
@@ -74,8 +109,24 @@ impl Site {
             bin: bin.into(),
             dir: tempfile::tempdir().unwrap(),
             root_key: random_root_key(),
+            mode: Mode::Dev,
+            admin_token: None,
             starts: 0,
         }
+    }
+
+    /// A production-mode site: an admin token in an owner-only file beside the data, and the
+    /// admin API on a free port.
+    pub fn production(bin: impl Into<PathBuf>) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut site = Self::new(bin);
+        let token = random_root_key();
+        let token_file = site.dir.path().join("admin.token");
+        std::fs::write(&token_file, &token).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        site.mode = Mode::Production { token_file };
+        site.admin_token = Some(token);
+        site
     }
 
     pub fn data(&self) -> PathBuf {
@@ -88,7 +139,7 @@ impl Site {
 
     /// The command that starts a server over this site (see `serve_command`).
     pub fn command(&self, extra: &[&str]) -> Command {
-        serve_command(&self.bin, &self.data(), &self.root_key, extra)
+        serve_command(&self.bin, &self.data(), &self.root_key, &self.mode, extra)
     }
 
     /// Starts a server and waits for its "listening" line.
@@ -102,10 +153,20 @@ impl Site {
         let mut child = command.spawn().expect("start the secretstore binary");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines =
+            if matches!(self.mode, Mode::Production { .. }) || extra.contains(&"--admin-listen") {
+                2
+            } else {
+                1
+            };
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut first = String::new();
-            let _ = reader.read_line(&mut first);
+            for _ in 0..lines {
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                first.push_str(&line);
+            }
             let _ = tx.send(first);
             // Keep draining so the server never blocks on a full pipe.
             let mut sink = Vec::new();
@@ -119,13 +180,19 @@ impl Site {
                 panic!("server did not start; log:\n{}", log_text())
             }
         };
-        let Some(url) = listening_url(&line).map(str::to_owned) else {
+        let Some(url) = listening_url(line.lines().next().unwrap_or("")).map(str::to_owned) else {
             let _ = child.kill();
             panic!("unexpected first line {line:?}; log:\n{}", log_text())
         };
+        let admin_url = line
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().strip_prefix(ADMIN_LISTENING))
+            .map(str::to_owned);
         Server {
             child: Some(child),
             url,
+            admin_url,
             log,
         }
     }

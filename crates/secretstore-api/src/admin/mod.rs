@@ -1,5 +1,6 @@
 //! The admin API: what a platform provisions (accounts, apps, installations, users, API keys and
-//! user sessions), as JSON over its own listener, never the public one (docs/admin.md). Every
+//! user sessions), as JSON over its own listener, never the public one (docs/api.md §9, and
+//! `docs/admin-openapi.json`, which `GET /openapi.json` serves). Every
 //! request carries `Authorization: Bearer <admin token>`; the server keeps only the token's
 //! SHA-256 and compares in constant time. Handlers are grouped by resource, one file each, as
 //! crates.io groups its controllers; they share the token check (`AdminCaller`), the JSON body
@@ -17,7 +18,6 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
@@ -52,73 +52,57 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.trim().as_bytes()).into()
 }
 
-/// Every admin route (method, path) with its handler, in one place: the router, the answer to an
-/// unknown route and the test that holds the OpenAPI document to the routes all read it.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/accounts"),
-    ("GET", "/v1/accounts"),
-    ("GET", "/v1/accounts/{id}"),
-    ("DELETE", "/v1/accounts/{id}"),
-    ("POST", "/v1/apps"),
-    ("GET", "/v1/apps"),
-    ("GET", "/v1/apps/{id}"),
-    ("DELETE", "/v1/apps/{id}"),
-    ("POST", "/v1/installations"),
-    ("GET", "/v1/installations"),
-    ("GET", "/v1/installations/{id}"),
-    ("DELETE", "/v1/installations/{id}"),
-    ("POST", "/v1/accounts/{account}/users"),
-    ("GET", "/v1/accounts/{account}/users"),
-    ("GET", "/v1/accounts/{account}/users/{id}"),
-    ("DELETE", "/v1/accounts/{account}/users/{id}"),
-    ("POST", "/v1/apps/{app}/keys"),
-    ("GET", "/v1/apps/{app}/keys"),
-    ("GET", "/v1/keys/{id}"),
-    ("POST", "/v1/keys/{id}/roll"),
-    ("POST", "/v1/keys/{id}/revoke"),
-    ("POST", "/v1/user_sessions"),
-    ("GET", "/v1/user_sessions/{id}"),
-    ("DELETE", "/v1/user_sessions/{id}"),
-    ("GET", "/openapi.json"),
-];
+/// The admin routes, each path with its methods and handlers, written once: the router, the
+/// answer to an unknown route and the test that holds the OpenAPI document to the routes all
+/// come from it.
+macro_rules! admin_routes {
+    ($($path:literal => $($method:ident($handler:path)),+;)*) => {
+        /// Every admin route, as (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[
+            $($((admin_method!($method), $path),)+)*
+        ];
+
+        fn routes() -> Router<AdminState> {
+            Router::new()
+                $(.route($path, axum::routing::MethodRouter::new()$(.$method($handler))+))*
+        }
+    };
+}
+
+macro_rules! admin_method {
+    (get) => {
+        "GET"
+    };
+    (post) => {
+        "POST"
+    };
+    (delete) => {
+        "DELETE"
+    };
+}
+
+admin_routes! {
+    "/v1/accounts" => post(accounts::create), get(accounts::list);
+    "/v1/accounts/{id}" => get(accounts::retrieve), delete(accounts::remove);
+    "/v1/apps" => post(apps::create), get(apps::list);
+    "/v1/apps/{id}" => get(apps::retrieve), delete(apps::remove);
+    "/v1/installations" => post(installations::create), get(installations::list);
+    "/v1/installations/{id}" => get(installations::retrieve), delete(installations::remove);
+    "/v1/accounts/{account}/users" => post(users::create), get(users::list);
+    "/v1/accounts/{account}/users/{id}" => get(users::retrieve), delete(users::remove);
+    "/v1/apps/{app}/keys" => post(keys::create), get(keys::list);
+    "/v1/keys/{id}" => get(keys::retrieve);
+    "/v1/keys/{id}/roll" => post(keys::roll);
+    "/v1/keys/{id}/revoke" => post(keys::revoke);
+    "/v1/user_sessions" => post(sessions::create);
+    "/v1/user_sessions/{id}" => get(sessions::retrieve), delete(sessions::remove);
+    "/openapi.json" => get(openapi);
+}
 
 /// The admin listener's router.
 pub fn router(state: AdminState) -> Router {
     let limits = state.limits;
-    Router::new()
-        .route("/v1/accounts", post(accounts::create).get(accounts::list))
-        .route(
-            "/v1/accounts/{id}",
-            get(accounts::retrieve).delete(accounts::remove),
-        )
-        .route("/v1/apps", post(apps::create).get(apps::list))
-        .route("/v1/apps/{id}", get(apps::retrieve).delete(apps::remove))
-        .route(
-            "/v1/installations",
-            post(installations::create).get(installations::list),
-        )
-        .route(
-            "/v1/installations/{id}",
-            get(installations::retrieve).delete(installations::remove),
-        )
-        .route(
-            "/v1/accounts/{account}/users",
-            post(users::create).get(users::list),
-        )
-        .route(
-            "/v1/accounts/{account}/users/{id}",
-            get(users::retrieve).delete(users::remove),
-        )
-        .route("/v1/apps/{app}/keys", post(keys::create).get(keys::list))
-        .route("/v1/keys/{id}", get(keys::retrieve))
-        .route("/v1/keys/{id}/roll", post(keys::roll))
-        .route("/v1/keys/{id}/revoke", post(keys::revoke))
-        .route("/v1/user_sessions", post(sessions::create))
-        .route(
-            "/v1/user_sessions/{id}",
-            get(sessions::retrieve).delete(sessions::remove),
-        )
-        .route("/openapi.json", get(openapi))
+    routes()
         .fallback(unrecognized)
         .method_not_allowed_fallback(unrecognized)
         .with_state(state)
@@ -434,4 +418,37 @@ impl PathParams {
 /// Unix seconds, from the admin state's clock.
 fn now(state: &AdminState) -> i64 {
     state.clock.now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("the document is JSON");
+        assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."));
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .into_iter()
+                    .flat_map(|ops| ops.keys())
+                    .filter(|m| ["get", "post", "delete", "put", "patch"].contains(&m.as_str()))
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(
+            documented, routed,
+            "docs/admin-openapi.json and the admin routes differ"
+        );
+    }
 }

@@ -12,3 +12,4 @@ mod durability;
 mod faults;
 mod startup;
 mod tampering;
+mod tenancy;
