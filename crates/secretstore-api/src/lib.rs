@@ -21,6 +21,7 @@ pub mod params;
 pub mod rate_limit;
 pub mod render;
 mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

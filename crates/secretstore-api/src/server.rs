@@ -14,9 +14,11 @@ use axum::Router;
 use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::error::{ApiError, Code};
@@ -57,13 +59,14 @@ impl Shutdown {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` is triggered, then lets in-flight requests
-/// finish (up to `limits.shutdown_grace`).
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` is triggered,
+/// then lets in-flight requests finish (up to `limits.shutdown_grace`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
     shutdown: Shutdown,
+    tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refused = Arc::new(AtomicU64::new(0));
@@ -109,22 +112,35 @@ pub async fn serve(
                     "too many connections; refusing new ones"
                 );
             }
-            tokio::spawn(refuse(stream, Arc::clone(&refusal)));
+            // Over TLS the refusal cannot be written before a handshake: the connection is
+            // closed instead.
+            if tls.is_none() {
+                tokio::spawn(refuse(stream, Arc::clone(&refusal)));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            router.clone().oneshot(request.map(axum::body::Body::new))
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // Errors here are clients going away or timing out; nothing to answer.
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                tokio::spawn(connection(stream, router, http, watcher, permit));
             }
-            drop(permit);
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let timeout = limits.header_timeout;
+                tokio::spawn(async move {
+                    // A client that never finishes its handshake is cut off like one that never
+                    // sends its headers.
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(stream, router, http, watcher, permit).await,
+                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -134,6 +150,29 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) until it ends or shutdown closes it.
+async fn connection<I>(
+    io: I,
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    watcher: Watcher,
+    permit: OwnedSemaphorePermit,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        router.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    // Errors here are clients going away or timing out; nothing to answer.
+    if let Err(err) = watcher
+        .watch(http.serve_connection(TokioIo::new(io), service))
+        .await
+    {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+    drop(permit);
 }
 
 async fn refuse(mut stream: TcpStream, answer: Arc<[u8]>) {

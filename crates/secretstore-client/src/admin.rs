@@ -28,12 +28,16 @@ impl std::fmt::Debug for AdminClient {
 
 impl AdminClient {
     /// A client of the admin API at `base_url` (such as `http://127.0.0.1:12112`) with the admin
-    /// token.
-    pub fn new(base_url: &str, token: Zeroizing<String>) -> Result<Self, Error> {
+    /// token, trusting these certificate authorities (PEM) besides the system's.
+    pub fn new(
+        base_url: &str,
+        token: Zeroizing<String>,
+        root_certificates: &[Vec<u8>],
+    ) -> Result<Self, Error> {
         if token.trim().is_empty() {
             return Err(Error::InvalidArgument("the admin token is empty".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = crate::client::trusting(reqwest::Client::builder(), root_certificates)?
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;

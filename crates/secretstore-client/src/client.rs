@@ -108,9 +108,33 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     retry: RetryPolicy,
+    root_certificates: Vec<Vec<u8>>,
+}
+
+/// Certificate authorities (PEM) to trust beside the system's, for a server with a private CA.
+pub(crate) fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    pems: &[Vec<u8>],
+) -> Result<reqwest::ClientBuilder, Error> {
+    for pem in pems {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|err| {
+            Error::InvalidArgument(format!("the CA certificate is not PEM: {err}"))
+        })?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 impl ClientBuilder {
+    /// Trust this certificate authority (PEM, one or more certificates) besides the system's:
+    /// for a secretstore serving TLS with a private or self-signed certificate.
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
     /// The server: `https://api.stripe.com` (the default) or a secretstore such as
     /// `http://127.0.0.1:12111`. A path prefix is kept (`https://gateway/stripe`).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
@@ -184,7 +208,7 @@ impl ClientBuilder {
         let stripe_account = header_value("Stripe-Account", self.stripe_account.as_deref())?;
         let stripe_version = header_value("Stripe-Version", self.stripe_version.as_deref())?;
 
-        let http = reqwest::Client::builder()
+        let http = trusting(reqwest::Client::builder(), &self.root_certificates)?
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(concat!("secretstore-client/", env!("CARGO_PKG_VERSION")))
@@ -280,6 +304,7 @@ impl Client {
                 max_retries: DEFAULT_MAX_RETRIES,
                 ..RetryPolicy::default()
             },
+            root_certificates: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use secretstore_api::admin::AdminState;
 use secretstore_api::auth::DirectoryAuthenticator;
+use secretstore_api::tls::{ReloadingCert, TlsError};
 use secretstore_api::{
     AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
 };
@@ -39,6 +40,8 @@ pub enum StartError {
     Storage { what: String, source: StoreError },
     #[error(transparent)]
     KeyCheck(#[from] KeyCheckError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Why a running server stopped with an error.
@@ -56,6 +59,8 @@ pub struct App {
     pub state: AppState,
     /// The admin API's state, when the configuration has an admin listener.
     pub admin: Option<AdminState>,
+    /// The certificates of the public and admin listeners, when they serve TLS.
+    pub certs: Certs,
     pub storage: Storage,
     pub config: Config,
 }
@@ -171,9 +176,19 @@ impl AppBuilder {
             limits: config.http,
             rate_limit: config.rate_limit.map(RateLimit::per_second),
         };
+        let certs = Certs {
+            public: config.tls.clone().map(ReloadingCert::load).transpose()?,
+            admin: config
+                .admin
+                .as_ref()
+                .and_then(|a| a.tls.clone())
+                .map(ReloadingCert::load)
+                .transpose()?,
+        };
         Ok(App {
             state,
             admin,
+            certs,
             storage,
             config,
         })
@@ -183,6 +198,34 @@ impl AppBuilder {
 fn describe(storage: &StorageConfig) -> String {
     match storage {
         StorageConfig::Sqlite { dir, .. } => format!("the data directory {}", dir.display()),
+    }
+}
+
+/// The certificates a server's listeners serve, replaced by `reload` (SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct Certs {
+    pub public: Option<Arc<ReloadingCert>>,
+    pub admin: Option<Arc<ReloadingCert>>,
+}
+
+impl Certs {
+    /// Reads every certificate again; one that fails keeps being served, and says why.
+    pub fn reload(&self) {
+        for (which, cert) in [("public", &self.public), ("admin", &self.admin)] {
+            let Some(cert) = cert else { continue };
+            match cert.reload() {
+                Ok(()) => {
+                    tracing::info!(listener = which, cert = %cert.files().cert.display(), "TLS certificate reloaded")
+                }
+                Err(err) => {
+                    tracing::error!(listener = which, error = %err, "TLS certificate not reloaded; the previous one is still served")
+                }
+            }
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.public.is_some() || self.admin.is_some()
     }
 }
 
@@ -197,17 +240,33 @@ pub struct Listeners {
 /// in-flight requests and closes storage (flushing queued writes).
 pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(), RunError> {
     let sweeper = tokio::spawn(sweep(app.state.clone(), app.config.sweep_interval));
+    // Always: SIGHUP's default would end the process, which an operator's reload must not.
+    let reloader = tokio::spawn(reload_on_sighup(app.certs.clone()));
+    let acceptor =
+        |cert: &Option<Arc<ReloadingCert>>| cert.as_ref().map(|c| c.acceptor()).transpose();
+    let public_tls =
+        acceptor(&app.certs.public).map_err(|e| RunError::Serve(std::io::Error::other(e)))?;
+    let admin_tls =
+        acceptor(&app.certs.admin).map_err(|e| RunError::Serve(std::io::Error::other(e)))?;
     let admin = match (listeners.admin, app.admin_router()) {
         (Some(listener), Some(router)) => Some(tokio::spawn(secretstore_api::serve(
             listener,
             router,
             app.config.http,
             shutdown.clone(),
+            admin_tls,
         ))),
         _ => None,
     };
-    let served =
-        secretstore_api::serve(listeners.public, app.router(), app.config.http, shutdown).await;
+    let served = secretstore_api::serve(
+        listeners.public,
+        app.router(),
+        app.config.http,
+        shutdown,
+        public_tls,
+    )
+    .await;
+    reloader.abort();
     if let Some(admin) = admin {
         match admin.await {
             Ok(result) => result?,
@@ -218,6 +277,22 @@ pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(
     served?;
     tracing::info!("in-flight requests finished; flushing storage");
     app.storage.lifecycle.close().await.map_err(RunError::Close)
+}
+
+/// Reads the certificates again on every SIGHUP.
+async fn reload_on_sighup(certs: Certs) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; TLS certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if certs.any() {
+            certs.reload();
+        } else {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+        }
+    }
 }
 
 /// Deletes expired secrets and stale kept answers on a fixed interval (they are already

@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secretstore_api::tls::TlsFiles;
 use secretstore_api::HttpLimits;
 use secretstore_core::Limits;
 use secretstore_crypto::RootKey;
@@ -39,12 +40,15 @@ pub struct AdminConfig {
     pub listen: std::net::SocketAddr,
     /// SHA-256 of the admin token; the token itself is not kept.
     pub token_hash: [u8; 32],
+    /// TLS for the admin listener.
+    pub tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +63,8 @@ pub struct Config {
     pub dev: bool,
     /// The admin API; required in production mode, optional in dev mode.
     pub admin: Option<AdminConfig>,
+    /// TLS for the public listener.
+    pub tls: Option<TlsFiles>,
     pub limits: Limits,
     pub http: HttpLimits,
     /// Requests a second per credential; `None` for no limit.
@@ -79,6 +85,7 @@ impl Config {
             root_key,
             dev: true,
             admin: None,
+            tls: None,
             limits: Limits::default(),
             http: HttpLimits::default(),
             rate_limit: None,

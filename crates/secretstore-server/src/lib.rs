@@ -13,7 +13,8 @@ mod config;
 mod keys;
 mod storage;
 
-pub use app::{run, App, AppBuilder, Listeners, RunError, StartError};
+pub use app::{run, App, AppBuilder, Certs, Listeners, RunError, StartError};
 pub use config::{AdminConfig, Config, RootKeySource, StorageConfig};
+pub use secretstore_api::tls::TlsFiles;
 pub use secretstore_api::{HttpLimits, Shutdown};
 pub use storage::{open_store, Storage};

@@ -40,6 +40,11 @@ pub struct AdminArgs {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Trust this certificate authority (PEM) for an admin API served over TLS with a private
+    /// certificate. [env: SECRETSTORE_CA_CERT]
+    #[arg(long, global = true, value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -337,7 +342,20 @@ fn client(args: &AdminArgs) -> Result<AdminClient, Failure> {
         .clone()
         .or_else(|| std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    AdminClient::new(&url, token).map_err(|err| match err {
+    let ca = args
+        .ca_cert
+        .clone()
+        .or_else(|| std::env::var_os("SECRETSTORE_CA_CERT").map(PathBuf::from));
+    let roots = match ca {
+        Some(path) => vec![std::fs::read(&path).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot read the CA certificate {}: {e}",
+                path.display()
+            ))
+        })?],
+        None => Vec::new(),
+    };
+    AdminClient::new(&url, token, &roots).map_err(|err| match err {
         Error::InvalidArgument(message) => Failure::Usage(message),
         other => Failure::Request(other),
     })

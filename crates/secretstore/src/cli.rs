@@ -119,6 +119,44 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Serve the public API over TLS with this certificate chain (PEM); needs --tls-key. The
+    /// files are read again on SIGHUP, so a renewed certificate needs no restart.
+    #[arg(
+        long,
+        env = "SECRETSTORE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "SECRETSTORE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve the admin API over TLS with this certificate chain (PEM); needs --admin-tls-key.
+    /// Read again on SIGHUP.
+    #[arg(
+        long,
+        env = "SECRETSTORE_ADMIN_TLS_CERT",
+        value_name = "PATH",
+        requires = "admin_tls_key"
+    )]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --admin-tls-cert.
+    #[arg(
+        long,
+        env = "SECRETSTORE_ADMIN_TLS_KEY",
+        value_name = "PATH",
+        requires = "admin_tls_cert"
+    )]
+    pub admin_tls_key: Option<PathBuf>,
+
     /// Connections open at once; a connection beyond it is answered 503 and closed. Idle
     /// connections count, so keep it well above the clients you expect.
     #[arg(long, env = "SECRETSTORE_MAX_CONNECTIONS", default_value_t = 10_000,

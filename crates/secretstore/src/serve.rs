@@ -13,6 +13,7 @@ use anyhow::bail;
 use secretstore_core::Limits;
 use secretstore_server::{
     AdminConfig, App, Config, HttpLimits, Listeners, RootKeySource, Shutdown, StorageConfig,
+    TlsFiles,
 };
 use secretstore_sqlite::SqliteOptions;
 use tokio::net::{TcpListener, TcpSocket};
@@ -109,8 +110,17 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         (None, false) => Some(SocketAddr::from(DEFAULT_ADMIN_LISTEN)),
         (None, true) => None,
     };
+    let tls_files = |cert: &Option<std::path::PathBuf>, key: &Option<std::path::PathBuf>| {
+        cert.clone()
+            .zip(key.clone())
+            .map(|(cert, key)| TlsFiles { cert, key })
+    };
     let admin = match (admin_listen, admin_token_hash(args)?) {
-        (Some(listen), Some(token_hash)) => Some(AdminConfig { listen, token_hash }),
+        (Some(listen), Some(token_hash)) => Some(AdminConfig {
+            listen,
+            token_hash,
+            tls: tls_files(&args.admin_tls_cert, &args.admin_tls_key),
+        }),
         (Some(_), None) if args.dev => bail!(
             "--admin-listen needs the admin token: give --admin-token-file PATH or set \
              {ADMIN_TOKEN_ENV} (`secretstore admin token-generate` makes one)"
@@ -120,6 +130,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     let rate_limit = args.rate_limit.unwrap_or(if args.dev { 0 } else { 100 });
     Ok(Config {
         admin,
+        tls: tls_files(&args.tls_cert, &args.tls_key),
         storage: StorageConfig::Sqlite {
             dir: args.data.clone(),
             options: SqliteOptions {
@@ -261,7 +272,21 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    announce(addr, admin_addr, &args);
+    let public_scheme = if app.certs.public.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let admin_scheme = if app.certs.admin.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    announce(
+        (public_scheme, addr),
+        admin_addr.map(|a| (admin_scheme, a)),
+        &args,
+    );
     let shutdown = Shutdown::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -293,7 +318,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The one line tests and scripts wait for, then (dev mode) a banner with a first call.
-fn announce(addr: SocketAddr, admin: Option<SocketAddr>, args: &ServeArgs) {
+fn announce(
+    (scheme, addr): (&str, SocketAddr),
+    admin: Option<(&str, SocketAddr)>,
+    args: &ServeArgs,
+) {
     let shown_of = |addr: SocketAddr| {
         if addr.ip().is_unspecified() {
             SocketAddr::new([127, 0, 0, 1].into(), addr.port())
@@ -303,11 +332,11 @@ fn announce(addr: SocketAddr, admin: Option<SocketAddr>, args: &ServeArgs) {
     };
     let shown = shown_of(addr);
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "secretstore listening on http://{shown}");
-    if let Some(admin) = admin {
+    let _ = writeln!(out, "secretstore listening on {scheme}://{shown}");
+    if let Some((admin_scheme, admin)) = admin {
         let _ = writeln!(
             out,
-            "secretstore admin listening on http://{}",
+            "secretstore admin listening on {admin_scheme}://{}",
             shown_of(admin)
         );
     }
@@ -317,9 +346,9 @@ fn announce(addr: SocketAddr, admin: Option<SocketAddr>, args: &ServeArgs) {
             "\nDEV MODE: any well-formed key is accepted (sk_test_<app>, sk_live_<app>, rk_...).\n\
              Do not keep real secrets here. Data: {data}\n\n\
              Store a secret:\n  \
-             curl -u sk_test_myapp: http://{shown}/v1/apps/secrets -d name=my-api-key -d payload=s3cr3t -d 'scope[type]=account'\n\
+             curl -u sk_test_myapp: {scheme}://{shown}/v1/apps/secrets -d name=my-api-key -d payload=s3cr3t -d 'scope[type]=account'\n\
              Read it back:\n  \
-             curl -G -u sk_test_myapp: http://{shown}/v1/apps/secrets/find -d name=my-api-key -d 'scope[type]=account' -d 'expand[]=payload'\n",
+             curl -G -u sk_test_myapp: {scheme}://{shown}/v1/apps/secrets/find -d name=my-api-key -d 'scope[type]=account' -d 'expand[]=payload'\n",
             data = args.data.display()
         );
     }

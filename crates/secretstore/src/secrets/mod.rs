@@ -54,6 +54,11 @@ pub struct SecretsArgs {
     #[arg(long, global = true, value_name = "URL")]
     base_url: Option<String>,
 
+    /// Trust this certificate authority (PEM) for a server serving TLS with a private
+    /// certificate. [env: SECRETSTORE_CA_CERT]
+    #[arg(long, global = true, value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+
     /// Act for this connected account (Stripe-Account: acct_...).
     #[arg(long, global = true, value_name = "ACCT")]
     account: Option<String>,
@@ -235,6 +240,19 @@ fn api_key(flag: Option<String>) -> Result<Zeroizing<String>, Failure> {
 async fn run(args: SecretsArgs, base_url: &str) -> Result<(), Failure> {
     let key = api_key(args.api_key)?;
     let mut builder = Client::builder(key).base_url(base_url);
+    let ca = args
+        .ca_cert
+        .clone()
+        .or_else(|| std::env::var_os("SECRETSTORE_CA_CERT").map(PathBuf::from));
+    if let Some(path) = ca {
+        let pem = std::fs::read(&path).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot read the CA certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        builder = builder.root_certificate_pem(pem);
+    }
     if let Some(account) = &args.account {
         builder = builder.stripe_account(account);
     }

@@ -13,3 +13,4 @@ mod faults;
 mod startup;
 mod tampering;
 mod tenancy;
+mod tls;
