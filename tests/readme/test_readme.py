@@ -30,21 +30,8 @@ NODE_DIR = ROOT / "tests" / "sdk" / "node"
 EXAMPLE = ROOT / "crates" / "secretstore-client" / "examples" / "readme.rs"
 ADDR = ("127.0.0.1", 12111)
 
-# A cold release build on a small machine takes minutes.
-BUILD_TIMEOUT = 1800
 
-
-def blocks():
-    """(language, text) of every fenced block, in order."""
-    found = re.findall(r"^```([A-Za-z]*)\n(.*?)^```$", README.read_text(), flags=re.S | re.M)
-    return [(lang, text) for lang, text in found]
-
-
-def block(lang, first_line):
-    """The one block of this language whose first line starts with `first_line`."""
-    matches = [t for lg, t in blocks() if lg == lang and t.startswith(first_line)]
-    assert len(matches) == 1, f"expected one {lang} block starting {first_line!r}, found {len(matches)}"
-    return matches[0]
+from conftest import BUILD_TIMEOUT, block, blocks, sh  # noqa: E402
 
 
 # Each block's handler, by language and first line. A block may be claimed as run elsewhere only
@@ -61,6 +48,9 @@ CLAIMS = [
     ("text", "crates/", "a directory listing, not a command"),
     ("rust", "use secretstore_client::", "test_the_rust_example"),
     ("sh", "export SECRETSTORE_API_KEY=", "test_the_command_line_examples"),
+    ("sh", "umask 077", "test_readme_production.py: the production server's start"),
+    ("sh", "export SECRETSTORE_ADMIN_TOKEN=", "test_readme_production.py: provisioning"),
+    ("python", "import os", "test_readme_production.py: the app backend and the user session"),
 ]
 
 
@@ -70,7 +60,9 @@ def test_every_block_is_run():
         claimed = [c for c in CLAIMS if c[0] == lang and first.startswith(c[1])]
         assert len(claimed) == 1, f"README block ({lang}) starting {first!r} is not run by any test"
         handler = claimed[0][2]
-        if handler.startswith("test_"):
+        if handler.startswith("test_readme_production.py"):
+            assert (Path(__file__).parent / "test_readme_production.py").exists()
+        elif handler.startswith("test_"):
             assert handler in globals(), handler
 
 
@@ -87,6 +79,11 @@ def port_free():
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory):
     return tmp_path_factory.mktemp("readme")
+
+
+@pytest.fixture(scope="module")
+def installed(cargo_installed):
+    return cargo_installed
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +117,6 @@ def server(tmp):
         proc.wait()
 
 
-def sh(script, env=None, cwd=ROOT, timeout=600):
-    """Runs a block with bash, failing on the first command that fails; returns stdout."""
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        env=dict(os.environ, **(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, f"exit {result.returncode}\n{script}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result.stdout
-
-
 def test_the_start_command_serves_and_prints_a_first_call(server):
     banner = server["banner"]
     assert banner.startswith("secretstore listening on http://127.0.0.1:12111\n"), banner
@@ -148,18 +131,6 @@ def test_the_curl_calls(server):
     out = sh(block("sh", "curl -u sk_test_myapp:"))
     assert '"name":"my-api-key"' in out, out
     assert '"payload":"s3cr3t"' in out, out
-
-
-@pytest.fixture(scope="module")
-def installed(tmp):
-    """`cargo install` of the README, into a temporary root instead of ~/.cargo."""
-    root = tmp / "cargo-root"
-    sh(
-        block("sh", "cargo install --path crates/secretstore"),
-        env={"CARGO_INSTALL_ROOT": str(root), "CARGO_TARGET_DIR": str(ROOT / "target")},
-        timeout=BUILD_TIMEOUT,
-    )
-    return root / "bin"
 
 
 def test_cargo_install_puts_secretstore_on_path(installed):

@@ -22,7 +22,8 @@ import pytest
 import stripe
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-READY_RE = re.compile(r"^secretstore listening on (http://127\.0\.0\.1:(\d+))\s*$")
+READY_RE = re.compile(r"^secretstore listening on (https?://127\.0\.0\.1:(\d+))\s*$")
+ADMIN_RE = re.compile(r"^secretstore admin listening on (https?://127\.0\.0\.1:\d+)\s*$")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
@@ -83,6 +84,7 @@ class Server:
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
         self.port = 0
+        self.admin_url = ""
         self._drain: Optional[threading.Thread] = None
 
     def start(self) -> "Server":
@@ -117,6 +119,9 @@ class Server:
 
         ready = threading.Event()
         found: Dict[str, str] = {}
+        expect_admin = any(a in args for a in ("--admin-listen", "--admin-token-file")) or any(
+            k in env for k in ("SECRETSTORE_ADMIN_TOKEN", "SECRETSTORE_ADMIN_TOKEN_FILE")
+        )
         proc = self.proc
         log_path = self.log_path
 
@@ -128,9 +133,16 @@ class Server:
                     out.write(b"[stdout] " + raw)
                     out.flush()
                     if not ready.is_set():
-                        m = READY_RE.match(raw.decode("utf-8", "replace"))
+                        line = raw.decode("utf-8", "replace")
+                        m = READY_RE.match(line)
                         if m:
                             found["url"], found["port"] = m.group(1), m.group(2)
+                            # A server with an admin listener says where it is next.
+                            if not expect_admin:
+                                ready.set()
+                        a = ADMIN_RE.match(line)
+                        if a:
+                            found["admin"] = a.group(1)
                             ready.set()
             ready.set()
 
@@ -145,6 +157,7 @@ class Server:
             code = self.proc.wait(timeout=STOP_TIMEOUT_S)
             pytest.fail(f"server exited ({code}) before it was ready\n{self.log_tail()}", pytrace=False)
         self.url, self.port = found["url"], int(found["port"])
+        self.admin_url = found.get("admin", "")
         return self
 
     def start_expecting_refusal(self, timeout: float = STOP_TIMEOUT_S) -> str:
