@@ -565,3 +565,199 @@ fn the_key_and_url_variables_are_still_documented_in_help() {
         assert!(help.contains(text), "{text} missing:\n{help}");
     }
 }
+
+/// A production server and `secretstore admin ARGS` against it.
+struct Production {
+    _running: secretstore_testkit::binary::Server,
+    site: Site,
+    admin_url: String,
+}
+
+fn production() -> Production {
+    let mut site = Site::production(BIN);
+    let running = site.start(&[]);
+    let admin_url = running.admin_url.clone().unwrap();
+    Production {
+        _running: running,
+        site,
+        admin_url,
+    }
+}
+
+impl Production {
+    fn admin(&self, args: &[&str]) -> Answer {
+        let mut command = bare();
+        command
+            .arg("admin")
+            .args(args)
+            .env("SECRETSTORE_ADMIN_URL", &self.admin_url)
+            .env(
+                "SECRETSTORE_ADMIN_TOKEN",
+                self.site.admin_token.as_ref().unwrap(),
+            );
+        answer(run(command, ""))
+    }
+}
+
+#[test]
+fn admin_commands_provision_with_tables_json_and_secrets_on_their_own_line() {
+    let p = production();
+    let table = p
+        .admin(&[
+            "accounts", "create", "--id", "acct_cli", "--name", "CLI Inc.",
+        ])
+        .ok();
+    let first = table.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("id") && first.ends_with("acct_cli"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("CLI Inc."), "{}", table.stdout);
+    let json = p
+        .admin(&[
+            "apps",
+            "create",
+            "--id",
+            "com.cli.app",
+            "--name",
+            "App",
+            "--account",
+            "acct_cli",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (json["object"].as_str(), json["account"].as_str()),
+        (Some("app"), Some("acct_cli"))
+    );
+
+    // The key alone on standard output (the details on standard error), once.
+    let created = p
+        .admin(&[
+            "keys",
+            "create",
+            "--app",
+            "com.cli.app",
+            "--mode",
+            "test",
+            "--type",
+            "restricted",
+            "--permission",
+            "secret_read",
+        ])
+        .ok();
+    let key = created.stdout.trim();
+    assert_eq!(created.stdout.lines().count(), 1, "{}", created.stdout);
+    assert!(key.starts_with("rk_test_") && key.len() >= 48, "{key}");
+    assert!(created.stderr.contains("secret_read"), "{}", created.stderr);
+    let listed = p.admin(&["keys", "list", "--app", "com.cli.app"]).ok();
+    assert!(listed.stdout.starts_with("ID"), "{}", listed.stdout);
+    assert!(
+        !listed.stdout.contains(key),
+        "a listing shows the key: {}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.contains(&key[key.len() - 4..]),
+        "the hint shows the last four"
+    );
+
+    // The key works on the public API through `secretstore secrets` (read-only: list yes,
+    // set no).
+    let mut command = bare();
+    command
+        .args(["secrets", "list", "--base-url", &p._running.url])
+        .env("SECRETSTORE_API_KEY", key);
+    let listing = answer(run(command, ""));
+    assert_eq!(listing.code, 0, "{}", listing.stderr);
+    let mut command = bare();
+    command
+        .args(["secrets", "set", "n", "--base-url", &p._running.url])
+        .env("SECRETSTORE_API_KEY", key);
+    let refused = answer(run(command, "payload"));
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("permission_denied"),
+        "{}",
+        refused.stderr
+    );
+
+    // Removal needs --confirm, and says how much went.
+    let unconfirmed = p.admin(&["accounts", "delete", "acct_cli"]);
+    assert_eq!(unconfirmed.code, 1);
+    assert!(
+        unconfirmed.stderr.contains("confirmation_required"),
+        "{}",
+        unconfirmed.stderr
+    );
+    let removed = p
+        .admin(&["accounts", "delete", "acct_cli", "--confirm", "--json"])
+        .ok()
+        .json();
+    assert_eq!(removed["deleted"], true);
+    assert_eq!(removed["removed"]["apps"], 1);
+    assert_eq!(removed["removed"]["api_keys"], 1);
+    let gone = p.admin(&["accounts", "get", "acct_cli"]);
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("resource_missing"), "{}", gone.stderr);
+}
+
+#[test]
+fn admin_refuses_without_a_token_and_with_a_wrong_one() {
+    let p = production();
+    let mut command = bare();
+    command
+        .args(["admin", "accounts", "list"])
+        .env("SECRETSTORE_ADMIN_URL", &p.admin_url);
+    let missing = answer(run(command, ""));
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("SECRETSTORE_ADMIN_TOKEN"),
+        "{}",
+        missing.stderr
+    );
+    let mut command = bare();
+    command
+        .args(["admin", "accounts", "list"])
+        .env("SECRETSTORE_ADMIN_URL", &p.admin_url)
+        .env(
+            "SECRETSTORE_ADMIN_TOKEN",
+            "not-the-token-but-long-enough-to-be-one",
+        );
+    let wrong = answer(run(command, ""));
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.contains("admin_token_invalid"),
+        "{}",
+        wrong.stderr
+    );
+}
+
+#[test]
+fn token_generate_prints_one_fresh_token_and_every_admin_command_has_help() {
+    let mut command = bare();
+    command.args(["admin", "token-generate"]);
+    let one = answer(run(command, "")).ok().stdout;
+    let mut command = bare();
+    command.args(["admin", "token-generate"]);
+    let two = answer(run(command, "")).ok().stdout;
+    assert_eq!(one.trim().len(), 48);
+    assert!(one.trim().bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_ne!(one, two);
+    for path in [
+        vec!["admin"],
+        vec!["admin", "accounts"],
+        vec!["admin", "apps", "create"],
+        vec!["admin", "installations", "list"],
+        vec!["admin", "users", "delete"],
+        vec!["admin", "keys", "roll"],
+        vec!["admin", "sessions", "create"],
+    ] {
+        let mut command = bare();
+        command.args(&path).arg("--help");
+        let help = answer(run(command, "")).ok().stdout;
+        assert!(help.contains("Usage: secretstore"), "{path:?}: {help}");
+    }
+}

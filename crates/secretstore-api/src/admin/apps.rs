@@ -32,6 +32,9 @@ pub async fn create(
         None => AppId::generate(),
     };
     let name = body.required("name")?;
+    if name.is_empty() {
+        return Err(ApiError::empty_string("name"));
+    }
     let owner = chosen_account(&body.required("account")?).map_err(|e| e.with_param("account"))?;
     body.finish()?;
     let app = App {
