@@ -3,8 +3,9 @@
 //! `Principal` that names the namespace the request acts in and what it may do there. The
 //! `Caller` extractor does that (and the rate limit) for every /v1 handler.
 //!
-//! The authenticator is async because credentials will live in storage. Dev mode's is the only
-//! one today: any well-formed key is accepted and names its app.
+//! Two authenticators: dev mode's accepts any well-formed key and takes the app from it;
+//! production mode's (`DirectoryAuthenticator`) looks the key's hash up in the directory, then
+//! checks its mode, type, expiry and the account it asks for (section 10 of the contract).
 
 use async_trait::async_trait;
 use axum::extract::FromRequestParts;
