@@ -473,6 +473,9 @@ fn completions_for_each_shell_mention_secrets() {
             script.stdout
         );
         assert!(script.stdout.contains("reveal"), "{shell}");
+        for word in ["admin", "installations", "token-generate", "sessions"] {
+            assert!(script.stdout.contains(word), "{shell}: no {word}");
+        }
     }
     // A directory that does not exist yet is created, parents included.
     let dir = tempfile::tempdir().unwrap();
@@ -509,6 +512,20 @@ fn the_man_page_describes_the_commands() {
         written.iter().any(|n| n.starts_with("secretstore-secrets")),
         "{written:?}"
     );
+    // Every admin command has its page.
+    for page in [
+        "secretstore-admin.1",
+        "secretstore-admin-token-generate.1",
+        "secretstore-admin-accounts-create.1",
+        "secretstore-admin-apps-delete.1",
+        "secretstore-admin-installations-list.1",
+        "secretstore-admin-users-get.1",
+        "secretstore-admin-keys-roll.1",
+        "secretstore-admin-keys-revoke.1",
+        "secretstore-admin-sessions-create.1",
+    ] {
+        assert!(written.iter().any(|n| n == page), "no {page}: {written:?}");
+    }
 }
 
 #[test]

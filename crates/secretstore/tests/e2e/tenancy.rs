@@ -817,3 +817,72 @@ async fn a_removal_killed_midway_is_all_or_nothing() {
         if status == 200 { "whole" } else { "gone" }
     );
 }
+
+#[tokio::test]
+async fn dev_mode_opens_the_admin_listener_when_asked_and_still_takes_any_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut site = crate::server::site();
+    let token = "dev-admin-token-long-enough-to-be-accepted-here";
+    let token_file = site.dir.path().join("admin.token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = site.start(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let admin_url = server.admin_url.clone().expect("the admin listener's line");
+    assert_ne!(admin_url, server.url, "never the public listener");
+    let admin = Admin {
+        http: client(),
+        url: admin_url.clone(),
+        token: token.to_owned(),
+    };
+    let account = admin
+        .ok(
+            "POST",
+            "/v1/accounts",
+            json!({"id": "acct_devadmin", "name": "Dev"}),
+        )
+        .await;
+    assert_eq!(account["id"], "acct_devadmin", "{account}");
+    // The token is still required.
+    let anonymous = client()
+        .get(format!("{admin_url}/v1/accounts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    // /v1 is dev mode as before: any well-formed key names its app, no provisioning needed.
+    let set = call(
+        "POST",
+        "/v1/apps/secrets",
+        &[
+            ("name", "dev-token"),
+            ("scope[type]", "account"),
+            ("payload", "tok_dev"),
+        ],
+    );
+    let (status, created) = send(&server.url, "sk_test_anyapp", None, &set).await;
+    assert_eq!(status, 200, "{created}");
+    let find = call(
+        "GET",
+        "/v1/apps/secrets/find",
+        &[
+            ("name", "dev-token"),
+            ("scope[type]", "account"),
+            ("expand[]", "payload"),
+        ],
+    );
+    let (status, found) = send(&server.url, "sk_test_anyapp", None, &find).await;
+    assert_eq!((status, found["payload"].clone()), (200, json!("tok_dev")));
+
+    // Asking for the listener without a token is refused before anything starts.
+    let mut command = site.command(&["--admin-listen", "127.0.0.1:0"]);
+    let output = command.output().unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("needs the admin token"), "{text}");
+    assert!(text.contains("token-generate"), "{text}");
+}
