@@ -2,7 +2,8 @@
 //! opens storage, checks the key against the data, starts the expiry sweep and serves HTTP until
 //! SIGTERM or SIGINT, then finishes in-flight requests and flushes storage before exiting.
 //! `secretstore secrets` sets, finds, lists and deletes secrets on a server (this one or
-//! Stripe); `completions` and `man` print shell completions and the man page.
+//! Stripe); `secretstore admin` provisions tenants over a production server's admin API;
+//! `completions` and `man` print shell completions and the man pages.
 
 mod admin;
 mod cli;
@@ -11,12 +12,21 @@ mod secrets;
 mod serve;
 
 use clap::Parser;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
+/// The async runtime a command runs on, or the exit code of failing to build it (said once).
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|err| {
+        eprintln!("secretstore: cannot start the async runtime: {err}");
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Err(message) = cli::check_boolean_environment(&args) {
         eprintln!("secretstore: {message}");
-        return std::process::ExitCode::from(2);
+        return ExitCode::from(2);
     }
     let cli = cli::Cli::parse_from(args);
     match cli.command {

@@ -48,15 +48,9 @@ fn admin_token_hash(args: &ServeArgs) -> anyhow::Result<Option<[u8; 32]>> {
 
 pub fn main(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format, &args.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("secretstore: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,20 +5,22 @@ use secretstore_core::ids::check_chosen;
 use secretstore_core::{Account, AccountId};
 
 use super::{
-    json, listing, not_found, now, render, Admin, AdminCaller, JsonBody, PathParams, Query,
+    found, json, listing, now, path_id, render, Admin, AdminCaller, JsonBody, PathParams, Query,
 };
 use crate::error::ApiError;
 
-/// An account id a platform chose: `acct_` and 1 to 64 of `[A-Za-z0-9_]`.
-pub fn chosen_account(id: &str) -> Result<AccountId, ApiError> {
+/// An account id a platform chose (in parameter `param`): `acct_` and 1 to 64 of
+/// `[A-Za-z0-9_]`.
+pub fn chosen_account(id: &str, param: &str) -> Result<AccountId, ApiError> {
     check_chosen(id, AccountId::PREFIX)
         .and_then(|()| AccountId::parse(id))
         .map_err(|_| {
             ApiError::invalid(
-                "id",
-                "Invalid id: an account id is acct_ followed by 1 to 64 letters, digits or \
-                 underscores."
-                    .into(),
+                param,
+                format!(
+                    "Invalid {param}: an account id is acct_ followed by 1 to 64 letters, \
+                     digits or underscores."
+                ),
             )
         })
 }
@@ -29,7 +31,7 @@ pub async fn create(
     mut body: JsonBody,
 ) -> Result<Response, ApiError> {
     let id = match body.string("id")? {
-        Some(id) => chosen_account(&id)?,
+        Some(id) => chosen_account(&id, "id")?,
         None => AccountId::generate(),
     };
     let name = body.string("name")?;
@@ -55,11 +57,13 @@ pub async fn retrieve(
     _: AdminCaller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    let id = AccountId::parse(path.id()).map_err(|_| not_found("account", path.id()))?;
-    match admin.directory.account(&id).await? {
-        Some(account) => Ok(json(render::account(&account))),
-        None => Err(not_found("account", path.id())),
-    }
+    let id = path_id(path.id(), "account", AccountId::parse)?;
+    found(
+        admin.directory.account(&id).await?,
+        "account",
+        path.id(),
+        render::account,
+    )
 }
 
 pub async fn remove(
@@ -70,9 +74,11 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     query.confirmed()?;
     query.finish()?;
-    let id = AccountId::parse(path.id()).map_err(|_| not_found("account", path.id()))?;
-    match admin.directory.remove_account(&id).await? {
-        Some(removed) => Ok(json(render::removed(id.as_str(), "account", &removed))),
-        None => Err(not_found("account", path.id())),
-    }
+    let id = path_id(path.id(), "account", AccountId::parse)?;
+    found(
+        admin.directory.remove_account(&id).await?,
+        "account",
+        path.id(),
+        |removed| render::removed(id.as_str(), "account", removed),
+    )
 }

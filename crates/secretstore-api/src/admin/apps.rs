@@ -5,7 +5,7 @@ use secretstore_core::{App, AppId};
 
 use super::accounts::chosen_account;
 use super::{
-    json, listing, not_found, now, render, Admin, AdminCaller, JsonBody, PathParams, Query,
+    found, json, listing, now, path_id, render, Admin, AdminCaller, JsonBody, PathParams, Query,
 };
 use crate::error::ApiError;
 
@@ -35,7 +35,7 @@ pub async fn create(
     if name.is_empty() {
         return Err(ApiError::empty_string("name"));
     }
-    let owner = chosen_account(&body.required("account")?).map_err(|e| e.with_param("account"))?;
+    let owner = chosen_account(&body.required("account")?, "account")?;
     body.finish()?;
     let app = App {
         id,
@@ -59,11 +59,13 @@ pub async fn retrieve(
     _: AdminCaller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    let id = AppId::parse(path.id()).map_err(|_| not_found("app", path.id()))?;
-    match admin.directory.app(&id).await? {
-        Some(app) => Ok(json(render::app(&app))),
-        None => Err(not_found("app", path.id())),
-    }
+    let id = path_id(path.id(), "app", AppId::parse)?;
+    found(
+        admin.directory.app(&id).await?,
+        "app",
+        path.id(),
+        render::app,
+    )
 }
 
 pub async fn remove(
@@ -74,9 +76,11 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     query.confirmed()?;
     query.finish()?;
-    let id = AppId::parse(path.id()).map_err(|_| not_found("app", path.id()))?;
-    match admin.directory.remove_app(&id).await? {
-        Some(removed) => Ok(json(render::removed(id.as_str(), "app", &removed))),
-        None => Err(not_found("app", path.id())),
-    }
+    let id = path_id(path.id(), "app", AppId::parse)?;
+    found(
+        admin.directory.remove_app(&id).await?,
+        "app",
+        path.id(),
+        |removed| render::removed(id.as_str(), "app", removed),
+    )
 }

@@ -2,22 +2,13 @@
 //! account (both modes) and its user sessions there.
 
 use axum::response::Response;
-use secretstore_core::{AccountId, AppId, Installation, InstallationFilter, InstallationId};
+use secretstore_core::{Installation, InstallationFilter, InstallationId};
 
 use super::{
-    json, listing, not_found, now, render, Admin, AdminCaller, JsonBody, PathParams, Query,
+    account_param, app_param, found, json, listing, now, path_id, render, Admin, AdminCaller,
+    JsonBody, PathParams, Query,
 };
 use crate::error::ApiError;
-
-fn app_param(text: &str, param: &str) -> Result<AppId, ApiError> {
-    AppId::parse(text)
-        .map_err(|_| ApiError::invalid(param, format!("Invalid {param}: not an app id.")))
-}
-
-fn account_param(text: &str, param: &str) -> Result<AccountId, ApiError> {
-    AccountId::parse(text)
-        .map_err(|_| ApiError::invalid(param, format!("Invalid {param}: not an account id.")))
-}
 
 pub async fn create(
     admin: Admin,
@@ -66,11 +57,13 @@ pub async fn retrieve(
     _: AdminCaller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    let id = InstallationId::parse(path.id()).map_err(|_| not_found("installation", path.id()))?;
-    match admin.directory.installation(&id).await? {
-        Some(installation) => Ok(json(render::installation(&installation))),
-        None => Err(not_found("installation", path.id())),
-    }
+    let id = path_id(path.id(), "installation", InstallationId::parse)?;
+    found(
+        admin.directory.installation(&id).await?,
+        "installation",
+        path.id(),
+        render::installation,
+    )
 }
 
 pub async fn remove(
@@ -81,9 +74,11 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     query.confirmed()?;
     query.finish()?;
-    let id = InstallationId::parse(path.id()).map_err(|_| not_found("installation", path.id()))?;
-    match admin.directory.remove_installation(&id).await? {
-        Some(removed) => Ok(json(render::removed(id.as_str(), "installation", &removed))),
-        None => Err(not_found("installation", path.id())),
-    }
+    let id = path_id(path.id(), "installation", InstallationId::parse)?;
+    found(
+        admin.directory.remove_installation(&id).await?,
+        "installation",
+        path.id(),
+        |removed| render::removed(id.as_str(), "installation", removed),
+    )
 }

@@ -11,7 +11,8 @@ use secretstore_core::{
 use zeroize::Zeroizing;
 
 use super::{
-    json, listing, not_found, now, render, Admin, AdminCaller, JsonBody, PathParams, Query,
+    found, json, listing, not_found, now, path_id, render, Admin, AdminCaller, JsonBody,
+    PathParams, Query,
 };
 use crate::error::{ApiError, Code};
 
@@ -95,7 +96,7 @@ fn permissions(key_type: KeyType, given: Option<Vec<String>>) -> Result<Permissi
 }
 
 fn app_of(path: &PathParams) -> Result<AppId, ApiError> {
-    AppId::parse(path.parent()).map_err(|_| not_found("app", path.parent()))
+    path_id(path.parent(), "app", AppId::parse)
 }
 
 pub async fn create(
@@ -158,7 +159,7 @@ pub async fn list(
 }
 
 fn key_id(path: &PathParams) -> Result<ApiKeyId, ApiError> {
-    ApiKeyId::parse(path.id()).map_err(|_| not_found("key", path.id()))
+    path_id(path.id(), "key", ApiKeyId::parse)
 }
 
 pub async fn retrieve(
@@ -166,10 +167,8 @@ pub async fn retrieve(
     _: AdminCaller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    match admin.directory.key(&key_id(&path)?).await? {
-        Some(key) => Ok(json(render::key(&key))),
-        None => Err(not_found("key", path.id())),
-    }
+    let key = admin.directory.key(&key_id(&path)?).await?;
+    found(key, "key", path.id(), render::key)
 }
 
 pub async fn roll(
@@ -207,14 +206,13 @@ pub async fn roll(
         hint,
         ..old
     };
-    match admin
+    let rolled = admin
         .directory
         .roll_key(&id, now + grace, new.clone())
-        .await?
-    {
-        Some(_) => Ok(json(render::with_secret(render::key(&new), &secret))),
-        None => Err(not_found("key", path.id())),
-    }
+        .await?;
+    found(rolled, "key", path.id(), |_| {
+        render::with_secret(render::key(&new), &secret)
+    })
 }
 
 pub async fn revoke(
@@ -224,8 +222,6 @@ pub async fn revoke(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     body.finish()?;
-    match admin.directory.revoke_key(&key_id(&path)?).await? {
-        Some(key) => Ok(json(render::key(&key))),
-        None => Err(not_found("key", path.id())),
-    }
+    let revoked = admin.directory.revoke_key(&key_id(&path)?).await?;
+    found(revoked, "key", path.id(), render::key)
 }

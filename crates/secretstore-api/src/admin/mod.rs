@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
-use secretstore_core::{Clock, Directory, DirectoryPage, Listed};
+use secretstore_core::{AccountId, AppId, Clock, Directory, DirectoryPage, Listed};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -380,6 +380,40 @@ fn not_found(what: &str, id: &str) -> ApiError {
         format!("No such {what}: '{}'", crate::error::shorten(id)),
     )
     .with_param("id")
+}
+
+/// An id taken from the path. Text that cannot be such an id names nothing, so it is not found,
+/// exactly as an unknown id is.
+fn path_id<T, E>(
+    text: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(text).map_err(|_| not_found(what, text))
+}
+
+/// An app id given in a body or query parameter: a malformed one is the caller's mistake (400).
+fn app_param(text: &str, param: &str) -> Result<AppId, ApiError> {
+    AppId::parse(text)
+        .map_err(|_| ApiError::invalid(param, format!("Invalid {param}: not an app id.")))
+}
+
+/// An account id given in a body or query parameter, as `app_param`.
+fn account_param(text: &str, param: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(text)
+        .map_err(|_| ApiError::invalid(param, format!("Invalid {param}: not an account id.")))
+}
+
+/// An object looked up (or just removed), rendered; none is the 404 that names it.
+fn found<T>(
+    found: Option<T>,
+    what: &str,
+    id: &str,
+    render: impl FnOnce(&T) -> Value,
+) -> Result<Response, ApiError> {
+    found
+        .map(|object| json(render(&object)))
+        .ok_or_else(|| not_found(what, id))
 }
 
 /// What the `AdminState` of a handler is, for brevity.

@@ -3,12 +3,15 @@
 //! /v1 calls, shown once; ending a session refuses it at once.
 
 use axum::response::Response;
-use secretstore_core::{AccountId, AppId, SessionId, UserSession};
+use secretstore_core::{SessionId, UserSession};
 use serde_json::json as object;
 
 use super::keys::{fresh_secret, mode_param};
 use super::users::user_id;
-use super::{json, not_found, now, render, Admin, AdminCaller, JsonBody, PathParams};
+use super::{
+    account_param, app_param, found, json, now, path_id, render, Admin, AdminCaller, JsonBody,
+    PathParams,
+};
 use crate::error::ApiError;
 
 const MIN_LIFETIME_SECS: i64 = 60;
@@ -20,10 +23,8 @@ pub async fn create(
     _: AdminCaller,
     mut body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let app = AppId::parse(&body.required("app")?)
-        .map_err(|_| ApiError::invalid("app", "Invalid app: not an app id.".into()))?;
-    let account = AccountId::parse(&body.required("account")?)
-        .map_err(|_| ApiError::invalid("account", "Invalid account: not an account id.".into()))?;
+    let app = app_param(&body.required("app")?, "app")?;
+    let account = account_param(&body.required("account")?, "account")?;
     let user = user_id(&body.required("user")?, "user")?;
     let mode = mode_param(&body.required("mode")?)?;
     let lifetime = body
@@ -64,7 +65,7 @@ pub async fn create(
 }
 
 fn session_id(path: &PathParams) -> Result<SessionId, ApiError> {
-    SessionId::parse(path.id()).map_err(|_| not_found("user session", path.id()))
+    path_id(path.id(), "user session", SessionId::parse)
 }
 
 pub async fn retrieve(
@@ -72,17 +73,16 @@ pub async fn retrieve(
     _: AdminCaller,
     path: PathParams,
 ) -> Result<Response, ApiError> {
-    match admin.directory.session(&session_id(&path)?).await? {
-        Some(session) => Ok(json(render::session(&session))),
-        None => Err(not_found("user session", path.id())),
-    }
+    let session = admin.directory.session(&session_id(&path)?).await?;
+    found(session, "user session", path.id(), render::session)
 }
 
 pub async fn remove(admin: Admin, _: AdminCaller, path: PathParams) -> Result<Response, ApiError> {
-    match admin.directory.remove_session(&session_id(&path)?).await? {
-        Some(session) => Ok(json(
-            object!({"id": session.id.as_str(), "object": "user_session", "deleted": true}),
-        )),
-        None => Err(not_found("user session", path.id())),
-    }
+    let removed = admin.directory.remove_session(&session_id(&path)?).await?;
+    found(
+        removed,
+        "user session",
+        path.id(),
+        |session| object!({"id": session.id.as_str(), "object": "user_session", "deleted": true}),
+    )
 }

@@ -6,12 +6,13 @@ use secretstore_core::ids::check_chosen;
 use secretstore_core::{AccountId, User, UserId};
 
 use super::{
-    json, listing, not_found, now, render, Admin, AdminCaller, JsonBody, PathParams, Query,
+    found, json, listing, not_found, now, path_id, render, Admin, AdminCaller, JsonBody,
+    PathParams, Query,
 };
 use crate::error::ApiError;
 
 fn account_of(path: &PathParams) -> Result<AccountId, ApiError> {
-    AccountId::parse(path.parent()).map_err(|_| not_found("account", path.parent()))
+    path_id(path.parent(), "account", AccountId::parse)
 }
 
 /// A user id: `usr_` and 1 to 64 of `[A-Za-z0-9_]`.
@@ -78,11 +79,13 @@ pub async fn retrieve(
     path: PathParams,
 ) -> Result<Response, ApiError> {
     let account = account_of(&path)?;
-    let id = UserId::parse(path.id()).map_err(|_| not_found("user", path.id()))?;
-    match admin.directory.user(&account, &id).await? {
-        Some(user) => Ok(json(render::user(&user))),
-        None => Err(not_found("user", path.id())),
-    }
+    let id = path_id(path.id(), "user", UserId::parse)?;
+    found(
+        admin.directory.user(&account, &id).await?,
+        "user",
+        path.id(),
+        render::user,
+    )
 }
 
 pub async fn remove(
@@ -94,9 +97,11 @@ pub async fn remove(
     query.confirmed()?;
     query.finish()?;
     let account = account_of(&path)?;
-    let id = UserId::parse(path.id()).map_err(|_| not_found("user", path.id()))?;
-    match admin.directory.remove_user(&account, &id).await? {
-        Some(removed) => Ok(json(render::removed(id.as_str(), "user", &removed))),
-        None => Err(not_found("user", path.id())),
-    }
+    let id = path_id(path.id(), "user", UserId::parse)?;
+    found(
+        admin.directory.remove_user(&account, &id).await?,
+        "user",
+        path.id(),
+        |removed| render::removed(id.as_str(), "user", removed),
+    )
 }

@@ -149,15 +149,9 @@ enum Failure {
 }
 
 pub fn main(mut args: SecretsArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("secretstore: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let base_url = base_url(args.base_url.take());
     match runtime.block_on(run(args, &base_url)) {
