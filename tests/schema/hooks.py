@@ -393,6 +393,11 @@ def _judge(method: str, path: str, pairs: list[tuple[str, str]]) -> None:
         after, before = flat.get("starting_after", ""), flat.get("ending_before", "")
         if after and before:
             raise _Invalid
+        # Cursors are held to the same 5,000-character limit as every string (docs/api.md §3);
+        # an empty one is the same as none.
+        for cursor in (after, before):
+            if cursor:
+                text(cursor, True)
         # A cursor that is not one of our ids is a 404 (`resource_missing`), accepted below.
 
 

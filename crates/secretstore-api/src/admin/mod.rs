@@ -311,9 +311,11 @@ impl Query {
         Ok(optional(self.0.text(name)?))
     }
 
-    /// `limit` (1 to 100, default 10) and `starting_after`.
+    /// `limit` (1 to 100, default 10) and `starting_after`. An empty `limit` is refused rather
+    /// than read as the default: the admin API's document types it as an integer, and a script
+    /// that sends `limit=` has lost the number it meant to send.
     pub fn page(&mut self) -> Result<DirectoryPage, ApiError> {
-        let limit = match self.text("limit")? {
+        let limit = match self.0.text("limit")? {
             None => 10,
             Some(text) => {
                 let n = parse_integer(&text, "limit")?;
@@ -484,5 +486,22 @@ mod tests {
             documented, routed,
             "docs/admin-openapi.json and the admin routes differ"
         );
+    }
+
+    fn page(query: &str) -> Result<DirectoryPage, ApiError> {
+        let form = Form::parse(query.as_bytes()).expect("a well-formed query");
+        Query(Params::new(form.root)).page()
+    }
+
+    #[test]
+    fn a_page_takes_a_limit_from_1_to_100_and_refuses_an_empty_one() {
+        assert_eq!(page("").expect("no limit").limit, 10);
+        assert_eq!(page("limit=100").expect("100").limit, 100);
+        let first = page("starting_after=").expect("an empty cursor is the first page");
+        assert_eq!(first.starting_after, None);
+        for refused in ["limit=", "limit=0", "limit=101", "limit=ten"] {
+            let error = page(refused).expect_err(refused);
+            assert_eq!(error.param.as_deref(), Some("limit"), "{refused}");
+        }
     }
 }
