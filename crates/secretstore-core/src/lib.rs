@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod context;
+pub mod directory_cache;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
@@ -23,6 +24,7 @@ pub mod tenancy;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
+pub use directory_cache::DirectoryCache;
 pub use error::{CoreError, CursorKind, KeyCheckError, SealError, StoreError};
 pub use idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
@@ -39,9 +41,9 @@ pub use service::{
     DeleteRequest, FindRequest, ListPage, ListRequest, Secret, SecretService, SetRequest,
 };
 pub use store::{
-    AtomicWrites, Directory, IdempotencyStore, InstallationFilter, Lifecycle, ListCursor,
-    ListQuery, MetaStore, PutRequest, Seal, SealedSecret, SecretStore, Store, StoredList, Write,
-    Written,
+    seal_once, AtomicWrites, Directory, IdempotencyStore, InstallationFilter, Lifecycle,
+    ListCursor, ListQuery, MetaStore, PutRequest, Seal, SealedSecret, SecretStore, Store,
+    StoredList, Write, Written,
 };
 pub use tenancy::{
     Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,

@@ -59,6 +59,31 @@ impl CredentialHint {
             last4: last4.filter(|tail| tail.iter().all(u8::is_ascii_graphic)),
         }
     }
+
+    /// The prefixes a stored hint may carry: those of the credentials this server issues.
+    const STORED_PREFIXES: [&'static str; 6] = [
+        "sk_test_", "sk_live_", "rk_test_", "rk_live_", "ek_test_", "ek_live_",
+    ];
+
+    /// The two columns storage keeps a hint in: its prefix and its last four characters.
+    pub fn stored_parts(&self) -> (&'static str, Option<String>) {
+        let last4 = self
+            .last4
+            .and_then(|tail| std::str::from_utf8(&tail).ok().map(str::to_owned));
+        (self.prefix, last4)
+    }
+
+    /// A hint back from its stored columns. A prefix this server does not issue (a damaged or
+    /// hand-edited row) is shown as none at all.
+    pub fn from_stored(prefix: &str, last4: Option<&str>) -> Self {
+        let prefix = Self::STORED_PREFIXES
+            .iter()
+            .find(|p| **p == prefix)
+            .copied()
+            .unwrap_or("");
+        let last4 = last4.and_then(|t| <[u8; 4]>::try_from(t.as_bytes()).ok());
+        Self::new(prefix, last4)
+    }
 }
 
 impl fmt::Display for CredentialHint {

@@ -56,6 +56,17 @@ pub struct SealedSecret {
 /// I/O, so a backend may call it inside a transaction.
 pub type Seal = Box<dyn FnOnce(&SecretId) -> Result<Vec<u8>, SealError> + Send>;
 
+/// Calls a seal closure for a backend: its failure becomes `StoreError::Seal`, and a panic in it
+/// an `Internal` error, so that it cannot take a backend's writer (a thread, a transaction)
+/// down with it.
+pub fn seal_once(seal: Seal, id: &SecretId) -> Result<Vec<u8>, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| seal(id))) {
+        Ok(Ok(sealed)) => Ok(sealed),
+        Ok(Err(e)) => Err(StoreError::Seal(e)),
+        Err(_) => Err(StoreError::Internal("sealing the payload panicked".into())),
+    }
+}
+
 /// Create or replace one secret.
 pub struct PutRequest {
     pub address: SecretAddress,

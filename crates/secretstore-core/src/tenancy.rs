@@ -171,6 +171,18 @@ pub struct Removed {
     pub secrets: u64,
 }
 
+impl std::ops::AddAssign for Removed {
+    /// A removal that takes others with it (an account, the apps it owns) adds up their counts.
+    fn add_assign(&mut self, more: Removed) {
+        self.apps += more.apps;
+        self.installations += more.installations;
+        self.users += more.users;
+        self.api_keys += more.api_keys;
+        self.user_sessions += more.user_sessions;
+        self.secrets += more.secrets;
+    }
+}
+
 /// A page of a directory listing: up to `limit` objects after the one named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryPage {

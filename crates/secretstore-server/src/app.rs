@@ -198,7 +198,27 @@ impl AppBuilder {
 fn describe(storage: &StorageConfig) -> String {
     match storage {
         StorageConfig::Sqlite { dir, .. } => format!("the data directory {}", dir.display()),
+        StorageConfig::Postgres { config, .. } => format!(
+            "the database {} (--database-url)",
+            describe_database(config)
+        ),
     }
+}
+
+/// A database as an operator recognises it, without the password: `host:port/dbname`.
+pub fn describe_database(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("(the user's database)");
+    format!("{host}:{port}/{dbname}")
 }
 
 /// The certificates a server's listeners serve, replaced by `reload` (SIGHUP).

@@ -9,6 +9,7 @@ use secretstore_api::tls::TlsFiles;
 use secretstore_api::HttpLimits;
 use secretstore_core::Limits;
 use secretstore_crypto::RootKey;
+use secretstore_postgres::PostgresOptions;
 use secretstore_sqlite::SqliteOptions;
 
 /// Where secrets are stored.
@@ -18,6 +19,12 @@ pub enum StorageConfig {
     Sqlite {
         dir: PathBuf,
         options: SqliteOptions,
+    },
+    /// A PostgreSQL database that any number of servers share (its `Debug` hides the
+    /// password).
+    Postgres {
+        config: Box<tokio_postgres::Config>,
+        options: PostgresOptions,
     },
 }
 

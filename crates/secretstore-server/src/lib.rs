@@ -13,7 +13,7 @@ mod config;
 mod keys;
 mod storage;
 
-pub use app::{run, App, AppBuilder, Certs, Listeners, RunError, StartError};
+pub use app::{describe_database, run, App, AppBuilder, Certs, Listeners, RunError, StartError};
 pub use config::{AdminConfig, Config, RootKeySource, StorageConfig};
 pub use secretstore_api::tls::TlsFiles;
 pub use secretstore_api::{HttpLimits, Shutdown};

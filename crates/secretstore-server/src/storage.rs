@@ -8,6 +8,7 @@ use std::sync::Arc;
 use secretstore_core::{
     Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError,
 };
+use secretstore_postgres::PostgresStore;
 use secretstore_sqlite::SqliteStore;
 
 use crate::config::StorageConfig;
@@ -44,5 +45,8 @@ pub async fn open_store(config: &StorageConfig) -> Result<Arc<dyn Store>, StoreE
                 .map_err(|e| StoreError::Internal(format!("opening storage panicked: {e}")))??;
             Ok(Arc::new(store))
         }
+        StorageConfig::Postgres { config, options } => Ok(Arc::new(
+            PostgresStore::open((**config).clone(), options.clone()).await?,
+        )),
     }
 }

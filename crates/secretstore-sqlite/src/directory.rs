@@ -1,14 +1,10 @@
 //! The tenant directory in SQLite: each read and write of `Directory` as one function of a
 //! connection (writes run in the writer's savepoints, so a removal and everything it takes with
-//! it commit together or not at all), the row mappings, and `DirectoryCache`, which lets the
-//! credential and installation look-ups of every request skip the reader pool. The writer
-//! clears the cache after any directory write commits and before it answers (as it does the
-//! secret cache for secrets), so a revocation is seen by the very next request.
+//! it commit together or not at all) and the row mappings. The store keeps core's
+//! `DirectoryCache` of the look-ups every request makes; the writer clears it after any
+//! directory write commits and before it answers (as it does the secret cache for secrets), so a
+//! revocation is seen by the very next request.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, Credential, CredentialHint,
@@ -17,84 +13,6 @@ use secretstore_core::{
 };
 
 use crate::errors::{damaged, sql_failure};
-
-/// Most credentials and installation answers kept; past it the cache starts again empty.
-const CACHE_CAPACITY: usize = 10_000;
-
-/// Recent credential and installation look-ups; see the module documentation.
-#[derive(Debug, Default)]
-pub struct DirectoryCache {
-    credentials: Mutex<HashMap<CredentialId, Credential>>,
-    apps: Mutex<HashMap<AppId, App>>,
-    installed: Mutex<HashMap<(AppId, AccountId), bool>>,
-    /// Bumped by every directory write, so a read that began before one cannot fill the cache.
-    generation: AtomicU64,
-}
-
-impl DirectoryCache {
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    pub fn credential(&self, hash: &CredentialId) -> Option<Credential> {
-        self.credentials.lock().get(hash).cloned()
-    }
-
-    /// Keeps a credential found by a read that began at `generation`, unless a write came in
-    /// between. Unknown credentials are not kept: forged keys must not fill the cache.
-    pub fn fill_credential(&self, generation: u64, hash: CredentialId, found: &Credential) {
-        let mut map = self.credentials.lock();
-        if self.generation() != generation {
-            return;
-        }
-        if map.len() >= CACHE_CAPACITY {
-            map.clear();
-        }
-        map.insert(hash, found.clone());
-    }
-
-    pub fn app(&self, id: &AppId) -> Option<App> {
-        self.apps.lock().get(id).cloned()
-    }
-
-    pub fn fill_app(&self, generation: u64, app: &App) {
-        let mut map = self.apps.lock();
-        if self.generation() != generation {
-            return;
-        }
-        if map.len() >= CACHE_CAPACITY {
-            map.clear();
-        }
-        map.insert(app.id.clone(), app.clone());
-    }
-
-    pub fn installed(&self, app: &AppId, account: &AccountId) -> Option<bool> {
-        self.installed
-            .lock()
-            .get(&(app.clone(), account.clone()))
-            .copied()
-    }
-
-    pub fn fill_installed(&self, generation: u64, app: AppId, account: AccountId, yes: bool) {
-        let mut map = self.installed.lock();
-        if self.generation() != generation {
-            return;
-        }
-        if map.len() >= CACHE_CAPACITY {
-            map.clear();
-        }
-        map.insert((app, account), yes);
-    }
-
-    /// A directory write committed (or failed): forget everything.
-    pub fn clear(&self) {
-        // Generation first: a fill racing this clear sees the new number and gives up.
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.credentials.lock().clear();
-        self.apps.lock().clear();
-        self.installed.lock().clear();
-    }
-}
 
 fn failure(e: rusqlite::Error) -> StoreError {
     sql_failure(&e)
@@ -249,7 +167,7 @@ pub fn remove_account(conn: &Connection, id: &AccountId) -> Result<Option<Remove
         .map_err(failure)?;
     for app in owned {
         let app = parsed(AppId::parse(&app), "apps.id")?;
-        add(&mut removed, remove_app_rows(conn, &app)?);
+        removed += remove_app_rows(conn, &app)?;
     }
     let a = id.as_str();
     removed.secrets += delete(conn, "DELETE FROM secrets WHERE account = ?1", [a])?;
@@ -258,15 +176,6 @@ pub fn remove_account(conn: &Connection, id: &AccountId) -> Result<Option<Remove
     removed.users += delete(conn, "DELETE FROM users WHERE account = ?1", [a])?;
     delete(conn, "DELETE FROM accounts WHERE id = ?1", [a])?;
     Ok(Some(removed))
-}
-
-fn add(total: &mut Removed, more: Removed) {
-    total.apps += more.apps;
-    total.installations += more.installations;
-    total.users += more.users;
-    total.api_keys += more.api_keys;
-    total.user_sessions += more.user_sessions;
-    total.secrets += more.secrets;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,19 +487,8 @@ fn hash(bytes: Vec<u8>, what: &str) -> Result<CredentialId, StoreError> {
     Ok(CredentialId::from_bytes(bytes))
 }
 
-/// A hint's prefix from storage, as one of the prefixes this server issues (the type holds a
-/// `&'static str`).
 fn hint(prefix: &str, last4: Option<String>) -> CredentialHint {
-    const PREFIXES: [&str; 6] = [
-        "sk_test_", "sk_live_", "rk_test_", "rk_live_", "ek_test_", "ek_live_",
-    ];
-    let prefix = PREFIXES
-        .iter()
-        .find(|p| **p == prefix)
-        .copied()
-        .unwrap_or("");
-    let last4 = last4.and_then(|t| <[u8; 4]>::try_from(t.as_bytes()).ok());
-    CredentialHint::new(prefix, last4)
+    CredentialHint::from_stored(prefix, last4.as_deref())
 }
 
 fn key_row(row: &Row<'_>) -> Result<ApiKeyRecord, StoreError> {
@@ -620,16 +518,6 @@ fn key_row(row: &Row<'_>) -> Result<ApiKeyRecord, StoreError> {
     })
 }
 
-/// The parts of a hint, for storage.
-fn hint_parts(hint: &CredentialHint) -> (String, Option<String>) {
-    let text = hint.to_string();
-    match text.split_once("****") {
-        Some((prefix, last4)) if !last4.is_empty() => (prefix.to_owned(), Some(last4.to_owned())),
-        Some((prefix, _)) => (prefix.to_owned(), None),
-        None => (String::new(), None),
-    }
-}
-
 pub fn create_key(conn: &Connection, key: &ApiKeyRecord) -> Result<(), StoreError> {
     if !app_exists(conn, &key.app)? {
         return Err(StoreError::Missing(format!("app {}", key.app)));
@@ -641,7 +529,7 @@ pub fn create_key(conn: &Connection, key: &ApiKeyRecord) -> Result<(), StoreErro
     )? {
         return Err(StoreError::AlreadyExists(format!("key {}", key.id)));
     }
-    let (prefix, last4) = hint_parts(&key.hint);
+    let (prefix, last4) = key.hint.stored_parts();
     conn.prepare_cached(
         "INSERT INTO api_keys (id, app, livemode, key_type, can_read, can_write, name, created,
                                expires_at, revoked, hash, hint_prefix, hint_last4)
@@ -754,7 +642,7 @@ pub fn create_session(conn: &Connection, session: &UserSession) -> Result<(), St
             session.user, session.account
         )));
     }
-    let (prefix, last4) = hint_parts(&session.hint);
+    let (prefix, last4) = session.hint.stored_parts();
     conn.prepare_cached(
         "INSERT INTO user_sessions (id, app, account, user, livemode, created, expires_at, hash,
                                     hint_prefix, hint_last4)

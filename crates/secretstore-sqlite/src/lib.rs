@@ -561,15 +561,9 @@ impl Directory for SqliteStore {
     }
     async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
         let cache = &self.state.directory;
-        if let Some(app) = cache.app(id) {
-            return Ok(Some(app));
-        }
-        let generation = cache.generation();
-        let found = read_dir!(self, app(id))?;
-        if let Some(app) = &found {
-            cache.fill_app(generation, app);
-        }
-        Ok(found)
+        cache
+            .app_or(id, || async { read_dir!(self, app(id)) })
+            .await
     }
     async fn apps(&self, page: &DirectoryPage) -> Result<Listed<App>, StoreError> {
         read_dir!(self, apps(page))
@@ -603,13 +597,11 @@ impl Directory for SqliteStore {
     }
     async fn installed(&self, app: &AppId, account: &AccountId) -> Result<bool, StoreError> {
         let cache = &self.state.directory;
-        if let Some(yes) = cache.installed(app, account) {
-            return Ok(yes);
-        }
-        let generation = cache.generation();
-        let yes = read_dir!(self, installed(app, account))?;
-        cache.fill_installed(generation, app.clone(), account.clone(), yes);
-        Ok(yes)
+        cache
+            .installed_or(app, account, || async {
+                read_dir!(self, installed(app, account))
+            })
+            .await
     }
 
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
@@ -674,15 +666,9 @@ impl Directory for SqliteStore {
 
     async fn credential(&self, hash: &CredentialId) -> Result<Option<Credential>, StoreError> {
         let cache = &self.state.directory;
-        if let Some(found) = cache.credential(hash) {
-            return Ok(Some(found));
-        }
-        let generation = cache.generation();
-        let found = read_dir!(self, credential(hash))?;
-        if let Some(credential) = &found {
-            cache.fill_credential(generation, *hash, credential);
-        }
-        Ok(found)
+        cache
+            .credential_or(hash, || async { read_dir!(self, credential(hash)) })
+            .await
     }
 }
 

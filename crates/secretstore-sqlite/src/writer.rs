@@ -21,11 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use secretstore_core::{IdempotencyKey, SecretAddress, StoreError};
+use secretstore_core::{DirectoryCache, IdempotencyKey, SecretAddress, StoreError};
 use tokio::sync::oneshot;
 
 use crate::cache::SecretCache;
-use crate::directory::DirectoryCache;
 use crate::errors::sql_failure;
 
 /// Where a job's answer goes.

@@ -2,11 +2,9 @@
 //! its batch (`writer::Job`), so a function that fails leaves nothing behind and one that
 //! succeeds is durable once the batch commits.
 
-use std::panic::AssertUnwindSafe;
-
 use rusqlite::{params, Connection};
 use secretstore_core::{
-    is_live, IdempotencyKey, KeptAnswer, PutRequest, Seal, SealedSecret, SecretAddress, SecretId,
+    is_live, seal_once, IdempotencyKey, KeptAnswer, PutRequest, SealedSecret, SecretAddress,
     StoreError, Write, Written,
 };
 
@@ -53,7 +51,7 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
         if is_live(old_expiry, now) {
             // Replace in place: same row, so same id, `created` and place in lists.
             let id = parse_id(&id)?;
-            let sealed = seal_for(seal, &id)?;
+            let sealed = seal_once(seal, &id)?;
             conn.prepare_cached("UPDATE secrets SET sealed = ?1, expires_at = ?2 WHERE seq = ?3")
                 .and_then(|mut stmt| stmt.execute(params![sealed, expires_at, seq]))
                 .map_err(|e| sql_failure(&e))?;
@@ -83,7 +81,7 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
     if live >= i64::from(max_per_scope) {
         return Err(StoreError::ScopeFull { max: max_per_scope });
     }
-    let sealed = seal_for(seal, &new_id)?;
+    let sealed = seal_once(seal, &new_id)?;
     conn.prepare_cached(
         "INSERT INTO secrets
              (id, app, account, livemode, scope_type, scope_user, name, created, expires_at, sealed)
@@ -111,15 +109,6 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
         expires_at,
         sealed,
     })
-}
-
-/// Calls the service's seal closure. A panic in it must not take the only writer down with it.
-fn seal_for(seal: Seal, id: &SecretId) -> Result<Vec<u8>, StoreError> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| seal(id))) {
-        Ok(Ok(sealed)) => Ok(sealed),
-        Ok(Err(e)) => Err(StoreError::Seal(e)),
-        Err(_) => Err(StoreError::Internal("sealing the payload panicked".into())),
-    }
 }
 
 fn delete_row(conn: &Connection, seq: i64) -> Result<(), StoreError> {

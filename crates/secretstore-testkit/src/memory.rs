@@ -116,15 +116,6 @@ impl Data {
     }
 }
 
-fn add(total: &mut Removed, more: Removed) {
-    total.apps += more.apps;
-    total.installations += more.installations;
-    total.users += more.users;
-    total.api_keys += more.api_keys;
-    total.user_sessions += more.user_sessions;
-    total.secrets += more.secrets;
-}
-
 /// An in-memory store; see the module documentation.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -392,7 +383,7 @@ impl Directory for MemoryStore {
             .collect();
         for app in owned {
             let more = data.remove_app(&app);
-            add(&mut removed, more);
+            removed += more;
         }
         removed.secrets += data.remove_secrets(|a| a.namespace.account == *id);
         let before = (

@@ -69,9 +69,40 @@ pub struct ServeArgs {
           value_parser = parse_listen, value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// Directory of the embedded database (created with mode 0700 if missing).
+    /// Directory of the embedded database (created with mode 0700 if missing); not used with
+    /// --database-url.
     #[arg(long, env = "SECRETSTORE_DATA", default_value = "./secretstore-data")]
     pub data: PathBuf,
+
+    /// Keep everything in this PostgreSQL database instead of the data directory, so that any
+    /// number of servers can share it: postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME (libpq's
+    /// URL or key=value form). Its schema is created or migrated at start. All servers on one
+    /// database must have the same root key, so it must then come from --root-key-file or
+    /// SECRETSTORE_ROOT_KEY, with --dev too. The URL is never printed.
+    #[arg(
+        long,
+        env = "SECRETSTORE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Most connections this server opens to the database (--database-url).
+    #[arg(long, env = "SECRETSTORE_DATABASE_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub database_pool_size: u16,
+
+    /// Seconds one database statement may run before the database cancels it; the request is
+    /// then answered 503, which clients retry.
+    #[arg(long, env = "SECRETSTORE_DATABASE_STATEMENT_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_statement_timeout: u64,
+
+    /// Seconds a request waits for a database connection (or for a new one to open) before it
+    /// is answered 503: what clients see while the database is restarting or failing over.
+    #[arg(long, env = "SECRETSTORE_DATABASE_CONNECT_TIMEOUT", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub database_connect_timeout: u64,
 
     /// Development mode: no provisioning. Any well-formed key is accepted and the text after
     /// its mode prefix names the app (sk_test_abc and sk_live_abc are app "abc" in test and

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use secretstore_core::Limits;
+use secretstore_postgres::PostgresOptions;
 use secretstore_server::{
     AdminConfig, App, Config, HttpLimits, Listeners, RootKeySource, Shutdown, StorageConfig,
     TlsFiles,
@@ -88,6 +89,11 @@ fn root_key_source(args: &ServeArgs) -> anyhow::Result<RootKeySource> {
             value,
         });
     }
+    if args.database_url.is_some() {
+        bail!(
+            "with --database-url the root key must come from --root-key-file PATH or              {ROOT_KEY_ENV}, the same key on every server of the database (--dev generates one              only into a data directory)"
+        );
+    }
     if args.dev {
         return Ok(RootKeySource::DevGenerated(args.data.join("root.key")));
     }
@@ -125,13 +131,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config {
         admin,
         tls: tls_files(&args.tls_cert, &args.tls_key),
-        storage: StorageConfig::Sqlite {
-            dir: args.data.clone(),
-            options: SqliteOptions {
-                readers: usize::from(args.readers),
-                ..SqliteOptions::default()
-            },
-        },
+        storage: storage_config(args)?,
         root_key: root_key_source(args)?,
         dev: args.dev,
         limits: Limits {
@@ -147,6 +147,34 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         },
         rate_limit: std::num::NonZeroU32::new(rate_limit),
         sweep_interval: Duration::from_secs(args.sweep_interval),
+    })
+}
+
+/// The embedded store in `--data`, or the PostgreSQL database of `--database-url`.
+fn storage_config(args: &ServeArgs) -> anyhow::Result<StorageConfig> {
+    let Some(url) = &args.database_url else {
+        return Ok(StorageConfig::Sqlite {
+            dir: args.data.clone(),
+            options: SqliteOptions {
+                readers: usize::from(args.readers),
+                ..SqliteOptions::default()
+            },
+        });
+    };
+    // Parsed here rather than by clap, whose error would repeat the URL and its password.
+    let config = secretstore_postgres::parse_url(url).map_err(|why| {
+        anyhow::anyhow!(
+            "--database-url (or SECRETSTORE_DATABASE_URL): {why}; it looks like              postgres://USER:PASSWORD@HOST:5432/DBNAME"
+        )
+    })?;
+    Ok(StorageConfig::Postgres {
+        config: Box::new(config),
+        options: PostgresOptions {
+            pool_size: usize::from(args.database_pool_size),
+            statement_timeout: Duration::from_secs(args.database_statement_timeout),
+            connect_timeout: Duration::from_secs(args.database_connect_timeout),
+            ..PostgresOptions::default()
+        },
     })
 }
 
@@ -258,8 +286,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    check_data_dir(&args.data)?;
-    create_data_dir(&args.data)?;
+    if args.database_url.is_none() {
+        check_data_dir(&args.data)?;
+        create_data_dir(&args.data)?;
+    }
     let app = App::builder(config).build().await?;
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener
@@ -343,7 +373,12 @@ fn announce(
              curl -u sk_test_myapp: {scheme}://{shown}/v1/apps/secrets -d name=my-api-key -d payload=s3cr3t -d 'scope[type]=account'\n\
              Read it back:\n  \
              curl -G -u sk_test_myapp: {scheme}://{shown}/v1/apps/secrets/find -d name=my-api-key -d 'scope[type]=account' -d 'expand[]=payload'\n",
-            data = args.data.display()
+            data = match &args.database_url {
+                None => args.data.display().to_string(),
+                Some(url) => secretstore_postgres::parse_url(url)
+                    .map(|config| format!("the database {}", secretstore_server::describe_database(&config)))
+                    .unwrap_or_default(),
+            }
         );
     }
     let _ = out.flush();

@@ -1,0 +1,518 @@
+//! secretstore's `Store` on PostgreSQL, for when one machine is not enough: any number of
+//! stateless `secretstore serve` processes share one database, and together they behave as one
+//! store (the `store` module's "rules across processes").
+//!
+//! Each handle has a pool of connections (deadpool) with every statement prepared once per
+//! connection. Nothing a request reads is answered from this process's memory except the three
+//! directory look-ups of `DirectoryCache`, which is cleared whenever any server changes the
+//! directory: directory writes `NOTIFY` in their transaction, and a listener connection of each
+//! handle clears the cache on every notification (and while it is not connected, the cache is
+//! not used at all). Secrets are never cached: a replace or delete through one server is never
+//! answered stale by another.
+//!
+//! Every statement runs under `statement_timeout`, every connection under
+//! `synchronous_commit = on` (an acknowledged write is on the database's disk, whatever the
+//! server's default), and a database that cannot be reached, is restarting or failing over is
+//! `StoreError::Unavailable` (503 with `Stripe-Should-Retry`) until it is back; the pool then
+//! replaces its broken connections by itself. It implements every storage trait of
+//! `secretstore_core::store` and passes the conformance suite, the checks of two handles on one
+//! database included (`tests/conformance.rs`).
+
+mod directory;
+mod errors;
+mod idempotency;
+mod listener;
+mod schema;
+mod secrets;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secretstore_core::{
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Credential,
+    CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim, IdempotencyKey,
+    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
+    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
+    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
+};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+pub use schema::{MIGRATIONS, SCHEMA_VERSION};
+
+use crate::errors::{pg_failure, pool_failure, shutting_down};
+use crate::idempotency::Claims;
+
+/// How to run the store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections this handle opens at once.
+    pub pool_size: usize,
+    /// Longest any one statement may run before the database cancels it (answered 503).
+    pub statement_timeout: Duration,
+    /// Longest a request waits for a connection, or for a new one to open.
+    pub connect_timeout: Duration,
+    /// Most expired rows one purge step deletes.
+    pub purge_batch: u32,
+    /// How long a cached directory look-up is believed even without a notification: the bound
+    /// on staleness should a notification ever be lost.
+    pub directory_cache_max_age: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            purge_batch: 500,
+            directory_cache_max_age: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The PostgreSQL-backed store: every storage trait of `secretstore_core::store`. See the crate
+/// documentation.
+pub struct PostgresStore {
+    pool: Pool,
+    options: PostgresOptions,
+    /// Off while the listener is not connected (see `listener`).
+    cache: Arc<DirectoryCache>,
+    claims: Claims,
+    listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pool's configuration holds the password: not shown.
+        f.debug_struct("PostgresStore")
+            .field("options", &self.options)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a database URL (`postgres://user@host:port/db?...`, or libpq's `key=value` form) into
+/// a connection configuration with this store's session settings. The error never repeats the
+/// URL, which may hold a password.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    url.parse::<tokio_postgres::Config>()
+        .map_err(|e| format!("the database URL is not valid: {e}"))
+}
+
+impl PostgresStore {
+    /// Connects, applies pending migrations (safely, whatever other servers do at the same
+    /// time) and starts the directory listener. Must run inside a tokio runtime.
+    pub async fn open(
+        mut config: tokio_postgres::Config,
+        options: PostgresOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        session_settings(&mut config, &options);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // A connection whose socket closed (the database restarted) is dropped on its
+                // way out of the pool; one that broke unseen fails its first statement, which
+                // is answered 503, and is then closed too.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build the database pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| pool_failure(&e))?;
+        schema::migrate(&mut client).await?;
+        drop(client);
+
+        let cache = Arc::new(DirectoryCache::with_max_age(Some(
+            options.directory_cache_max_age,
+        )));
+        // Off until the listener is connected.
+        cache.set_enabled(false);
+        let listener = tokio::spawn(listener::run(config, Arc::clone(&cache)));
+        tracing::info!(pool_size = options.pool_size, "postgres store open");
+        Ok(PostgresStore {
+            pool,
+            options,
+            cache,
+            claims: Claims::default(),
+            listener: parking_lot::Mutex::new(Some(listener)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(shutting_down());
+        }
+        self.pool.get().await.map_err(|e| pool_failure(&e))
+    }
+
+    /// Runs a purge statement (`$1`: the instant, `$2`: the most rows a step deletes) until a
+    /// step deletes less than a full step, each step its own short transaction.
+    async fn purge_in_steps(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::from(self.options.purge_batch.max(1));
+        let mut total = 0;
+        loop {
+            let client = self.client().await?;
+            let removed = secrets::execute(&client, sql, &[&before, &limit]).await?;
+            total += removed;
+            if removed < limit as u64 {
+                if total > 0 {
+                    tracing::debug!(removed = total, what, "purged");
+                }
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// This store's session settings, added to whatever the URL sets: the statement timeout, a
+/// durable commit, no notices in the log (`CREATE ... IF NOT EXISTS` says it skipped), a name the operator sees in `pg_stat_activity`, a connect timeout, and TCP
+/// keepalives short enough to notice a database that vanished without closing its sockets.
+fn session_settings(config: &mut tokio_postgres::Config, options: &PostgresOptions) {
+    let ours = format!(
+        "-c statement_timeout={} -c synchronous_commit=on -c idle_in_transaction_session_timeout={} \
+         -c client_min_messages=warning",
+        options.statement_timeout.as_millis(),
+        options.statement_timeout.as_millis().saturating_mul(2).max(1),
+    );
+    let merged = match config.get_options() {
+        Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(merged);
+    if config.get_application_name().is_none() {
+        config.application_name("secretstore");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    config.keepalives_interval(Duration::from_secs(5));
+    config.keepalives_retries(3);
+}
+
+/// Runs `$body` (a `Result`, using `$tx`: the transaction) in a transaction of its own on a
+/// connection of the pool, and commits it if the body succeeded. On failure the transaction is
+/// dropped, which rolls it back.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let transaction = client.transaction().await.map_err(|e| pg_failure(&e))?;
+        let $tx = &transaction;
+        let value = $body?;
+        transaction.commit().await.map_err(|e| pg_failure(&e))?;
+        Ok(value)
+    }};
+}
+
+/// A directory write: `in_tx!` with a notification to every server, sent on commit. This
+/// handle's own cache is cleared before the answer, whether the commit went through or not.
+macro_rules! dir_write {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let result: Result<_, StoreError> = async {
+            in_tx!($self, |$tx| {
+                let value = $body;
+                match value {
+                    Ok(value) => directory::notify_changed($tx).await.map(|()| value),
+                    Err(e) => Err(e),
+                }
+            })
+        }
+        .await;
+        $self.cache.clear();
+        result
+    }};
+}
+
+#[async_trait]
+impl SecretStore for PostgresStore {
+    async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
+        in_tx!(self, |tx| {
+            secrets::lock_scope_of(tx, &request.address).await?;
+            secrets::put(tx, request).await
+        })
+    }
+
+    async fn get(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let client = self.client().await?;
+        secrets::get(&client, address, now).await
+    }
+
+    async fn delete(
+        &self,
+        address: &SecretAddress,
+        now: i64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let client = self.client().await?;
+        secrets::delete(&client, address, now).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
+        let mut client = self.client().await?;
+        secrets::list(&mut client, query).await
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.purge_in_steps("expired secrets", secrets::PURGE, now)
+            .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    async fn idempotency_claim(
+        &self,
+        key: &IdempotencyKey,
+        at: ClaimTimes,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        let client = self.client().await?;
+        idempotency::claim(&client, &self.claims, key, at).await
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyKey,
+        answer: KeptAnswer,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        idempotency::complete(&client, &self.claims, key, &answer).await
+    }
+
+    async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        idempotency::release(&client, &self.claims, key).await
+    }
+
+    async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
+        self.purge_in_steps("kept answers", idempotency::PURGE, kept_after)
+            .await
+    }
+}
+
+#[async_trait]
+impl MetaStore for PostgresStore {
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row =
+            secrets::query_opt(&client, "SELECT value FROM meta WHERE name = $1", &[&name]).await?;
+        row.map(|r| r.try_get::<_, Option<Vec<u8>>>(0))
+            .transpose()
+            .map(Option::flatten)
+            .map_err(|e| pg_failure(&e))
+    }
+
+    async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        secrets::execute(
+            &client,
+            "INSERT INTO meta (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&name, &value],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A directory read on a connection of the pool.
+macro_rules! read_dir {
+    ($self:ident, $f:ident($($arg:expr),*)) => {{
+        let client = $self.client().await?;
+        directory::$f(&client, $($arg),*).await
+    }};
+}
+
+#[async_trait]
+impl Directory for PostgresStore {
+    async fn create_account(&self, account: Account) -> Result<(), StoreError> {
+        dir_write!(self, |tx| directory::create_account(tx, &account).await)
+    }
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        read_dir!(self, account(id))
+    }
+    async fn accounts(&self, page: &DirectoryPage) -> Result<Listed<Account>, StoreError> {
+        read_dir!(self, accounts(page))
+    }
+    async fn remove_account(&self, id: &AccountId) -> Result<Option<Removed>, StoreError> {
+        dir_write!(self, |tx| directory::remove_account(tx, id).await)
+    }
+
+    async fn create_app(&self, app: App) -> Result<(), StoreError> {
+        dir_write!(self, |tx| directory::create_app(tx, &app).await)
+    }
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        self.cache
+            .app_or(id, || async { read_dir!(self, app(id)) })
+            .await
+    }
+    async fn apps(&self, page: &DirectoryPage) -> Result<Listed<App>, StoreError> {
+        read_dir!(self, apps(page))
+    }
+    async fn remove_app(&self, id: &AppId) -> Result<Option<Removed>, StoreError> {
+        dir_write!(self, |tx| directory::remove_app(tx, id).await)
+    }
+
+    async fn create_installation(&self, installation: Installation) -> Result<(), StoreError> {
+        dir_write!(self, |tx| directory::create_installation(tx, &installation)
+            .await)
+    }
+    async fn installation(&self, id: &InstallationId) -> Result<Option<Installation>, StoreError> {
+        read_dir!(self, installation(id))
+    }
+    async fn installations(
+        &self,
+        filter: &InstallationFilter,
+        page: &DirectoryPage,
+    ) -> Result<Listed<Installation>, StoreError> {
+        read_dir!(self, installations(filter, page))
+    }
+    async fn remove_installation(
+        &self,
+        id: &InstallationId,
+    ) -> Result<Option<Removed>, StoreError> {
+        dir_write!(self, |tx| directory::remove_installation(tx, id).await)
+    }
+    async fn installed(&self, app: &AppId, account: &AccountId) -> Result<bool, StoreError> {
+        self.cache
+            .installed_or(app, account, || async {
+                read_dir!(self, installed(app, account))
+            })
+            .await
+    }
+
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        dir_write!(self, |tx| directory::create_user(tx, &user).await)
+    }
+    async fn user(&self, account: &AccountId, id: &UserId) -> Result<Option<User>, StoreError> {
+        read_dir!(self, user(account, id))
+    }
+    async fn users(
+        &self,
+        account: &AccountId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<User>, StoreError> {
+        read_dir!(self, users(account, page))
+    }
+    async fn remove_user(
+        &self,
+        account: &AccountId,
+        id: &UserId,
+    ) -> Result<Option<Removed>, StoreError> {
+        dir_write!(self, |tx| directory::remove_user(tx, account, id).await)
+    }
+
+    async fn create_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        dir_write!(self, |tx| directory::create_key(tx, &key).await)
+    }
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        read_dir!(self, key(id))
+    }
+    async fn keys(
+        &self,
+        app: &AppId,
+        page: &DirectoryPage,
+    ) -> Result<Listed<ApiKeyRecord>, StoreError> {
+        read_dir!(self, keys(app, page))
+    }
+    async fn roll_key(
+        &self,
+        id: &ApiKeyId,
+        expires_at: i64,
+        new: ApiKeyRecord,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        dir_write!(self, |tx| directory::roll_key(tx, id, expires_at, &new)
+            .await)
+    }
+    async fn revoke_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        dir_write!(self, |tx| directory::revoke_key(tx, id).await)
+    }
+
+    async fn create_session(&self, session: UserSession) -> Result<(), StoreError> {
+        dir_write!(self, |tx| directory::create_session(tx, &session).await)
+    }
+    async fn session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError> {
+        read_dir!(self, session(id))
+    }
+    async fn remove_session(&self, id: &SessionId) -> Result<Option<UserSession>, StoreError> {
+        dir_write!(self, |tx| directory::remove_session(tx, id).await)
+    }
+
+    async fn credential(&self, hash: &CredentialId) -> Result<Option<Credential>, StoreError> {
+        self.cache
+            .credential_or(hash, || async { read_dir!(self, credential(hash)) })
+            .await
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for PostgresStore {
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
+        let keys = secrets::scope_lock_keys(&writes);
+        in_tx!(self, |tx| {
+            secrets::lock_scopes(tx, &keys).await?;
+            secrets::commit(tx, writes).await
+        })
+    }
+}
+
+#[async_trait]
+impl Lifecycle for PostgresStore {
+    /// Ready when a connection answers and the database takes writes: a standby (during a
+    /// failover, say) is not ready.
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let row = secrets::query_opt(&client, "SELECT pg_is_in_recovery()", &[]).await?;
+        let standby = row
+            .map(|r| r.try_get::<_, bool>(0))
+            .transpose()
+            .map_err(|e| pg_failure(&e))?
+            .unwrap_or(false);
+        if standby {
+            return Err(StoreError::Unavailable(
+                "the database is a read-only standby".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.pool.close();
+        if let Some(listener) = self.listener.lock().take() {
+            listener.abort();
+        }
+        tracing::info!("postgres store closed");
+        Ok(())
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.lock().take() {
+            listener.abort();
+        }
+    }
+}

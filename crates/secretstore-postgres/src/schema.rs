@@ -1,0 +1,196 @@
+//! The schema and its migrations. Each migration is one SQL script; `secretstore_migrations`
+//! records which ones the database has. Every server applies what is missing at start-up,
+//! inside one transaction that first takes a transaction-scoped advisory lock: when several
+//! servers start at once on an empty database, one applies the scripts and the others wait,
+//! then find nothing left to do. A database written by a newer binary is refused instead of
+//! misread.
+//!
+//! Append new migrations; never edit one that has shipped. The tables live in the connection's
+//! current schema (`search_path`), so one database can hold several stores apart.
+
+use deadpool_postgres::Object;
+use secretstore_core::StoreError;
+
+use crate::errors::pg_failure;
+
+/// The advisory lock key of migrations ("secrmigr" in ASCII): one number every server agrees on.
+const MIGRATION_LOCK: i64 = 0x7365_6372_6d69_6772;
+
+/// Every migration, in order; the database has applied those whose numbers (1-based) are in
+/// `secretstore_migrations`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: secrets, idempotency records, store metadata, and the tenant directory of production
+    // mode: the same tables as the embedded store's schema, in PostgreSQL's types.
+    //
+    // `seq` is the order of creation (an identity, never reused); a replace keeps the row and so
+    // its place in lists. `scope_user` is '' for the account scope so that the uniqueness
+    // constraint treats it as a value. An idempotency row is a claim while `sealed` is NULL
+    // (`claim` names the handle holding it, `claimed_at` starts its lease) and a kept answer
+    // once `sealed` is set. Directory credentials are kept only as a SHA-256 (`hash`, unique:
+    // the look-up of every request) and a hint for display. No foreign keys: a removal deletes
+    // what an object owns itself, in one transaction, and counts it.
+    "CREATE TABLE secrets (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        livemode BOOLEAN NOT NULL,
+        scope_type TEXT NOT NULL CHECK (scope_type IN ('account', 'user')),
+        scope_user TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        expires_at BIGINT NULL,
+        sealed BYTEA NOT NULL,
+        UNIQUE (app, account, livemode, scope_type, scope_user, name)
+    );
+    -- Serves list (one scope, by seq) and the live count of a scope.
+    CREATE INDEX secrets_by_scope
+        ON secrets (app, account, livemode, scope_type, scope_user, seq);
+    -- Serves the expiry sweep.
+    CREATE INDEX secrets_by_expiry ON secrets (expires_at) WHERE expires_at IS NOT NULL;
+    -- Serves the removal of an account's or a user's secrets (every app).
+    CREATE INDEX secrets_by_account ON secrets (account, scope_type, scope_user);
+
+    CREATE TABLE idempotency (
+        credential BYTEA NOT NULL,
+        key TEXT NOT NULL,
+        claim BYTEA NULL,
+        claimed_at BIGINT NULL,
+        fingerprint BYTEA NULL,
+        sealed BYTEA NULL,
+        created BIGINT NULL,
+        PRIMARY KEY (credential, key),
+        CHECK ((sealed IS NULL) = (created IS NULL)),
+        CHECK (sealed IS NOT NULL OR claimed_at IS NOT NULL)
+    );
+    -- Serves the sweep of answers past their time to live.
+    CREATE INDEX idempotency_by_created ON idempotency (created);
+
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value BYTEA
+    );
+
+    CREATE TABLE accounts (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT,
+        created BIGINT NOT NULL
+    );
+    CREATE TABLE apps (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created BIGINT NOT NULL
+    );
+    CREATE INDEX apps_by_owner ON apps (owner);
+    CREATE TABLE installations (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        UNIQUE (app, account)
+    );
+    CREATE INDEX installations_by_account ON installations (account);
+    CREATE TABLE users (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL,
+        account TEXT NOT NULL,
+        email TEXT,
+        created BIGINT NOT NULL,
+        UNIQUE (account, id)
+    );
+    CREATE TABLE api_keys (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        livemode BOOLEAN NOT NULL,
+        key_type TEXT NOT NULL CHECK (key_type IN ('secret', 'restricted')),
+        can_read BOOLEAN NOT NULL,
+        can_write BOOLEAN NOT NULL,
+        name TEXT,
+        created BIGINT NOT NULL,
+        expires_at BIGINT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE,
+        hash BYTEA NOT NULL UNIQUE,
+        hint_prefix TEXT NOT NULL,
+        hint_last4 TEXT
+    );
+    CREATE INDEX api_keys_by_app ON api_keys (app);
+    CREATE TABLE user_sessions (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        livemode BOOLEAN NOT NULL,
+        created BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        hash BYTEA NOT NULL UNIQUE,
+        hint_prefix TEXT NOT NULL,
+        hint_last4 TEXT
+    );
+    CREATE INDEX user_sessions_by_account ON user_sessions (account, user_id);
+    CREATE INDEX user_sessions_by_app ON user_sessions (app);",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the database up to `SCHEMA_VERSION`, or refuses one that is newer. Safe to run from
+/// any number of servers at once.
+pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(|e| pg_failure(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| pg_failure(&e))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS secretstore_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(|e| pg_failure(&e))?;
+    let version: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM secretstore_migrations",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_failure(&e))?
+        .get(0);
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Internal(format!(
+            "the database has schema version {version}, newer than the {SCHEMA_VERSION} this \
+             secretstore knows: it was written by a newer secretstore; run that version (or \
+             newer) on it"
+        )));
+    }
+    for (index, script) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let number = index as i32 + 1;
+        tx.batch_execute(script)
+            .await
+            .map_err(|e| match pg_failure(&e) {
+                StoreError::Unavailable(why) => StoreError::Unavailable(why),
+                _ => StoreError::Internal(format!("schema migration {number} failed: {e}")),
+            })?;
+        tx.execute(
+            "INSERT INTO secretstore_migrations (version) VALUES ($1)",
+            &[&number],
+        )
+        .await
+        .map_err(|e| pg_failure(&e))?;
+    }
+    tx.commit().await.map_err(|e| pg_failure(&e))?;
+    if version < SCHEMA_VERSION {
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrated database schema"
+        );
+    }
+    Ok(())
+}
