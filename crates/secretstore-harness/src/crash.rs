@@ -1,7 +1,7 @@
 //! `secretstore-harness crash`: crash consistency under SIGKILL. Many clients run a mix of set
 //! and delete against the real server, each over its own small set of names; the server is
-//! killed with SIGKILL at a random moment; the database must then pass SQLite's integrity
-//! check, and after a restart every name must hold a state the model allows: what was last
+//! killed with SIGKILL at a random moment; the database must then pass its integrity check
+//! (SQLite's `integrity_check`, or PostgreSQL's amcheck with `--postgres`), and after a restart every name must hold a state the model allows: what was last
 //! acknowledged, or, for a request whose answer the kill swallowed, either the state before it
 //! or the state it would have produced. The next cycle continues from the states read back.
 //!
@@ -21,6 +21,7 @@ use crate::api::{Api, Outcome, Scope};
 use crate::model::{Allowed, State};
 use crate::rng::Rng;
 use crate::server::{load_average, random_hex, resolve_bin, work_dir, ServerSpec};
+use secretstore_testkit::postgres::ScratchDatabase;
 
 #[derive(Debug, clap::Args)]
 pub struct CrashArgs {
@@ -62,6 +63,12 @@ pub struct CrashArgs {
     /// Keep the work directory after a successful run (it is always kept after a failure).
     #[arg(long)]
     pub keep: bool,
+
+    /// Run the server on PostgreSQL instead of a data directory: a scratch database on the
+    /// test server (SECRETSTORE_TEST_DATABASE_URL, default postgres://root@127.0.0.1:5432/test),
+    /// checked with amcheck after each kill and dropped at the end (kept after a failure).
+    #[arg(long)]
+    pub postgres: bool,
 }
 
 /// Percent of operations that are sets (the rest are deletes).
@@ -128,13 +135,18 @@ pub async fn run(args: CrashArgs) -> anyhow::Result<bool> {
     let bin = resolve_bin(args.bin.clone())?;
     let seed = args.seed.unwrap_or_else(Rng::clock_seed);
     let work = work_dir("secretstore-crash.", args.work_dir.as_deref())?;
+    let database = args.postgres.then(ScratchDatabase::create);
+    // Each client keeps up to --names secrets in its scope; the default maximum of 10 would
+    // refuse sets, which is not what this harness is about.
+    let mut extra_args = vec!["--max-secrets-per-scope".into(), "1000000".into()];
+    if let Some(database) = &database {
+        extra_args.extend(["--database-url".into(), database.url().to_owned()]);
+    }
     let spec = ServerSpec {
         bin,
         data: work.path().join("data"),
         root_key: random_hex(32)?,
-        // Each client keeps up to --names secrets in its scope; the default maximum of 10
-        // would refuse sets, which is not what this harness is about.
-        extra_args: vec!["--max-secrets-per-scope".into(), "1000000".into()],
+        extra_args,
     };
     // An app of its own per run (not derived from the seed, which a rerun repeats): a run over
     // a database that already holds other runs' secrets still starts from empty scopes.
@@ -152,6 +164,12 @@ pub async fn run(args: CrashArgs) -> anyhow::Result<bool> {
         args.max_kill_ms
     );
     println!("  work dir    {}", work.path().display());
+    if let Some(database) = &database {
+        println!(
+            "  database    PostgreSQL, scratch database {}",
+            database.name()
+        );
+    }
     println!("  loadavg     {}", load_average());
 
     let began = Instant::now();
@@ -198,8 +216,12 @@ pub async fn run(args: CrashArgs) -> anyhow::Result<bool> {
         }
         clients.sort_by_key(|c| c.index);
 
-        let integrity =
-            sqlite_integrity_check(&spec.data.join(secretstore_sqlite::DATABASE_FILE)).await?;
+        let integrity = match &database {
+            Some(database) => postgres_amcheck(database.url()).await?,
+            None => {
+                sqlite_integrity_check(&spec.data.join(secretstore_sqlite::DATABASE_FILE)).await?
+            }
+        };
         if integrity != "ok" {
             tally
                 .violations
@@ -243,6 +265,9 @@ pub async fn run(args: CrashArgs) -> anyhow::Result<bool> {
                  N) in {}\nthe same kill delays and operation sequences: --seed {seed}",
                 kept.display()
             );
+            if let Some(database) = database {
+                eprintln!("kept the database: {}", database.keep());
+            }
             return Ok(false);
         }
     }
@@ -524,6 +549,64 @@ async fn read_scope(
         Outcome::Lost(err) => problems.push(format!("{user}: list: {err}")),
     }
     (states, problems)
+}
+
+/// amcheck on every table (`verify_heapam`) and every B-tree index (`bt_index_check` with
+/// `heapallindexed`, so an index that lost a row of its table is caught) of the database the
+/// server writes, as the kill left it; "ok" or what is damaged.
+async fn postgres_amcheck(url: &str) -> anyhow::Result<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connect to the database for amcheck")?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .await
+        .context("CREATE EXTENSION amcheck (PostgreSQL's contrib package)")?;
+    let mut problems = Vec::new();
+    let tables = client
+        .query(
+            "SELECT c.relname, (SELECT count(*) FROM verify_heapam(c.oid)) \
+             FROM pg_class c WHERE c.relkind = 'r' \
+             AND c.relnamespace = current_schema()::regnamespace ORDER BY 1",
+            &[],
+        )
+        .await
+        .context("verify_heapam")?;
+    for row in &tables {
+        let (table, damaged): (String, i64) = (row.get(0), row.get(1));
+        if damaged > 0 {
+            problems.push(format!("table {table}: {damaged} corrupt tuple(s)"));
+        }
+    }
+    let indexes = client
+        .query(
+            "SELECT c.relname FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
+             WHERE c.relkind = 'i' AND a.amname = 'btree' \
+             AND c.relnamespace = current_schema()::regnamespace ORDER BY 1",
+            &[],
+        )
+        .await
+        .context("list the indexes")?;
+    for row in &indexes {
+        let index: String = row.get(0);
+        if let Err(e) = client
+            .execute("SELECT bt_index_check($1::text::regclass, true)", &[&index])
+            .await
+        {
+            problems.push(format!("index {index}: {e}"));
+        }
+    }
+    drop(client);
+    let _ = driver.await;
+    if tables.is_empty() {
+        problems.push("no tables: the server never created its schema".into());
+    }
+    Ok(if problems.is_empty() {
+        "ok".into()
+    } else {
+        problems.join("; ")
+    })
 }
 
 /// `PRAGMA integrity_check` on a read-only connection, on the files exactly as the kill left

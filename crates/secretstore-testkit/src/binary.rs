@@ -144,13 +144,33 @@ impl Site {
 
     /// Starts a server and waits for its "listening" line.
     pub fn start(&mut self, extra: &[&str]) -> Server {
+        let starting = self.spawn(extra);
+        self.wait_listening(starting, extra)
+    }
+
+    /// Starts `n` servers at the same instant (all processes spawned before any is waited
+    /// for), as an orchestrator starting replicas on one database would, and waits for each
+    /// one's "listening" line.
+    pub fn start_together(&mut self, n: usize, extra: &[&str]) -> Vec<Server> {
+        let starting: Vec<_> = (0..n).map(|_| self.spawn(extra)).collect();
+        starting
+            .into_iter()
+            .map(|one| self.wait_listening(one, extra))
+            .collect()
+    }
+
+    /// A server process just spawned, and its log.
+    fn spawn(&mut self, extra: &[&str]) -> (Child, PathBuf) {
         self.starts += 1;
         let log = self.dir.path().join(format!("server-{}.log", self.starts));
         let mut command = self.command(extra);
         command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = command.spawn().expect("start the secretstore binary");
+        (command.spawn().expect("start the secretstore binary"), log)
+    }
+
+    fn wait_listening(&self, (mut child, log): (Child, PathBuf), extra: &[&str]) -> Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let lines =

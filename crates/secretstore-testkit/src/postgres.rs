@@ -95,6 +95,13 @@ impl ScratchDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Keeps the database (for a failed run someone will look at); returns its URL.
+    pub fn keep(self) -> String {
+        let url = self.url.clone();
+        std::mem::forget(self);
+        url
+    }
 }
 
 impl Drop for ScratchDatabase {

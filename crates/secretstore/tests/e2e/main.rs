@@ -10,6 +10,7 @@ mod server;
 mod abuse;
 mod durability;
 mod faults;
+mod postgres;
 mod startup;
 mod tampering;
 mod tenancy;

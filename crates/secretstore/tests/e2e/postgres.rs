@@ -1,0 +1,250 @@
+//! Several servers on one PostgreSQL database, as an operator runs them behind a load
+//! balancer: they start together on an empty database, act as one store (a write through one
+//! is read through the others at once, the scope maximum holds across them), and a revocation
+//! through one is refused by every other within the contract's 2 seconds. Each test has a
+//! scratch database of its own (`secretstore_testkit::postgres`). The SDK's view of the same
+//! (stripe-python against three servers) is in tests/sdk/python/test_python_postgres.py; a
+//! database restart under load is in tests/postgres_failover.rs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::server::{client, find, set, BIN};
+use crate::tenancy::Admin;
+use secretstore_testkit::binary::Site;
+use secretstore_testkit::postgres::{available, ScratchDatabase};
+
+/// Rows of one query on the scratch database.
+async fn query(database: &ScratchDatabase, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (db, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let rows = db.query(sql, &[]).await.unwrap();
+    drop(db);
+    let _ = driver.await;
+    rows
+}
+
+#[tokio::test]
+async fn five_servers_start_together_on_an_empty_database_and_act_as_one_store() {
+    if !available() {
+        return;
+    }
+    let database = ScratchDatabase::create();
+    let mut site = Site::new(BIN);
+    let servers = site.start_together(5, &["--database-url", database.url()]);
+    // The migrations ran exactly once, whoever ran them.
+    let applied = query(
+        &database,
+        "SELECT version FROM secretstore_migrations ORDER BY 1",
+    )
+    .await;
+    let versions: Vec<i32> = applied.iter().map(|r| r.get(0)).collect();
+    let expected: Vec<i32> = (1..=secretstore_postgres::SCHEMA_VERSION).collect();
+    assert_eq!(versions, expected);
+    for server in &servers {
+        assert!(
+            !server.log_text().contains("ERROR"),
+            "{}",
+            server.log_text()
+        );
+    }
+
+    // A write through each is read through every other at once.
+    let http = client();
+    let key = "sk_test_five";
+    for (n, writer) in servers.iter().enumerate() {
+        let name = format!("from-{n}");
+        let (status, _) = set(
+            &http,
+            &writer.url,
+            key,
+            &[
+                ("name", name.as_str()),
+                ("payload", name.as_str()),
+                ("scope[type]", "account"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        for reader in &servers {
+            let (status, found) = find(
+                &http,
+                &reader.url,
+                key,
+                &[
+                    ("name", name.as_str()),
+                    ("scope[type]", "account"),
+                    ("expand[]", "payload"),
+                ],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (status, found["payload"].as_str()),
+                (200, Some(name.as_str()))
+            );
+        }
+    }
+
+    // Forty creates of distinct names into one user scope, spread over the five servers at
+    // once: exactly the maximum (10) are stored, the rest refused, never an 11th.
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let (http, url) = (http.clone(), servers[n % 5].url.clone());
+        tasks.spawn(async move {
+            let name = format!("race-{n}");
+            set(
+                &http,
+                &url,
+                key,
+                &[
+                    ("name", name.as_str()),
+                    ("payload", "x"),
+                    ("scope[type]", "user"),
+                    ("scope[user]", "usr_race"),
+                ],
+            )
+            .await
+            .unwrap()
+        });
+    }
+    let (mut stored, mut full) = (0, 0);
+    while let Some(answer) = tasks.join_next().await {
+        let (status, body) = answer.unwrap();
+        match status {
+            200 => stored += 1,
+            400 => {
+                assert_eq!(body["error"]["code"], "scope_full", "{body}");
+                full += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((stored, full), (10, 30));
+    let rows = query(
+        &database,
+        "SELECT count(*) FROM secrets WHERE scope_user = 'usr_race'",
+    )
+    .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 10);
+    // Never two rows of one scope and name (the table's constraint, checked as stored).
+    let rows = query(
+        &database,
+        "SELECT count(*) FROM (SELECT 1 FROM secrets GROUP BY app, account, livemode, \
+         scope_type, scope_user, name HAVING count(*) > 1) AS twice",
+    )
+    .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+}
+
+/// Polls `url` with `key` until it is refused with 401, and says how long that took.
+async fn refused_within(url: &str, key: &str, account: Option<&str>, limit: Duration) -> Duration {
+    let http = client();
+    let began = Instant::now();
+    loop {
+        let mut request = http
+            .get(format!("{url}/v1/apps/secrets"))
+            .bearer_auth(key)
+            .query(&[("scope[type]", "account")]);
+        if let Some(account) = account {
+            request = request.header("Stripe-Account", account);
+        }
+        let status = request.send().await.unwrap().status().as_u16();
+        if status == 401 {
+            return began.elapsed();
+        }
+        assert_eq!(status, 200, "before the revocation is seen");
+        assert!(
+            began.elapsed() < limit,
+            "still accepted {:?} after the revocation",
+            began.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_key_or_ended_session_is_refused_by_every_server_within_two_seconds() {
+    if !available() {
+        return;
+    }
+    let database = ScratchDatabase::create();
+    let mut site = Site::production(BIN);
+    let servers = site.start_together(3, &["--database-url", database.url()]);
+    let admin = Admin::of(&site, &servers[0]);
+    admin
+        .ok("POST", "/v1/accounts", json!({"id": "acct_owner"}))
+        .await;
+    admin
+        .ok("POST", "/v1/accounts", json!({"id": "acct_cust"}))
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/v1/apps",
+            json!({"id": "app.pg", "name": "PG", "account": "acct_owner"}),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/v1/installations",
+            json!({"app": "app.pg", "account": "acct_cust"}),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/v1/accounts/acct_cust/users",
+            json!({"id": "usr_u"}),
+        )
+        .await;
+    let key = admin.key("app.pg", "test", "secret", &[]).await;
+    let key_id = {
+        let (_, keys) = admin.call("GET", "/v1/apps/app.pg/keys", None).await;
+        keys["data"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let session = admin.session("app.pg", "acct_cust", "usr_u", "test").await;
+    let session_key = session["secret"].as_str().unwrap().to_owned();
+
+    // Every server has the credentials in its cache (each has answered them).
+    for server in &servers {
+        let http = client();
+        for (credential, account) in [(&key, Some("acct_cust")), (&session_key, None)] {
+            let mut request = http
+                .get(format!("{}/v1/apps/secrets", server.url))
+                .bearer_auth(credential)
+                .query(&[("scope[type]", "account")]);
+            if let Some(account) = account {
+                request = request.header("Stripe-Account", account);
+            }
+            assert_eq!(request.send().await.unwrap().status(), 200);
+        }
+    }
+
+    // Revoked through the first server's admin API: refused through the other two within 2 s.
+    admin
+        .ok("POST", &format!("/v1/keys/{key_id}/revoke"), json!({}))
+        .await;
+    for server in &servers[1..] {
+        let took =
+            refused_within(&server.url, &key, Some("acct_cust"), Duration::from_secs(2)).await;
+        eprintln!("revoked key refused by {} after {took:?}", server.url);
+    }
+    // An ended session, likewise.
+    admin
+        .ok(
+            "DELETE",
+            &format!("/v1/user_sessions/{}", session["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    for server in &servers[1..] {
+        let took = refused_within(&server.url, &session_key, None, Duration::from_secs(2)).await;
+        eprintln!("ended session refused by {} after {took:?}", server.url);
+    }
+}
