@@ -248,3 +248,73 @@ async fn a_revoked_key_or_ended_session_is_refused_by_every_server_within_two_se
         eprintln!("ended session refused by {} after {took:?}", server.url);
     }
 }
+
+#[tokio::test]
+async fn a_removal_killed_midway_is_all_or_nothing_on_postgres() {
+    if !available() {
+        return;
+    }
+    let database = ScratchDatabase::create();
+    let extra = ["--database-url", database.url()];
+    let mut site = Site::production(BIN);
+    let mut server = site.start(&extra);
+    let admin = Admin::of(&site, &server);
+    admin
+        .ok("POST", "/v1/accounts", json!({"id": "acct_big"}))
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/v1/apps",
+            json!({"id": "app.big", "name": "Big", "account": "acct_big"}),
+        )
+        .await;
+    // Many secrets, written straight into the database (the removal never opens a payload, so
+    // any bytes will do), so that the removal takes a while.
+    let total: i64 = 1_000_000;
+    query(
+        &database,
+        &format!(
+            "INSERT INTO secrets (id, app, account, livemode, scope_type, scope_user, name, \
+             created, expires_at, sealed) SELECT 'appsecret_' || lpad(n::text, 30, '0'), \
+             'app.big', 'acct_big', false, 'account', '', 's' || n, 1, NULL, '\\x00'::bytea \
+             FROM generate_series(1, {total}) AS n"
+        ),
+    )
+    .await;
+    let removal = tokio::spawn({
+        let (http, url) = (client(), server.admin_url.clone().unwrap());
+        let token = site.admin_token.clone().unwrap();
+        async move {
+            http.delete(format!("{url}/v1/accounts/acct_big?confirm=true"))
+                .bearer_auth(token)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.kill9();
+    let answered = removal.await.unwrap().is_ok();
+    // The database ends the dead server's transaction when it finds the connection gone; until
+    // then its rows are still locked, and afterwards either all of it happened or none.
+    let server = site.start(&extra);
+    let admin = Admin::of(&site, &server);
+    let (status, account) = admin.call("GET", "/v1/accounts/acct_big", None).await;
+    let left: i64 = query(
+        &database,
+        "SELECT count(*) FROM secrets WHERE account = 'acct_big'",
+    )
+    .await[0]
+        .get(0);
+    let apps: i64 =
+        query(&database, "SELECT count(*) FROM apps WHERE id = 'app.big'").await[0].get(0);
+    match status {
+        200 => assert_eq!((left, apps), (total, 1), "{account}"),
+        404 => assert_eq!((left, apps), (0, 0)),
+        other => panic!("unexpected {other}: {account}"),
+    }
+    eprintln!(
+        "removal answered before the kill: {answered}; after restart the account is {}",
+        if status == 200 { "whole" } else { "gone" }
+    );
+}
