@@ -29,9 +29,15 @@ pub fn pg_failure(err: &tokio_postgres::Error) -> StoreError {
         };
     }
     // No answer from the server at all: the connection broke, timed out or never opened.
-    let io = std::error::Error::source(err).is_some_and(|e| e.is::<std::io::Error>());
+    let source = std::error::Error::source(err);
+    let io = source.is_some_and(|e| e.is::<std::io::Error>());
     if err.is_closed() || io || err.to_string().contains("timeout") {
-        return StoreError::Unavailable(format!("database connection lost: {err}"));
+        // "error connecting to server: Connection refused (os error 111)"
+        let why = match source {
+            Some(source) => format!("{err}: {source}"),
+            None => err.to_string(),
+        };
+        return StoreError::Unavailable(format!("database connection: {why}"));
     }
     StoreError::Internal(format!("postgres: {err}"))
 }

@@ -36,8 +36,10 @@ pub enum StartError {
     AdminOnPublicAddress { admin: std::net::SocketAddr },
     #[error(transparent)]
     RootKey(#[from] CryptoError),
-    #[error("cannot open {what}: {source}")]
-    Storage { what: String, source: StoreError },
+    /// The cause is part of the message, not an error `source`: a chain printed whole
+    /// (`{:#}`) would say it twice.
+    #[error("cannot open {what}: {cause}")]
+    Storage { what: String, cause: StoreError },
     #[error(transparent)]
     KeyCheck(#[from] KeyCheckError),
     #[error(transparent)]
@@ -140,10 +142,10 @@ impl AppBuilder {
         drop(root_key);
         let storage = match storage {
             Some(storage) => storage,
-            None => Storage::of(open_store(&config.storage).await.map_err(|source| {
+            None => Storage::of(open_store(&config.storage).await.map_err(|cause| {
                 StartError::Storage {
                     what: describe(&config.storage),
-                    source,
+                    cause,
                 }
             })?),
         };

@@ -91,7 +91,9 @@ fn root_key_source(args: &ServeArgs) -> anyhow::Result<RootKeySource> {
     }
     if args.database_url.is_some() {
         bail!(
-            "with --database-url the root key must come from --root-key-file PATH or              {ROOT_KEY_ENV}, the same key on every server of the database (--dev generates one              only into a data directory)"
+            "with --database-url the root key must come from --root-key-file PATH or \
+             {ROOT_KEY_ENV}, the same key on every server of the database (--dev generates one \
+             only into a data directory)"
         );
     }
     if args.dev {
@@ -164,9 +166,17 @@ fn storage_config(args: &ServeArgs) -> anyhow::Result<StorageConfig> {
     // Parsed here rather than by clap, whose error would repeat the URL and its password.
     let config = secretstore_postgres::parse_url(url).map_err(|why| {
         anyhow::anyhow!(
-            "--database-url (or SECRETSTORE_DATABASE_URL): {why}; it looks like              postgres://USER:PASSWORD@HOST:5432/DBNAME"
+            "--database-url (or SECRETSTORE_DATABASE_URL): {why}; it looks like \
+             postgres://USER:PASSWORD@HOST:5432/DBNAME"
         )
     })?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        bail!(
+            "--database-url asks for TLS (sslmode=require), which this secretstore cannot speak \
+             to the database yet; reach the database over a private network or a TLS tunnel \
+             and drop sslmode (or set sslmode=disable)"
+        );
+    }
     Ok(StorageConfig::Postgres {
         config: Box::new(config),
         options: PostgresOptions {

@@ -318,3 +318,65 @@ async fn a_removal_killed_midway_is_all_or_nothing_on_postgres() {
         if status == 200 { "whole" } else { "gone" }
     );
 }
+
+/// Runs `secretstore serve` to its exit; (succeeded, everything it printed).
+fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn database_settings_that_cannot_work_stop_the_start_with_one_sentence() {
+    let site = Site::new(BIN);
+    // Nothing listens on port 9: the database is named, the password never shown.
+    let unreachable = "postgres://secretstore:hunter2-pw@127.0.0.1:9/secrets";
+    let (ok, text) = run_to_exit(site.command(&["--database-url", unreachable]));
+    assert!(!ok);
+    assert!(
+        text.contains("cannot open the database 127.0.0.1:9/secrets (--database-url)")
+            && text.contains("Connection refused"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2"),
+        "the password was printed: {text}"
+    );
+    assert_eq!(
+        text.matches("Connection refused").count(),
+        1,
+        "said twice: {text}"
+    );
+
+    let (ok, text) =
+        run_to_exit(site.command(&["--database-url", "postgres://u:hunter2-pw@h/d?nonsense=1"]));
+    assert!(!ok);
+    assert!(text.contains("the database URL is not valid"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password was printed: {text}"
+    );
+
+    let (ok, text) =
+        run_to_exit(site.command(&["--database-url", "postgres://u@127.0.0.1/d?sslmode=require"]));
+    assert!(!ok);
+    assert!(text.contains("sslmode=require"), "{text}");
+
+    // Servers sharing a database share a root key: dev mode does not generate one there.
+    let mut command = site.command(&["--database-url", unreachable]);
+    command.env_remove("SECRETSTORE_ROOT_KEY");
+    let (ok, text) = run_to_exit(command);
+    assert!(!ok);
+    assert!(
+        text.contains("the root key must come from --root-key-file"),
+        "{text}"
+    );
+    assert!(
+        !site.data().join("root.key").exists(),
+        "a root key was generated"
+    );
+}
