@@ -246,10 +246,7 @@ macro_rules! dir_write {
 #[async_trait]
 impl SecretStore for PostgresStore {
     async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
-        in_tx!(self, |tx| {
-            secrets::lock_scope_of(tx, &request.address).await?;
-            secrets::put(tx, request).await
-        })
+        in_tx!(self, |tx| secrets::put(tx, request).await)
     }
 
     async fn get(

@@ -23,8 +23,7 @@ pub const MIGRATIONS: &[&str] = &[
     // mode: the same tables as the embedded store's schema, in PostgreSQL's types.
     //
     // `seq` is the order of creation (an identity, never reused); a replace keeps the row and so
-    // its place in lists. `scope_user` is '' for the account scope so that the uniqueness
-    // constraint treats it as a value. An idempotency row is a claim while `sealed` is NULL
+    // its place in lists. `scope_user` is '' for the account scope. An idempotency row is a claim while `sealed` is NULL
     // (`claim` names the handle holding it, `claimed_at` starts its lease) and a kept answer
     // once `sealed` is set. Directory credentials are kept only as a SHA-256 (`hash`, unique:
     // the look-up of every request) and a hint for display. No foreign keys: a removal deletes
@@ -41,7 +40,9 @@ pub const MIGRATIONS: &[&str] = &[
         created BIGINT NOT NULL,
         expires_at BIGINT NULL,
         sealed BYTEA NOT NULL,
-        UNIQUE (app, account, livemode, scope_type, scope_user, name)
+        -- The scope and name as one 32-byte key (see secrets.rs, `address_key`): what point
+        -- look-ups use, and what keeps a (scope, name) from being stored twice.
+        address BYTEA NOT NULL UNIQUE CHECK (length(address) = 32)
     );
     -- Serves list (one scope, by seq) and the live count of a scope.
     CREATE INDEX secrets_by_scope

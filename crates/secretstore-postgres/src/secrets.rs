@@ -2,16 +2,17 @@
 //! function of a connection or transaction, with every statement prepared once per connection.
 //!
 //! Several servers write to one table, so the rules of the `store` module's "rules across
-//! processes" are kept by the database, not by a process: a put first takes a
-//! transaction-scoped advisory lock on its scope, so puts into one scope run one after the other
-//! wherever they come from, and each sees what the one before it committed (READ COMMITTED takes
-//! a fresh snapshot per statement, after the lock was granted). That makes the live count and
-//! the create-or-replace decision exact; the unique constraint on (scope, name) backs it up.
-//! Deletes and sweeps only ever lower a scope's count, so they need no lock.
+//! processes" are kept by the database, not by a process. A put that creates takes a
+//! transaction-scoped advisory lock on its scope, so creates into one scope run one after the
+//! other wherever they come from, and each sees what the one before it committed (READ
+//! COMMITTED takes a fresh snapshot per statement, after the lock was granted). That makes the
+//! live count and the create-or-replace decision exact; the unique constraint on (scope, name)
+//! backs it up. A replace of a live secret locks only its row, and deletes and sweeps only ever
+//! lower a scope's count, so they need no scope lock.
 
 use deadpool_postgres::GenericClient;
 use secretstore_core::{
-    is_live, seal_once, ListCursor, ListQuery, Namespace, PutRequest, Scope, SealedSecret,
+    is_live, seal_once, ListCursor, ListQuery, Namespace, PutRequest, Scope, Seal, SealedSecret,
     SecretAddress, SecretId, SecretName, StoreError, StoredList, Write, Written,
 };
 use sha2::{Digest, Sha256};
@@ -76,22 +77,38 @@ impl<'a> ScopeColumns<'a> {
         params
     }
 
-    /// The advisory lock key of this scope: the first 8 bytes of a SHA-256 of its columns, a
-    /// number every server computes alike. Two scopes that share a key (one chance in 2^64)
-    /// only wait for each other.
-    fn lock_key(&self) -> i64 {
+    /// A SHA-256 of the scope's columns and, for a secret's address, its name: length-prefixed
+    /// parts, so that no two different addresses hash the same bytes.
+    fn digest(&self, name: Option<&str>) -> [u8; 32] {
         let mut hash = Sha256::new();
-        for part in [self.app, self.account, self.scope_type, self.scope_user] {
-            // Length-prefixed, so that no two different scopes hash the same bytes.
+        let parts = [self.app, self.account, self.scope_type, self.scope_user];
+        for part in parts.into_iter().chain(name) {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }
         hash.update([u8::from(self.livemode)]);
-        let digest = hash.finalize();
+        hash.finalize().into()
+    }
+
+    /// The advisory lock key of this scope: the first 8 bytes of its digest, a number every
+    /// server computes alike. Two scopes that share a key (one chance in 2^64) only wait for
+    /// each other.
+    fn lock_key(&self) -> i64 {
+        let digest = self.digest(None);
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         i64::from_be_bytes(first)
     }
+}
+
+/// The `address` column of a secret: its scope and name as one 32-byte key, so that a point
+/// look-up (find, delete, a put's check) is one equality on one unique index. Were it the six
+/// columns themselves, the planner could take the scope's list index for it while the table's
+/// statistics are young (a fresh database), and read the whole scope for every find.
+fn address_key(address: &SecretAddress) -> Vec<u8> {
+    ScopeColumns::new(&address.namespace, &address.scope)
+        .digest(Some(address.name.as_str()))
+        .to_vec()
 }
 
 /// The statement for `sql`, prepared once per connection and kept (deadpool's cache).
@@ -158,6 +175,16 @@ fn secret_from_row(
     })
 }
 
+/// A row found by its address key, checked against the address asked for: the key is a hash,
+/// and a row whose name is not the one asked for (a hand-edited row) is damage, not an answer.
+fn secret_at(row: &Row, address: &SecretAddress) -> Result<SealedSecret, StoreError> {
+    let secret = secret_from_row(row, &address.namespace, &address.scope)?;
+    if secret.address.name != address.name {
+        return Err(damaged("secrets.address"));
+    }
+    Ok(secret)
+}
+
 fn parse_id(id: &str) -> Result<SecretId, StoreError> {
     SecretId::parse(id).map_err(|_| damaged("secrets.id"))
 }
@@ -166,18 +193,6 @@ fn parse_id(id: &str) -> Result<SecretId, StoreError> {
 async fn lock_scope<C: GenericClient>(tx: &C, key: i64) -> Result<(), StoreError> {
     query(tx, "SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
     Ok(())
-}
-
-/// Takes the lock of the scope of `address` for the rest of the transaction.
-pub async fn lock_scope_of<C: GenericClient>(
-    tx: &C,
-    address: &SecretAddress,
-) -> Result<(), StoreError> {
-    lock_scope(
-        tx,
-        ScopeColumns::new(&address.namespace, &address.scope).lock_key(),
-    )
-    .await
 }
 
 /// The lock keys of every scope `writes` puts into, in one order (ascending), so two commits
@@ -206,17 +221,23 @@ pub async fn lock_scopes<C: GenericClient>(tx: &C, keys: &[i64]) -> Result<(), S
     Ok(())
 }
 
-/// Create or replace; see `SecretStore::put`. Runs inside the caller's transaction, which must
-/// already hold the scope's lock (`lock_scope_of`, `lock_scopes`).
+/// Create or replace; see `SecretStore::put`. Runs inside the caller's transaction.
+///
+/// A replace of a live secret changes no scope's count, so it locks only its own row (`FOR
+/// UPDATE`): replaces, the common write, run side by side and their commits share the
+/// database's flushes. Only a create counts the scope, so only a create takes the scope's
+/// advisory lock, and then looks again, since another server may have created the name
+/// meanwhile (its create then becomes a replace).
 pub async fn put<C: GenericClient>(
     tx: &C,
     request: PutRequest,
 ) -> Result<SealedSecret, StoreError> {
-    const EXISTING: &str = concat!(
-        "SELECT seq, id, created, expires_at FROM secrets WHERE ",
-        in_scope!(),
-        " AND name = $6"
+    const LIVE_LOCKED: &str = concat!(
+        "SELECT seq, id, created, expires_at FROM secrets WHERE address = $1 AND ",
+        live_at!("$2"),
+        " FOR UPDATE"
     );
+    const EXISTING: &str = "SELECT seq, id, created, expires_at FROM secrets WHERE address = $1";
     const COUNT_LIVE: &str = concat!(
         "SELECT COUNT(*) FROM secrets WHERE ",
         in_scope!(),
@@ -224,8 +245,8 @@ pub async fn put<C: GenericClient>(
         live_at!("$6")
     );
     const INSERT: &str = "INSERT INTO secrets (id, app, account, livemode, scope_type, \
-                          scope_user, name, created, expires_at, sealed) \
-                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+                          scope_user, name, created, expires_at, sealed, address) \
+                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
     let PutRequest {
         address,
         new_id,
@@ -236,33 +257,19 @@ pub async fn put<C: GenericClient>(
     } = request;
     let cols = ScopeColumns::new(&address.namespace, &address.scope);
     let name = address.name.as_str();
-    let existing = query_opt(tx, EXISTING, &cols.with(&[&name])).await?;
-    if let Some(row) = existing {
-        let get = |e: tokio_postgres::Error| pg_failure(&e);
-        let seq: i64 = row.try_get(0).map_err(get)?;
-        let id: String = row.try_get(1).map_err(get)?;
-        let created: i64 = row.try_get(2).map_err(get)?;
-        let old_expiry: Option<i64> = row.try_get(3).map_err(get)?;
-        if is_live(old_expiry, now) {
-            // Replace in place: same row, so same id, `created` and place in lists.
-            let id = parse_id(&id)?;
-            let sealed = seal_once(seal, &id)?;
-            execute(
-                tx,
-                "UPDATE secrets SET sealed = $1, expires_at = $2 WHERE seq = $3",
-                &[&sealed, &expires_at, &seq],
-            )
-            .await?;
-            return Ok(SealedSecret {
-                id,
-                address,
-                created,
-                expires_at,
-                sealed,
-            });
+    let key = address_key(&address);
+    if let Some(row) = query_opt(tx, LIVE_LOCKED, &[&key, &now]).await? {
+        let found = Found::of(&row)?;
+        return replace(tx, found, address, expires_at, seal).await;
+    }
+    lock_scope(tx, cols.lock_key()).await?;
+    if let Some(row) = query_opt(tx, EXISTING, &[&key]).await? {
+        let found = Found::of(&row)?;
+        if is_live(found.expires_at, now) {
+            return replace(tx, found, address, expires_at, seal).await;
         }
         // Expired: as good as absent. The transaction restores it if this put then fails.
-        execute(tx, "DELETE FROM secrets WHERE seq = $1", &[&seq]).await?;
+        execute(tx, "DELETE FROM secrets WHERE seq = $1", &[&found.seq]).await?;
     }
     let live: i64 = query_opt(tx, COUNT_LIVE, &cols.with(&[&now]))
         .await?
@@ -289,6 +296,7 @@ pub async fn put<C: GenericClient>(
             &now,
             &expires_at,
             &sealed,
+            &key,
         ],
     )
     .await?;
@@ -296,6 +304,51 @@ pub async fn put<C: GenericClient>(
         id: new_id,
         address,
         created: now,
+        expires_at,
+        sealed,
+    })
+}
+
+/// A row a put found at its address.
+struct Found {
+    seq: i64,
+    id: SecretId,
+    created: i64,
+    expires_at: Option<i64>,
+}
+
+impl Found {
+    /// `seq, id, created, expires_at`.
+    fn of(row: &Row) -> Result<Self, StoreError> {
+        let get = |e: tokio_postgres::Error| pg_failure(&e);
+        Ok(Self {
+            seq: row.try_get(0).map_err(get)?,
+            id: parse_id(&row.try_get::<_, String>(1).map_err(get)?)?,
+            created: row.try_get(2).map_err(get)?,
+            expires_at: row.try_get(3).map_err(get)?,
+        })
+    }
+}
+
+/// Replace in place: same row, so same id, `created` and place in lists.
+async fn replace<C: GenericClient>(
+    tx: &C,
+    found: Found,
+    address: SecretAddress,
+    expires_at: Option<i64>,
+    seal: Seal,
+) -> Result<SealedSecret, StoreError> {
+    let sealed = seal_once(seal, &found.id)?;
+    execute(
+        tx,
+        "UPDATE secrets SET sealed = $1, expires_at = $2 WHERE seq = $3",
+        &[&sealed, &expires_at, &found.seq],
+    )
+    .await?;
+    Ok(SealedSecret {
+        id: found.id,
+        address,
+        created: found.created,
         expires_at,
         sealed,
     })
@@ -310,16 +363,12 @@ pub async fn get<C: GenericClient>(
     const SQL: &str = concat!(
         "SELECT ",
         secret_columns!(),
-        " FROM secrets WHERE ",
-        in_scope!(),
-        " AND name = $6 AND ",
-        live_at!("$7")
+        " FROM secrets WHERE address = $1 AND ",
+        live_at!("$2")
     );
-    let cols = ScopeColumns::new(&address.namespace, &address.scope);
-    let name = address.name.as_str();
-    query_opt(client, SQL, &cols.with(&[&name, &now]))
+    query_opt(client, SQL, &[&address_key(address), &now])
         .await?
-        .map(|row| secret_from_row(&row, &address.namespace, &address.scope))
+        .map(|row| secret_at(&row, address))
         .transpose()
 }
 
@@ -331,18 +380,14 @@ pub async fn delete<C: GenericClient>(
     now: i64,
 ) -> Result<Option<SealedSecret>, StoreError> {
     const SQL: &str = concat!(
-        "DELETE FROM secrets WHERE ",
-        in_scope!(),
-        " AND name = $6 AND ",
-        live_at!("$7"),
+        "DELETE FROM secrets WHERE address = $1 AND ",
+        live_at!("$2"),
         " RETURNING ",
         secret_columns!()
     );
-    let cols = ScopeColumns::new(&address.namespace, &address.scope);
-    let name = address.name.as_str();
-    query_opt(client, SQL, &cols.with(&[&name, &now]))
+    query_opt(client, SQL, &[&address_key(address), &now])
         .await?
-        .map(|row| secret_from_row(&row, &address.namespace, &address.scope))
+        .map(|row| secret_at(&row, address))
         .transpose()
 }
 

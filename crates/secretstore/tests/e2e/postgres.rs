@@ -276,9 +276,9 @@ async fn a_removal_killed_midway_is_all_or_nothing_on_postgres() {
         &database,
         &format!(
             "INSERT INTO secrets (id, app, account, livemode, scope_type, scope_user, name, \
-             created, expires_at, sealed) SELECT 'appsecret_' || lpad(n::text, 30, '0'), \
-             'app.big', 'acct_big', false, 'account', '', 's' || n, 1, NULL, '\\x00'::bytea \
-             FROM generate_series(1, {total}) AS n"
+             created, expires_at, sealed, address) SELECT 'appsecret_' || lpad(n::text, 30, '0'), \
+             'app.big', 'acct_big', false, 'account', '', 's' || n, 1, NULL, '\\x00'::bytea, \
+             decode(md5('a' || n) || md5('b' || n), 'hex') FROM generate_series(1, {total}) AS n"
         ),
     )
     .await;
