@@ -18,17 +18,49 @@ use secretstore_core::{is_live, SealedSecret, SecretAddress};
 
 const SHARDS: usize = 16;
 
+/// What one entry costs beyond its variable parts: the `SealedSecret` itself, the map's slot
+/// (key, control byte, load factor) and the allocator's headers of its strings. An estimate
+/// that errs high: the bound is on memory, so it must not be beaten by many small entries.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<SealedSecret>() + 96;
+
+/// What an entry costs, in bytes: its ciphertext, the strings of its address and the overhead.
+/// The address is stored once, inside the secret (the map's key is the address's hash).
+pub fn entry_bytes(secret: &SealedSecret) -> usize {
+    let address = &secret.address;
+    ENTRY_OVERHEAD
+        + secret.sealed.capacity()
+        + address.namespace.app.as_str().len()
+        + address.namespace.account.as_str().len()
+        + address.scope.user().map_or(0, |u| u.as_str().len())
+        + address.name.as_str().len()
+        + secret.id.as_str().len()
+}
+
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<SecretAddress, SealedSecret>,
+    /// By the hash of the address; the secret holds the address itself, compared on every hit,
+    /// so two addresses with one hash only take turns in the slot.
+    entries: HashMap<u64, SealedSecret>,
+    /// What the entries cost (`entry_bytes`), at most the shard's budget.
+    bytes: usize,
     /// Bumped by every write to a key of this shard.
     generation: u64,
 }
 
-/// Sealed secrets by key, in shards so concurrent finds rarely meet on one lock.
+impl Shard {
+    fn remove(&mut self, hash: u64) {
+        if let Some(gone) = self.entries.remove(&hash) {
+            self.bytes -= entry_bytes(&gone);
+        }
+    }
+}
+
+/// Sealed secrets by address, in shards so concurrent finds rarely meet on one lock, holding at
+/// most a budget of bytes.
 #[derive(Debug)]
 pub struct SecretCache {
     shards: Vec<Mutex<Shard>>,
+    /// Bytes each shard may hold.
     per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -37,68 +69,78 @@ pub struct SecretCache {
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     shard: usize,
+    hash: u64,
     generation: u64,
 }
 
 impl SecretCache {
-    /// Holds at most `capacity` secrets (0 turns the cache off).
-    pub fn new(capacity: usize) -> Self {
+    /// Holds at most `budget` bytes of entries (`entry_bytes`); 0 turns the cache off.
+    pub fn new(budget: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard: capacity.div_ceil(SHARDS),
+            per_shard: budget / SHARDS,
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
-    fn shard_of(&self, key: &SecretAddress) -> usize {
-        (self.hasher.hash_one(key) as usize) % SHARDS
+    fn locate(&self, key: &SecretAddress) -> (usize, u64) {
+        let hash = self.hasher.hash_one(key);
+        ((hash as usize) % SHARDS, hash)
     }
 
     /// The live secret with this key if cached; otherwise a ticket for filling it after a read.
     pub fn get(&self, key: &SecretAddress, now: i64) -> Result<Option<SealedSecret>, Ticket> {
-        let shard = self.shard_of(key);
+        let (shard, hash) = self.locate(key);
         let mut guard = self.shards[shard].lock();
-        match guard.entries.get(key) {
-            Some(secret) if is_live(secret.expires_at, now) => Ok(Some(secret.clone())),
+        let ticket = |generation| Ticket {
+            shard,
+            hash,
+            generation,
+        };
+        match guard.entries.get(&hash) {
+            Some(secret) if secret.address == *key && is_live(secret.expires_at, now) => {
+                Ok(Some(secret.clone()))
+            }
             // Expired: invisible, and its row goes at the next sweep. Read through, so a
             // secret set again under this key after expiry is found.
-            Some(_) => {
-                guard.entries.remove(key);
-                Err(Ticket {
-                    shard,
-                    generation: guard.generation,
-                })
+            Some(secret) if secret.address == *key => {
+                guard.remove(hash);
+                Err(ticket(guard.generation))
             }
-            None => Err(Ticket {
-                shard,
-                generation: guard.generation,
-            }),
+            // Another address with the same hash, or nothing.
+            _ => Err(ticket(guard.generation)),
         }
     }
 
-    /// Keeps what a read found, unless a write to the shard came in between.
+    /// Keeps what a read found, unless a write to the shard came in between; makes room by
+    /// dropping other entries (in hash order, so effectively at random). An entry larger than a
+    /// shard's whole budget is not kept.
     pub fn fill(&self, ticket: Ticket, secret: &SealedSecret) {
-        if self.per_shard == 0 {
+        let cost = entry_bytes(secret);
+        if cost > self.per_shard {
             return;
         }
         let mut guard = self.shards[ticket.shard].lock();
         if guard.generation != ticket.generation {
             return;
         }
-        if guard.entries.len() >= self.per_shard && !guard.entries.contains_key(&secret.address) {
-            // Full: make room by dropping an arbitrary entry (hash order, so effectively random).
-            if let Some(victim) = guard.entries.keys().next().cloned() {
-                guard.entries.remove(&victim);
-            }
+        guard.remove(ticket.hash);
+        while guard.bytes + cost > self.per_shard {
+            let Some(victim) = guard.entries.keys().next().copied() else {
+                break;
+            };
+            guard.remove(victim);
         }
-        guard.entries.insert(secret.address.clone(), secret.clone());
+        guard.bytes += cost;
+        guard.entries.insert(ticket.hash, secret.clone());
     }
 
     /// A write to `key` is committed (or failed): forget it, and refuse fills that began before.
     pub fn invalidate(&self, key: &SecretAddress) {
-        let mut guard = self.shards[self.shard_of(key)].lock();
+        let (shard, hash) = self.locate(key);
+        let mut guard = self.shards[shard].lock();
         guard.generation = guard.generation.wrapping_add(1);
-        guard.entries.remove(key);
+        guard.remove(hash);
     }
 
     /// Secrets were deleted wholesale (a tenant's removal): forget everything.
@@ -107,6 +149,7 @@ impl SecretCache {
             let mut guard = shard.lock();
             guard.generation = guard.generation.wrapping_add(1);
             guard.entries.clear();
+            guard.bytes = 0;
         }
     }
 
@@ -115,14 +158,25 @@ impl SecretCache {
         for shard in &self.shards {
             let mut guard = shard.lock();
             guard.generation = guard.generation.wrapping_add(1);
-            guard
+            let expired: Vec<u64> = guard
                 .entries
-                .retain(|_, secret| is_live(secret.expires_at, now));
+                .iter()
+                .filter(|(_, secret)| !is_live(secret.expires_at, now))
+                .map(|(hash, _)| *hash)
+                .collect();
+            for hash in expired {
+                guard.remove(hash);
+            }
         }
     }
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
+    }
+
+    /// What the entries cost now, in bytes (`entry_bytes`).
+    pub fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().bytes).sum()
     }
 }
 
@@ -151,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_fill_that_raced_a_write_is_dropped() {
-        let cache = SecretCache::new(100);
+        let cache = SecretCache::new(1 << 20);
         let old = secret("k", None);
         let ticket = cache.get(&old.address, 10).unwrap_err();
         cache.invalidate(&old.address); // a write committed while the read ran
@@ -167,7 +221,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_never_answered() {
-        let cache = SecretCache::new(100);
+        let cache = SecretCache::new(1 << 20);
         let s = secret("k", Some(20));
         let ticket = cache.get(&s.address, 10).unwrap_err();
         cache.fill(ticket, &s);
@@ -178,17 +232,37 @@ mod tests {
     }
 
     #[test]
-    fn capacity_is_bounded() {
-        let cache = SecretCache::new(32);
+    fn the_cache_holds_at_most_its_budget_of_bytes() {
+        let budget = 64 * 1024;
+        let cache = SecretCache::new(budget);
         for i in 0..1000 {
-            let s = secret(&format!("k{i}"), None);
+            let mut s = secret(&format!("k{i}"), None);
+            // Payloads of every size, the largest a find can meet (5,000 4-byte characters).
+            s.sealed = vec![7; (i * 37) % 20_100];
             let ticket = cache.get(&s.address, 0).unwrap_err();
             cache.fill(ticket, &s);
+            assert!(cache.bytes() <= budget, "{} bytes", cache.bytes());
         }
-        assert!(cache.len() <= 32, "{}", cache.len());
+        assert!(cache.len() > 0);
         let off = SecretCache::new(0);
         let s = secret("k", None);
         off.fill(off.get(&s.address, 0).unwrap_err(), &s);
-        assert_eq!(off.len(), 0);
+        assert_eq!((off.len(), off.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_refill_replaces_and_removals_give_the_bytes_back() {
+        let cache = SecretCache::new(1 << 20);
+        let s = secret("k", None);
+        // Two reads that missed at once both fill: one entry, counted once.
+        let (first, second) = (
+            cache.get(&s.address, 0).unwrap_err(),
+            cache.get(&s.address, 0).unwrap_err(),
+        );
+        cache.fill(first, &s);
+        cache.fill(second, &s);
+        assert_eq!((cache.len(), cache.bytes()), (1, entry_bytes(&s)));
+        cache.invalidate(&s.address);
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 }

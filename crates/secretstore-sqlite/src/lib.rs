@@ -49,6 +49,10 @@ use crate::errors::{shutting_down, sql_failure, thread_stopped};
 use crate::reader::ReadJob;
 use crate::writer::{Job, Touches, WriterState};
 
+/// The read cache's default budget: 64 MiB, what a quarter of the 256 MiB a whole server may
+/// use by default can spare, whatever the size of the secrets it holds.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// How to run the store.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -61,8 +65,9 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Most expired rows one purge step deletes before letting other writes in.
     pub purge_batch: u32,
-    /// Secrets kept in the read cache (sealed, as stored); 0 turns it off.
-    pub cache_capacity: usize,
+    /// Bytes the read cache of sealed secrets may hold (each entry's ciphertext, address and
+    /// bookkeeping; see `cache::entry_bytes`); 0 turns it off.
+    pub cache_bytes: usize,
 }
 
 impl Default for SqliteOptions {
@@ -72,7 +77,7 @@ impl Default for SqliteOptions {
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
             purge_batch: 500,
-            cache_capacity: 100_000,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct SqliteStats {
     pub queued_writes: usize,
     /// Secrets in the read cache right now.
     pub cached_secrets: usize,
+    /// What they cost, in bytes (`SqliteOptions::cache_bytes` is the bound).
+    pub cached_bytes: usize,
 }
 
 /// The senders that feed the threads; `None` once the store is closed.
@@ -144,7 +151,7 @@ impl SqliteStore {
             .map(|_| open_reader(&database, options.busy_timeout))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let state = Arc::new(WriterState::new(options.cache_capacity));
+        let state = Arc::new(WriterState::new(options.cache_bytes));
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<Job>();
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let mut workers = Vec::with_capacity(readers.len() + 1);
@@ -192,6 +199,7 @@ impl SqliteStore {
             commits: self.state.commits.load(Ordering::Relaxed),
             ops: self.state.ops.load(Ordering::Relaxed),
             cached_secrets: self.state.cache.len(),
+            cached_bytes: self.state.cache.bytes(),
             queued_writes: self
                 .channels
                 .read()

@@ -46,12 +46,12 @@ pub struct WriterState {
 }
 
 impl WriterState {
-    pub fn new(cache_capacity: usize) -> Self {
+    pub fn new(cache_bytes: usize) -> Self {
         Self {
             inflight: Mutex::default(),
             commits: AtomicU64::default(),
             ops: AtomicU64::default(),
-            cache: SecretCache::new(cache_capacity),
+            cache: SecretCache::new(cache_bytes),
             directory: DirectoryCache::default(),
         }
     }

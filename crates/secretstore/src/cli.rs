@@ -210,6 +210,12 @@ pub struct ServeArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1_048_576))]
     pub max_header_bytes: usize,
 
+    /// Bytes of sealed secrets the embedded database keeps in memory for finds (ciphertext and
+    /// metadata only, never a payload); 0 turns the cache off. The default, 64 MiB, keeps the
+    /// whole server under 256 MiB whatever the size of the secrets asked for.
+    #[arg(long, env = "SECRETSTORE_CACHE_BYTES", default_value_t = secretstore_sqlite::DEFAULT_CACHE_BYTES)]
+    pub cache_bytes: usize,
+
     /// Reader threads for the embedded database.
     #[arg(long, env = "SECRETSTORE_READERS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]

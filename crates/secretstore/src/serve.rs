@@ -159,6 +159,7 @@ fn storage_config(args: &ServeArgs) -> anyhow::Result<StorageConfig> {
             dir: args.data.clone(),
             options: SqliteOptions {
                 readers: usize::from(args.readers),
+                cache_bytes: args.cache_bytes,
                 ..SqliteOptions::default()
             },
         });
