@@ -9,7 +9,8 @@ the Rust example (compiled from crates/secretstore-client/examples/readme.rs, wh
 the README word for word) and the benchmark. The only changes to the environment are ones a
 user would not see: the data directory and install root are temporary
 (SECRETSTORE_DATA, CARGO_INSTALL_ROOT) and the benchmark runs 1 s a scenario in two rounds
-(DURATION, ROUNDS).
+(DURATION, ROUNDS), and
+its memory run stores 500 of the largest secrets instead of 20,000 (MEMORY_SECRETS).
 
 Every fenced block must be claimed by one of the handlers below, so a snippet added to the
 README without a test fails `test_every_block_is_run`.
@@ -205,9 +206,10 @@ def test_scripts_test_runs_the_reliability_command():
 def test_the_benchmark(server):
     # One second a scenario, two rounds (the second one backward): this checks the command
     # works and prints its table, not the figures.
-    env = {"DURATION": "1", "WARMUP": "1", "ROUNDS": "2"}
+    env = {"DURATION": "1", "WARMUP": "1", "ROUNDS": "2", "MEMORY_SECRETS": "500"}
     out = sh(block("sh", "scripts/bench"), env=env, timeout=BUILD_TIMEOUT)
     assert "==> results" in out, out[-3000:]
     for scenario in ("ceiling", "find", "list", "set", "find-prod", "set-prod"):
         assert re.search(rf"^{scenario}\s+\d+", out, flags=re.M), f"no {scenario} row:\n{out[-3000:]}"
     assert re.search(r"^limiter: \d+ distinct credentials", out, flags=re.M), out[-3000:]
+    assert re.search(r"^memory: 500 secrets .* at most \(limit 256 MiB\).*: PASS$", out, flags=re.M), out[-3000:]

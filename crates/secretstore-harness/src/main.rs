@@ -2,11 +2,13 @@
 //! in `cargo test`. `crash` kills the server with SIGKILL under mixed load again and again and
 //! proves that every acknowledged write survived and nothing else appeared; `soak` holds a
 //! steady fraction of the measured maximum load for minutes and proves that errors stay at
-//! zero and memory and latency stay flat. Both exit 0 on success, 1 when a check fails, and 2
+//! zero and memory and latency stay flat; `memory` stores and finds the largest secrets and
+//! proves the server's resident memory stays under a bound. Each exits 0 on success, 1 when a check fails, and 2
 //! when the harness itself could not run.
 
 mod api;
 mod crash;
+mod memory;
 mod model;
 mod rng;
 mod server;
@@ -35,6 +37,9 @@ enum Command {
     /// Measure the maximum throughput of a mixed load, then hold a fraction of it for a long
     /// time; check errors, resident memory and latency stay flat.
     Soak(soak::SoakArgs),
+    /// Set and find many secrets of the largest size; check the server's resident memory stays
+    /// under a bound.
+    Memory(memory::MemoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Crash(args) => crash::run(args).await,
                 Command::Soak(args) => soak::run(args).await,
+                Command::Memory(args) => memory::run(args).await,
             }
         };
         // Interrupted, the run is dropped where it stands: dropping a server process kills it
