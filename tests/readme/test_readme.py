@@ -8,9 +8,9 @@ against that server: the curl calls, the Python and Node examples, the command-l
 the Rust example (compiled from crates/secretstore-client/examples/readme.rs, which must match
 the README word for word) and the benchmark. The only changes to the environment are ones a
 user would not see: the data directory and install root are temporary
-(SECRETSTORE_DATA, CARGO_INSTALL_ROOT) and the benchmark runs 1 s a scenario in two rounds
-(DURATION, ROUNDS), and
-its memory run stores 500 of the largest secrets instead of 20,000 (MEMORY_SECRETS).
+(SECRETSTORE_DATA, CARGO_INSTALL_ROOT), and the benchmark runs 1 s a scenario in two rounds
+(DURATION, ROUNDS) with a memory run of 500 of the largest secrets instead of 20,000
+(MEMORY_SECRETS).
 
 Every fenced block must be claimed by one of the handlers below, so a snippet added to the
 README without a test fails `test_every_block_is_run`.
