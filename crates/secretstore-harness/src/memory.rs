@@ -78,8 +78,12 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<bool> {
     for _ in 0..args.clients {
         let api = Api::new(&server.url, &key, Duration::from_secs(60))?;
         let (next, failures) = (Arc::clone(&next), Arc::clone(&failures));
-        let (payload, user, name_tail, total) =
-            (payload.clone(), user.clone(), name_tail.clone(), args.secrets);
+        let (payload, user, name_tail, total) = (
+            payload.clone(),
+            user.clone(),
+            name_tail.clone(),
+            args.secrets,
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::SeqCst);
@@ -89,7 +93,8 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<bool> {
                 // Ten secrets a user, so scopes stay small.
                 let scope = Scope::user(format!("usr_{}{user}", n / 10));
                 let name = format!("n{n}-{name_tail}");
-                let ok = |outcome: &Outcome| matches!(outcome, Outcome::Answered { status: 200, .. });
+                let ok =
+                    |outcome: &Outcome| matches!(outcome, Outcome::Answered { status: 200, .. });
                 if !ok(&api.set(&scope, &name, &payload, false).await)
                     || !ok(&api.find(&scope, &name, true).await)
                 {

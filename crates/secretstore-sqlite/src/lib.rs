@@ -252,23 +252,20 @@ impl SqliteStore {
     }
 
     /// Runs a purge step until one deletes less than a full step, each step its own job, so
-    /// writes queued meanwhile are not held up behind one long delete.
+    /// writes queued meanwhile wait for one short step at most, never for the whole backlog.
     async fn purge_in_steps(
         &self,
         name: &'static str,
         step: fn(&Connection, i64, u32) -> Result<u64, StoreError>,
         before: i64,
-        purges_secrets: bool,
     ) -> Result<u64, StoreError> {
         let limit = self.options.purge_batch.max(1);
         let mut total = 0;
         loop {
-            let touches = Touches {
-                purged_at: purges_secrets.then_some(before),
-                ..Touches::default()
-            };
             let removed = self
-                .write(name, touches, move |conn| step(conn, before, limit))
+                .write(name, Touches::default(), move |conn| {
+                    step(conn, before, limit)
+                })
                 .await?;
             total += removed;
             if removed < u64::from(limit) {
@@ -417,8 +414,12 @@ impl SecretStore for SqliteStore {
 
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let removed = self
-            .purge_in_steps("purge secrets", writes::purge_secrets, now, true)
+            .purge_in_steps("purge secrets", writes::purge_secrets, now)
             .await?;
+        // Once, after the steps, not with each: cached secrets expired at `now` are never
+        // answered anyway (the cache checks), so this only gives their memory back, and a walk
+        // of the whole cache per step would slow the very writes the steps make room for.
+        self.state.cache.purge(now);
         if removed > 0 {
             tracing::debug!(removed, "purged expired secrets");
         }
@@ -492,13 +493,8 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
-        self.purge_in_steps(
-            "purge kept answers",
-            writes::purge_kept_answers,
-            kept_after,
-            false,
-        )
-        .await
+        self.purge_in_steps("purge kept answers", writes::purge_kept_answers, kept_after)
+            .await
     }
 }
 

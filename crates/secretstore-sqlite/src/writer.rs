@@ -64,8 +64,6 @@ pub struct Touches {
     /// Secrets to drop from the read cache: once a write is acknowledged, no read may see what
     /// it replaced. (On a failed batch nothing changed, and forgetting is harmless.)
     pub secrets: Vec<SecretAddress>,
-    /// Expired secrets were purged at this instant: drop them from the cache too.
-    pub purged_at: Option<i64>,
     /// An idempotency claim the job ends, whatever happens to the write: a claim left behind
     /// would block the key until restart, while a released one only lets a retry run again.
     pub releases: Option<IdempotencyKey>,
@@ -214,9 +212,6 @@ fn settle(touched: &[Touches], state: &WriterState) {
     for touches in touched {
         for address in &touches.secrets {
             state.cache.invalidate(address);
-        }
-        if let Some(now) = touches.purged_at {
-            state.cache.purge(now);
         }
         if touches.all_secrets {
             state.cache.clear();
