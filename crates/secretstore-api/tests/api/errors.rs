@@ -363,6 +363,8 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
         .find(&format!("name=attacker&{ACCOUNT}&expand[]=payload"))
         .await;
     answer.assert_error(500, "api_error", None);
+    // A retry would fail the same way: the SDKs are told not to (docs/errors.md).
+    assert_eq!(answer.headers["stripe-should-retry"], "false");
     let text = answer.json.to_string();
     assert!(!text.contains("victim-payload") && !text.contains("attacker-payload"));
     // Without expand the metadata is still readable; the payload is never opened.
