@@ -1,5 +1,5 @@
 //! The whole `Idempotency-Key` protocol, in one place. A POST that carries the header claims
-//! the key (per credential) before it runs; a second request with the key while the first runs
+//! the key (per credential and account, as Stripe scopes keys) before it runs; a second request with the key while the first runs
 //! is 409 `idempotency_key_in_use`; the first completed answer (status and body) is kept for 24
 //! hours and replayed, with `Idempotent-Replayed: true`, to a request with the same key and the
 //! same parameters, while other parameters are `idempotency_key_reused`. Server failures (5xx)
@@ -7,8 +7,14 @@
 //! before the claim). The work runs in its own task, so a client that goes away mid-request
 //! cannot leave a claim behind or a write without its kept answer.
 //!
+//! A key's owner, as stored, is a keyed digest (`DigestKey`, from the root key) of the
+//! credential and the account acted on, never the credential's plain SHA-256: that is the
+//! directory's look-up of the credential, and a reader of the database could test guessed API
+//! keys against it. The same key under another `Stripe-Account` is another owner's, so it runs
+//! as a new request.
+//!
 //! Kept answers are sealed like payloads (they may hold one): status and body together under
-//! associated data naming the credential, the key and the request's fingerprint, so a stored
+//! associated data naming the owner, the key and the request's fingerprint, so a stored
 //! answer cannot be replayed for another key or have its status edited. A claim held by a
 //! server that died is free again after its lease (`LEASE_SECS`).
 
@@ -21,10 +27,10 @@ use axum::response::Response;
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
 use secretstore_core::{
-    AccountId, ClaimTimes, Clock, IdempotencyClaim, IdempotencyKey, IdempotencyStore, KeptAnswer,
-    Principal, StoreError,
+    AccountId, ClaimTimes, Clock, CredentialId, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
+    KeptAnswer, Principal, StoreError,
 };
-use secretstore_crypto::Envelope;
+use secretstore_crypto::{DigestKey, Envelope};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -42,11 +48,15 @@ pub const LEASE_SECS: i64 = 60;
 /// Longest `Idempotency-Key` header value.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// The domain of owner digests (`DigestKey::digest`).
+const OWNER_DOMAIN: &str = "secretstore/idempotency-owner/v1";
+
 /// What keeps and replays answers.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     envelope: Arc<Envelope>,
+    owners: Arc<DigestKey>,
     clock: Arc<dyn Clock>,
 }
 
@@ -148,13 +158,26 @@ impl Idempotency {
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
         envelope: Arc<Envelope>,
+        owners: Arc<DigestKey>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             envelope,
+            owners,
             clock,
         }
+    }
+
+    /// Who a key belongs to: the credential, acting on one account.
+    fn owner(&self, principal: &Principal) -> CredentialId {
+        CredentialId::from_bytes(self.owners.digest(
+            OWNER_DOMAIN,
+            &[
+                principal.credential.as_bytes(),
+                principal.namespace.account.as_str().as_bytes(),
+            ],
+        ))
     }
 
     fn times(&self) -> ClaimTimes {
@@ -180,7 +203,7 @@ impl Idempotency {
         let Some((text, fingerprint)) = keyed.0 else {
             return answer_of(work.await);
         };
-        let key = IdempotencyKey::new(principal.credential, &text);
+        let key = IdempotencyKey::new(self.owner(principal), &text);
         match self.store.idempotency_claim(&key, self.times()).await? {
             IdempotencyClaim::InFlight => Err(ApiError::new(
                 Code::IdempotencyKeyInUse,

@@ -13,10 +13,15 @@
 //!
 //! The root key id is a fingerprint (HMAC of a constant), safe to store and log, that lets a
 //! future rotation find which root key wrapped a value.
+//!
+//! `DigestKey`, also derived from the root key, makes keyed digests of credentials for what is
+//! stored about them apart from their look-up (the owner of an idempotency record).
 
+mod digest_key;
 mod envelope;
 mod root_key;
 
+pub use digest_key::DigestKey;
 pub use envelope::Envelope;
 pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};
 

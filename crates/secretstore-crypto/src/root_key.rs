@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -91,6 +92,16 @@ impl RootKey {
 
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// A 256-bit key for one purpose, named by `info`: HKDF-SHA256 of the root key, so the root
+    /// key itself is never used directly and no two purposes share a key.
+    pub(crate) fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"secretstore"), self.bytes());
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand(info, key.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
     }
 }
 

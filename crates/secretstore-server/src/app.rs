@@ -13,7 +13,7 @@ use secretstore_api::{
 use secretstore_core::{
     verify_root_key, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
 };
-use secretstore_crypto::{CryptoError, Envelope};
+use secretstore_crypto::{CryptoError, DigestKey, Envelope};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, StorageConfig};
@@ -137,6 +137,7 @@ impl AppBuilder {
         config.check(None)?;
         let root_key = load_root_key(&config.root_key)?;
         let envelope = Arc::new(Envelope::new(&root_key));
+        let digest_key = Arc::new(DigestKey::new(&root_key));
         drop(root_key);
         let storage = match storage {
             Some(storage) => storage,
@@ -170,7 +171,12 @@ impl AppBuilder {
         });
         let state = AppState {
             service,
-            idempotency: Idempotency::new(Arc::clone(&storage.idempotency), envelope, clock),
+            idempotency: Idempotency::new(
+                Arc::clone(&storage.idempotency),
+                envelope,
+                digest_key,
+                clock,
+            ),
             storage: Arc::clone(&storage.lifecycle),
             auth,
             limits: config.http,

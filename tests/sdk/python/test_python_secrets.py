@@ -539,6 +539,17 @@ def test_idempotency_keys_are_per_credential(server):
     assert b.last_response.headers.get("Idempotent-Replayed") != "true"
 
 
+def test_idempotency_keys_are_per_account(server):
+    # Stripe scopes keys per account: the same key and parameters for another account run there.
+    key, name, value = unique("idem"), unique(), payload()
+    first_acct, other_acct = fresh_account(), fresh_account()
+    a = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=first_acct)
+    b = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=other_acct)
+    assert a.id != b.id
+    assert b.last_response.headers.get("Idempotent-Replayed") != "true"
+    assert Secret.find(name=name, scope=ACCOUNT, stripe_account=other_acct).id == b.id
+
+
 def test_idempotent_replay_over_raw_http(server):
     acct, key = fresh_account(), unique("idem")
     form = {"name": unique(), "payload": payload(), "scope[type]": "account"}

@@ -354,7 +354,7 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
         .await;
     app.set(&format!("name=attacker&payload=attacker-payload&{ACCOUNT}"))
         .await;
-    let db = rusqlite_open(&app.data_dir());
+    let db = crate::common::database(&app);
     db.execute(
         "UPDATE secrets SET sealed = (SELECT sealed FROM secrets WHERE name = 'victim') WHERE name = 'attacker'",
         [],
@@ -378,10 +378,6 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
             .json["payload"],
         "victim-payload"
     );
-}
-
-fn rusqlite_open(dir: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("secretstore.db")).unwrap()
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `Idempotency-Key` as docs/api.md §5 says: replayed with `Idempotent-Replayed: true` for the same
 //! parameters, refused for other parameters, 409 while the first request still runs, per
-//! credential, and the kept answer sealed at rest.
+//! credential and account, its owner stored as a keyed digest, and the kept answer sealed at
+//! rest.
 
 use std::sync::Arc;
 
@@ -64,16 +65,59 @@ async fn same_key_other_parameters_is_an_idempotency_error() {
         )
         .await;
     other_path.assert_error(400, "idempotency_error", None);
-    let other_account = app
-        .call_as(
-            KEY,
-            &[("idempotency-key", "k1"), ("stripe-account", "acct_9")],
-            Method::POST,
-            "/v1/apps/secrets",
-            &format!("name=n&payload=p&{ACCOUNT}"),
-        )
-        .await;
-    other_account.assert_error(400, "idempotency_error", None);
+}
+
+#[tokio::test]
+async fn keys_are_per_account_as_stripe_scopes_them() {
+    let app = app().build().await;
+    let params = format!("name=n&payload=p&{ACCOUNT}");
+    let call = |account: &'static str| {
+        let params = params.clone();
+        let app = &app;
+        async move {
+            app.call_as(
+                KEY,
+                &[("idempotency-key", "k1"), ("stripe-account", account)],
+                Method::POST,
+                "/v1/apps/secrets",
+                &params,
+            )
+            .await
+        }
+    };
+    let first = call("acct_1").await;
+    assert_eq!(first.status, 200);
+    // The same key and parameters for another account is another request: it runs there.
+    let other = call("acct_9").await;
+    assert_eq!(other.status, 200, "{}", other.json);
+    assert!(other.headers.get("idempotent-replayed").is_none());
+    assert_ne!(other.json["id"], first.json["id"]);
+    // Each account's first answer is still the one replayed to it.
+    for (account, answer) in [("acct_1", &first), ("acct_9", &other)] {
+        let replay = call(account).await;
+        assert_eq!(replay.headers["idempotent-replayed"], "true");
+        assert_eq!(replay.json, answer.json);
+    }
+}
+
+#[tokio::test]
+async fn the_stored_owner_is_a_keyed_digest_not_the_keys_sha256() {
+    use sha2::Digest as _;
+    let app = app().build().await;
+    set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
+    let owners: Vec<Vec<u8>> = crate::common::database(&app)
+        .prepare("SELECT credential FROM idempotency")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(owners.len(), 1);
+    // The directory's look-up of a key is its SHA-256; a reader of the database could test
+    // guessed keys against it, so what idempotency stores is not it.
+    let plain = sha2::Sha256::digest(KEY.as_bytes()).to_vec();
+    assert_ne!(owners[0], plain);
+    assert_eq!(owners[0].len(), 32);
 }
 
 #[tokio::test]
