@@ -1,9 +1,13 @@
 //! What every request and answer goes through, whatever route serves it (`stamp`, one layer:
 //! each layer costs a boxed future per request). It gives each request a unique `Request-Id`,
 //! refuses oversized headers (`headers_too_large`), sets `Cache-Control: no-store` (answers may
-//! hold secrets), echoes `Stripe-Version`, and writes one log line with the request id, method,
-//! path (never the query: it may carry parameters), status, latency, error code and, for an
-//! unexpected failure, its cause (logged here and only here).
+//! hold secrets), and writes one log line with the request id, method, path (never the query:
+//! it may carry parameters), status, latency, error code and, for an unexpected failure, its
+//! cause (logged here and only here).
+//!
+//! On the public API (not the admin API, which is not Stripe's) every answer also echoes the
+//! Stripe headers of its request that the SDKs read back (`Echoes`): `Stripe-Version`,
+//! `Stripe-Account`, and on a POST its `Idempotency-Key`.
 
 use std::time::Instant;
 
@@ -11,12 +15,12 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::IntoResponse as _;
 use axum::response::Response;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use secretstore_core::ids::ALPHANUMERIC;
 use secretstore_core::RequestId;
 
 use crate::error::{ApiError, Code};
-use crate::HttpLimits;
+use crate::{idempotency, HttpLimits};
 
 /// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
 /// need to be unique, not secret, so this spares every request a `getrandom` call.
@@ -69,6 +73,63 @@ fn seed() -> u64 {
 /// Longest `Stripe-Version` echoed back; anything longer or unprintable is not echoed.
 const MAX_VERSION_LEN: usize = 64;
 
+/// Longest `Stripe-Account` echoed back (an account id is far shorter); anything longer or
+/// unprintable is not echoed.
+const MAX_ACCOUNT_LEN: usize = 255;
+
+/// What `stamp` needs to know about the listener it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Edge {
+    pub limits: HttpLimits,
+    /// The public API speaks Stripe's headers (docs/api.md §5); the admin API does not.
+    pub stripe: bool,
+}
+
+/// The request headers an answer of the public API echoes, as Stripe's answers do: the SDKs
+/// read them back (stripe-node's `lastResponse.apiVersion`, `.stripeAccount`,
+/// `.idempotencyKey`; stripe-python's `last_response.idempotency_key`).
+#[derive(Debug, Default)]
+struct Echoes {
+    version: Option<HeaderValue>,
+    account: Option<HeaderValue>,
+    idempotency_key: Option<HeaderValue>,
+}
+
+/// A header's value, if it is printable ASCII of at most `max` bytes.
+fn printable(headers: &HeaderMap, name: &str, max: usize) -> Option<HeaderValue> {
+    headers
+        .get(name)
+        .filter(|v| v.len() <= max && v.to_str().is_ok())
+        .cloned()
+}
+
+impl Echoes {
+    fn of(request: &Request) -> Self {
+        let headers = request.headers();
+        Self {
+            version: printable(headers, "stripe-version", MAX_VERSION_LEN),
+            account: printable(headers, "stripe-account", MAX_ACCOUNT_LEN),
+            // Only a key the idempotency protocol took: a malformed one is refused, not echoed.
+            idempotency_key: match idempotency::key_of(request.method(), headers) {
+                Some(Ok(_)) => headers.get("idempotency-key").cloned(),
+                _ => None,
+            },
+        }
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("stripe-version", self.version),
+            ("stripe-account", self.account),
+            ("idempotency-key", self.idempotency_key),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
 /// Bytes a request's headers take on the wire, near enough: names, values and separators.
 fn header_bytes(request: &Request) -> usize {
     request
@@ -91,19 +152,19 @@ fn headers_too_large(request: &Request, limits: &HttpLimits) -> Option<ApiError>
     })
 }
 
-pub async fn stamp(State(limits): State<HttpLimits>, mut request: Request, next: Next) -> Response {
+pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = new_request_id();
     request.extensions_mut().insert(id);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let version = request
-        .headers()
-        .get("stripe-version")
-        .filter(|v| v.len() <= MAX_VERSION_LEN && v.to_str().is_ok())
-        .cloned();
+    let echoes = if edge.stripe {
+        Echoes::of(&request)
+    } else {
+        Echoes::default()
+    };
 
-    let mut response = match headers_too_large(&request, &limits) {
+    let mut response = match headers_too_large(&request, &edge.limits) {
         Some(refusal) => refusal.into_response(),
         None => next.run(request).await,
     };
@@ -116,9 +177,7 @@ pub async fn stamp(State(limits): State<HttpLimits>, mut request: Request, next:
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    if let Some(version) = version {
-        headers.insert("stripe-version", version);
-    }
+    echoes.apply(headers);
     let status = response.status().as_u16();
     // Whole microseconds shown as milliseconds: 3.294, not 3.2939480000000003.
     let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;

@@ -378,6 +378,26 @@ describe('errors', () => {
     });
   });
 
+  test('answers carry the request headers lastResponse reads, and a replay its original request', async () => {
+    const stripeAccount = freshAccount();
+    const idempotencyKey = unique('idem');
+    const params = { name: unique(), payload: payload(), scope: ACCOUNT };
+    const first = await stripe.apps.secrets.create(params, { stripeAccount, idempotencyKey });
+    assert.equal(first.lastResponse.idempotencyKey, idempotencyKey);
+    assert.equal(first.lastResponse.stripeAccount, stripeAccount);
+    assert.equal(first.lastResponse.headers['original-request'], undefined);
+    const again = await stripe.apps.secrets.create(params, { stripeAccount, idempotencyKey });
+    assert.equal(again.lastResponse.idempotencyKey, idempotencyKey);
+    assert.equal(again.lastResponse.stripeAccount, stripeAccount);
+    assert.equal(again.lastResponse.headers['idempotent-replayed'], 'true');
+    assert.equal(again.lastResponse.headers['original-request'], first.lastResponse.requestId);
+    assert.notEqual(again.lastResponse.requestId, first.lastResponse.requestId);
+    // Keys are per account, as Stripe scopes them: another account runs the same request anew.
+    const elsewhere = await stripe.apps.secrets.create(params, { stripeAccount: freshAccount(), idempotencyKey });
+    assert.notEqual(elsewhere.id, first.id);
+    assert.equal(elsewhere.lastResponse.headers['idempotent-replayed'], undefined);
+  });
+
   test('idempotency: raw HTTP replay carries Idempotent-Replayed: true', async () => {
     const key = appKey();
     const body = new URLSearchParams({ name: unique(), payload: payload(), 'scope[type]': 'account' }).toString();

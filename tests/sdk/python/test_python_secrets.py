@@ -550,6 +550,23 @@ def test_idempotency_keys_are_per_account(server):
     assert Secret.find(name=name, scope=ACCOUNT, stripe_account=other_acct).id == b.id
 
 
+def test_answers_carry_the_request_headers_the_sdk_reads(server):
+    acct, key, name, value = fresh_account(), unique("idem"), unique(), payload()
+    first = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=acct)
+    assert first.last_response.idempotency_key == key
+    assert first.last_response.headers.get("Stripe-Account") == acct
+    assert first.last_response.headers.get("Original-Request") is None
+    again = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=acct)
+    assert again.last_response.idempotency_key == key
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    # A replay names the request whose answer it is.
+    assert again.last_response.headers.get("Original-Request") == first.last_response.request_id
+    assert again.last_response.request_id != first.last_response.request_id
+    found = Secret.find(name=name, scope=ACCOUNT, stripe_account=acct)
+    assert found.last_response.headers.get("Stripe-Account") == acct
+    assert found.last_response.idempotency_key is None
+
+
 def test_idempotent_replay_over_raw_http(server):
     acct, key = fresh_account(), unique("idem")
     form = {"name": unique(), "payload": payload(), "scope[type]": "account"}

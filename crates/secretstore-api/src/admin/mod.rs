@@ -110,7 +110,10 @@ pub fn router(state: AdminState) -> Router {
             crate::panicked,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            crate::middleware::Edge {
+                limits,
+                stripe: false,
+            },
             crate::middleware::stamp,
         ))
 }

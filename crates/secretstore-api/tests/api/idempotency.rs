@@ -50,6 +50,39 @@ async fn same_key_same_parameters_replays_the_first_answer() {
 }
 
 #[tokio::test]
+async fn a_replay_names_the_request_it_replays() {
+    let app = app().build().await;
+    let params = format!("name=n&payload=p&{ACCOUNT}");
+    let first = set_with_key(&app, "k1", &params).await;
+    assert!(first.headers.get("original-request").is_none());
+    let replay = set_with_key(&app, "k1", &params).await;
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.headers["original-request"], first.headers["request-id"],
+        "Original-Request is the request id of the request that ran"
+    );
+    assert_ne!(replay.headers["request-id"], first.headers["request-id"]);
+    // A kept error names its request too.
+    let missing = format!("name=nope&{ACCOUNT}");
+    let call = || {
+        app.call_as(
+            KEY,
+            &[("idempotency-key", "d1")],
+            Method::POST,
+            "/v1/apps/secrets/delete",
+            &missing,
+        )
+    };
+    let refused = call().await;
+    assert_eq!(refused.status, 404);
+    let again = call().await;
+    assert_eq!(
+        again.headers["original-request"],
+        refused.headers["request-id"]
+    );
+}
+
+#[tokio::test]
 async fn same_key_other_parameters_is_an_idempotency_error() {
     let app = app().build().await;
     set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
