@@ -93,6 +93,8 @@ error_codes! {
     ParametersExclusive => BAD_REQUEST, InvalidRequestError, Some("parameters_exclusive"), retry None;
     ScopeFull => BAD_REQUEST, InvalidRequestError, Some("scope_full"), retry None;
     IdempotencyKeyInvalid => BAD_REQUEST, InvalidRequestError, Some("idempotency_key_invalid"), retry None;
+    // Stripe's own answer to a malformed Stripe-Version carries no code.
+    ApiVersionInvalid => BAD_REQUEST, InvalidRequestError, None, retry None;
     IdempotencyKeyReused => BAD_REQUEST, IdempotencyError, Some("idempotency_key_reused"), retry None;
     AlreadyExists => BAD_REQUEST, InvalidRequestError, Some("resource_already_exists"), retry None;
     ReferenceMissing => BAD_REQUEST, InvalidRequestError, Some("reference_missing"), retry None;
@@ -251,6 +253,20 @@ impl ApiError {
             format!(
                 "Unrecognized request URL ({method}: {}). This server answers {routes}.",
                 shorten(path)
+            ),
+        )
+    }
+
+    /// Stripe's answer to a `Stripe-Version` that is not a version; `given` is the header's
+    /// text, when it is printable.
+    pub fn api_version_invalid(given: Option<&str>) -> Self {
+        let shown = given.map_or_else(|| "(not printable ASCII)".to_owned(), shorten);
+        Self::new(
+            Code::ApiVersionInvalid,
+            format!(
+                "Invalid Stripe API version: {shown}. A version is a date, as in 2024-06-20, \
+                 optionally followed by a release name, as in 2025-03-31.basil; or leave \
+                 Stripe-Version out."
             ),
         )
     }

@@ -289,6 +289,21 @@ describe('errors', () => {
     });
   });
 
+  test("the SDK's API version is echoed, a malformed one refused", async () => {
+    const stripeAccount = freshAccount();
+    const page = await stripe.apps.secrets.list({ scope: ACCOUNT }, { stripeAccount });
+    // Whatever version this stripe-node pins, it is a version: accepted and echoed.
+    assert.match(page.lastResponse.apiVersion ?? '', /^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$/);
+    const pinned = await stripe.apps.secrets.list({ scope: ACCOUNT }, { stripeAccount, apiVersion: '2025-03-31.basil' });
+    assert.equal(pinned.lastResponse.apiVersion, '2025-03-31.basil');
+    const err = await expectStripeError(stripe.apps.secrets.list({ scope: ACCOUNT }, { stripeAccount, apiVersion: 'garbage' }), {
+      cls: StripeInvalidRequestError,
+      statusCode: 400,
+    });
+    assert.equal(err.code, undefined);
+    assert.ok(err.message.startsWith('Invalid Stripe API version: garbage.'), err.message);
+  });
+
   test('bad scope[type] is invalid', async () => {
     const err = await expectStripeError(stripe.apps.secrets.create({ name: unique(), payload: payload(), scope: { type: 'team' } }), {
       cls: StripeInvalidRequestError,

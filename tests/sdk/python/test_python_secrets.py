@@ -584,6 +584,22 @@ def test_idempotent_replay_over_raw_http(server):
     assert changed.json()["error"]["type"] == "idempotency_error"
 
 
+def test_the_sdks_api_version_is_echoed_and_a_malformed_one_refused(server):
+    acct = fresh_account()
+    page = Secret.list(scope=ACCOUNT, stripe_account=acct)
+    # Whatever version this stripe-python pins, it is a version: accepted and echoed.
+    assert page.last_response.headers.get("Stripe-Version") == stripe.api_version
+    pinned = Secret.list(scope=ACCOUNT, stripe_account=acct, stripe_version="2025-03-31.basil")
+    assert pinned.last_response.headers.get("Stripe-Version") == "2025-03-31.basil"
+    body = expect_error(
+        stripe.InvalidRequestError,
+        lambda: Secret.list(scope=ACCOUNT, stripe_account=acct, stripe_version="garbage"),
+        status=400,
+        code=None,
+    )
+    assert body["message"].startswith("Invalid Stripe API version: garbage."), body
+
+
 # 9. scope maximum (server default: 10) ------------------------------------------------
 
 

@@ -348,6 +348,66 @@ async fn every_answer_has_request_id_and_no_store_and_echoes_stripe_version() {
     assert_eq!(ok.headers["stripe-version"], "2023-08-16");
 }
 
+#[tokio::test]
+async fn a_stripe_version_that_is_not_a_version_is_refused_as_stripe_does() {
+    let app = app().build().await;
+    let list = |version: &str| {
+        let headers = [("stripe-version", version.to_owned())];
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            app.call_as(KEY, &headers, Method::GET, "/v1/apps/secrets", ACCOUNT)
+                .await
+        }
+    };
+    for version in ["2024-06-20", "2025-03-31.basil", "2026-10-28.endive"] {
+        let answer = list(version).await;
+        assert_eq!(answer.status, 200, "{version}: {}", answer.json);
+        assert_eq!(answer.headers["stripe-version"], version);
+    }
+    for version in [
+        "garbage",
+        "2024-6-20",
+        "2024-13-01",
+        "2025-03-31.Basil",
+        "2025-03-31.",
+    ] {
+        let answer = list(version).await;
+        answer.assert_error(400, "invalid_request_error", None);
+        assert!(
+            answer.json["error"].get("code").is_none(),
+            "{}",
+            answer.json
+        );
+        assert_eq!(
+            answer.message(),
+            format!(
+                "Invalid Stripe API version: {version}. A version is a date, as in 2024-06-20, \
+                 optionally followed by a release name, as in 2025-03-31.basil; or leave \
+                 Stripe-Version out."
+            )
+        );
+        assert!(answer.headers.get("stripe-version").is_none(), "{version}");
+        assert!(answer.headers["request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_"));
+    }
+    // Refused before anything runs: a set with a bad version stores nothing.
+    let set = app
+        .call_as(
+            KEY,
+            &[("stripe-version", "garbage")],
+            Method::POST,
+            "/v1/apps/secrets",
+            "name=v&payload=p&scope[type]=account",
+        )
+        .await;
+    assert_eq!(set.status, 400);
+    assert_eq!(app.find(&format!("name=v&{ACCOUNT}")).await.status, 404);
+}
+
 async fn set_with(app: &TestApp, headers: &[(&str, &str)], params: &str) -> Answer {
     app.call_as(KEY, headers, Method::POST, "/v1/apps/secrets", params)
         .await
