@@ -36,6 +36,17 @@ pub enum StartError {
     AdminOnPublicAddress { admin: std::net::SocketAddr },
     #[error(transparent)]
     RootKey(#[from] CryptoError),
+    #[error(
+        "dev mode: the root key file {} is missing, but {} holds data sealed under a root key, \
+         which a new key could not open; so none was generated. Put the root key back at {}, or \
+         give it with --root-key-file or SECRETSTORE_ROOT_KEY; to start afresh instead, choose \
+         an empty --data directory",
+        key.display(), database.display(), key.display()
+    )]
+    DevRootKeyMissing {
+        key: std::path::PathBuf,
+        database: std::path::PathBuf,
+    },
     #[error("cannot open {what}: {source}")]
     Storage { what: String, source: StoreError },
     #[error(transparent)]
@@ -135,7 +146,7 @@ impl AppBuilder {
             storage,
         } = self;
         config.check(None)?;
-        let root_key = load_root_key(&config.root_key)?;
+        let root_key = load_root_key(&config.root_key, &config.storage)?;
         let envelope = Arc::new(Envelope::new(&root_key));
         let digest_key = Arc::new(DigestKey::new(&root_key));
         drop(root_key);

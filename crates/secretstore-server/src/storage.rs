@@ -3,6 +3,7 @@
 //! idempotency protocol its records, the readiness check the backend as a whole), so a test can
 //! wrap one trait without touching the others.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use secretstore_core::{
@@ -31,6 +32,14 @@ impl Storage {
             directory: store.clone(),
             lifecycle: store,
         }
+    }
+}
+
+/// Where the backend `config` names already holds data (for SQLite: its database file), if it
+/// does; nothing is opened or created to find out.
+pub fn existing_data(config: &StorageConfig) -> Option<PathBuf> {
+    match config {
+        StorageConfig::Sqlite { dir, .. } => secretstore_sqlite::database_with_data(dir),
     }
 }
 

@@ -59,6 +59,15 @@ pub fn prepare(dir: &Path) -> Result<(DirLock, PathBuf), StoreError> {
     Ok((lock, database))
 }
 
+/// The database file in `dir`, if it holds data: it, or its write-ahead log, is not empty. A
+/// database file that `prepare` made but SQLite never wrote to holds nothing.
+pub fn database_with_data(dir: &Path) -> Option<PathBuf> {
+    let database = dir.join(DATABASE_FILE);
+    let wal = dir.join(format!("{DATABASE_FILE}-wal"));
+    let not_empty = |path: &Path| std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0);
+    (not_empty(&database) || not_empty(&wal)).then_some(database)
+}
+
 fn lock(dir: &Path) -> Result<DirLock, StoreError> {
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()

@@ -49,7 +49,8 @@ pub enum LogFormat {
 #[command(
     after_help = "Root key: --root-key-file PATH, or the key itself (64 hex digits or \
 base64) in the environment variable SECRETSTORE_ROOT_KEY (never a flag, so it stays out of the \
-process list). With --dev and neither, a key is generated into DATA/root.key on first start.\n\n\
+process list). With --dev and neither, a key is generated into DATA/root.key on first start \
+(never beside existing data: a DATA that holds a database but no root.key is refused).\n\n\
 Production mode (without --dev) checks every credential against what the admin API \
 provisions. It needs a root key from outside the data (--root-key-file or SECRETSTORE_ROOT_KEY) \
 and an admin token (--admin-token-file, refused if group or others can read it, or \

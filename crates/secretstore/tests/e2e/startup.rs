@@ -19,9 +19,8 @@ fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
     (output.status.success(), text)
 }
 
-#[tokio::test]
-async fn wrong_root_key_is_refused_at_start_up() {
-    let mut site = site();
+/// Starts a server over `site` (with the key from the environment), stores one secret, stops.
+async fn write_some_data(site: &mut crate::server::Site) {
     let mut server = site.start(&[]);
     let (status, _) = set(
         &client(),
@@ -33,6 +32,12 @@ async fn wrong_root_key_is_refused_at_start_up() {
     .unwrap();
     assert_eq!(status, 200);
     server.terminate();
+}
+
+#[tokio::test]
+async fn wrong_root_key_is_refused_at_start_up() {
+    let mut site = site();
+    write_some_data(&mut site).await;
 
     let mut other = site.command(&[]);
     other.env("SECRETSTORE_ROOT_KEY", "ab".repeat(32));
@@ -104,6 +109,27 @@ async fn dev_mode_generates_a_private_root_key_once() {
         before,
         "the key is kept, not regenerated"
     );
+}
+
+#[tokio::test]
+async fn dev_mode_without_root_key_beside_existing_data_generates_nothing_and_says_which_file() {
+    let mut site = site();
+    // Data written under the key from the environment: the data directory has no root.key.
+    write_some_data(&mut site).await;
+    let key = site.data().join("root.key");
+    assert!(!key.exists());
+
+    let mut without_key = site.command(&[]);
+    without_key.env_remove("SECRETSTORE_ROOT_KEY");
+    let text = failed_start(without_key);
+    assert!(
+        text.contains(&format!("the root key file {} is missing", key.display())),
+        "{text}"
+    );
+    assert!(text.contains("secretstore.db"), "{text}");
+    assert!(!key.exists(), "a key was generated and left behind");
+    // With its key, the data is served as before.
+    site.start(&[]);
 }
 
 #[tokio::test]
