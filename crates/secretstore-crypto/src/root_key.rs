@@ -112,8 +112,8 @@ pub trait RootKeySource: fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// A key file that only its owner may read: a file that group or others can read is refused,
-/// because anyone who can read it can read every secret.
+/// A key file private to the server's user (`private_path`): anyone who can read it can read
+/// every secret.
 #[derive(Debug, Clone)]
 pub struct FileRootKey {
     pub path: PathBuf,
@@ -167,18 +167,7 @@ impl RootKeySource for FileRootKey {
             reason,
         };
         let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "its permissions are {mode:o}, so users other than its owner can read it; \
-                     run `chmod 600 {}`",
-                    self.path.display()
-                )));
-            }
-        }
+        crate::ensure_private(&self.path, "the root key file")?;
         if !meta.is_file() {
             return Err(err("is not a regular file".to_owned()));
         }

@@ -13,12 +13,12 @@ use secretstore_api::{
 use secretstore_core::{
     verify_root_key, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
 };
-use secretstore_crypto::{CryptoError, DigestKey, Envelope};
+use secretstore_crypto::{CryptoError, DigestKey, Envelope, NotPrivate};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, StorageConfig};
 use crate::keys::load_root_key;
-use crate::storage::{open_store, Storage};
+use crate::storage::{check_private, open_store, Storage};
 
 /// Why a server could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,8 @@ pub enum StartError {
          --admin-listen another address (the default is 127.0.0.1:12112)"
     )]
     AdminOnPublicAddress { admin: std::net::SocketAddr },
+    #[error(transparent)]
+    NotPrivate(#[from] NotPrivate),
     #[error(transparent)]
     RootKey(#[from] CryptoError),
     #[error(
@@ -146,6 +148,11 @@ impl AppBuilder {
             storage,
         } = self;
         config.check(None)?;
+        if storage.is_none() {
+            // Before the root key: a dev key is never generated into a directory that is not
+            // private.
+            check_private(&config.storage)?;
+        }
         let root_key = load_root_key(&config.root_key, &config.storage)?;
         let envelope = Arc::new(Envelope::new(&root_key));
         let digest_key = Arc::new(DigestKey::new(&root_key));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use secretstore_core::{
     Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError,
 };
+use secretstore_crypto::NotPrivate;
 use secretstore_sqlite::SqliteStore;
 
 use crate::config::StorageConfig;
@@ -40,6 +41,14 @@ impl Storage {
 pub fn existing_data(config: &StorageConfig) -> Option<PathBuf> {
     match config {
         StorageConfig::Sqlite { dir, .. } => secretstore_sqlite::database_with_data(dir),
+    }
+}
+
+/// Refuses storage `config` names whose files are not private to this user (for SQLite: the
+/// data directory and its files), before anything is opened or created.
+pub fn check_private(config: &StorageConfig) -> Result<(), NotPrivate> {
+    match config {
+        StorageConfig::Sqlite { dir, .. } => secretstore_sqlite::check_private(dir),
     }
 }
 

@@ -1,7 +1,8 @@
-//! `secretstore serve`: turns the flags into a `secretstore_server::Config`, checks what can be
-//! checked before anything is created (the listener, the data directory), builds the app, says
-//! where it listens, and serves until SIGTERM or SIGINT, then shuts down in order (stop
-//! accepting, finish in-flight requests, flush the writer).
+//! `secretstore serve`: makes what it creates private (umask), turns the flags into a
+//! `secretstore_server::Config`, checks what can be checked before anything is created (the
+//! listener, the data directory), builds the app, says where it listens, and serves until
+//! SIGTERM or SIGINT, then shuts down in order (stop accepting, finish in-flight requests, flush
+//! the writer).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -47,6 +48,7 @@ fn admin_token_hash(args: &ServeArgs) -> anyhow::Result<Option<[u8; 32]>> {
 }
 
 pub fn main(args: ServeArgs) -> ExitCode {
+    secretstore_server::process::restrict_umask();
     init_logging(args.log_format, &args.log);
     let runtime = match crate::runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
