@@ -11,7 +11,8 @@
 //! A key's owner, as stored, is a keyed digest (`DigestKey`, from the root key) of the
 //! credential and the account acted on, never the credential's plain SHA-256: that is the
 //! directory's look-up of the credential, and a reader of the database could test guessed API
-//! keys against it. The same key under another `Stripe-Account` is another owner's, so it runs
+//! keys against it. The request's stored fingerprint is keyed the same way, since the request
+//! holds the payload. The same key under another `Stripe-Account` is another owner's, so it runs
 //! as a new request.
 //!
 //! Kept answers are sealed like payloads (they may hold one): status, original request id and
@@ -33,7 +34,6 @@ use secretstore_core::{
     KeptAnswer, Principal, RequestId, StoreError,
 };
 use secretstore_crypto::{DigestKey, Envelope};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, Code};
@@ -50,15 +50,17 @@ pub const LEASE_SECS: i64 = 60;
 /// Longest `Idempotency-Key` header value.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// The domain of owner digests (`DigestKey::digest`).
+/// The domains of the keyed digests this module stores (`DigestKey::digest`).
 const OWNER_DOMAIN: &str = "secretstore/idempotency-owner/v1";
+const FINGERPRINT_DOMAIN: &str = "secretstore/idempotency-fingerprint/v1";
 
 /// What keeps and replays answers.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     envelope: Arc<Envelope>,
-    owners: Arc<DigestKey>,
+    /// Keys the stored digests: owners and fingerprints.
+    digests: Arc<DigestKey>,
     clock: Arc<dyn Clock>,
 }
 
@@ -104,35 +106,9 @@ pub fn key_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<Result<&'h 
     })
 }
 
-impl KeyHeader {
-    /// The key with the fingerprint of the request it came with.
-    pub fn with_fingerprint(self, form: &StripeForm, account: &AccountId) -> Keyed {
-        Keyed(self.0.map(|key| (key, fingerprint(form, account))))
-    }
-}
-
 /// An `Idempotency-Key` and the fingerprint of its request, or nothing.
 #[derive(Debug, Clone)]
 pub struct Keyed(Option<(String, [u8; 32])>);
-
-/// What makes two requests "the same" for an idempotency key: method, path, the account acted
-/// on and every parameter, in a canonical order (the SDKs may order them differently on retry).
-fn fingerprint(form: &StripeForm, account: &AccountId) -> [u8; 32] {
-    let mut pairs: Vec<&(String, String)> = form.form.pairs.iter().collect();
-    pairs.sort();
-    let mut hash = Sha256::new();
-    for part in [form.method.as_str(), form.uri.path(), account.as_str()] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    for (key, value) in pairs {
-        hash.update((key.len() as u64).to_be_bytes());
-        hash.update(key.as_bytes());
-        hash.update((value.len() as u64).to_be_bytes());
-        hash.update(value.as_bytes());
-    }
-    hash.finalize().into()
-}
 
 /// Associated data of a kept answer: it opens only for this owner, key and request.
 fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Vec<u8> {
@@ -194,20 +170,44 @@ impl Idempotency {
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
         envelope: Arc<Envelope>,
-        owners: Arc<DigestKey>,
+        digests: Arc<DigestKey>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             envelope,
-            owners,
+            digests,
             clock,
         }
     }
 
+    /// The request's key, if it has one, with the fingerprint of the request.
+    pub fn keyed(&self, key: KeyHeader, form: &StripeForm, account: &AccountId) -> Keyed {
+        Keyed(key.0.map(|key| (key, self.fingerprint(form, account))))
+    }
+
+    /// What makes two requests "the same" for an idempotency key: method, path, the account
+    /// acted on and every parameter, in a canonical order (the SDKs may order them differently
+    /// on retry). Keyed, as the owner is: the parameters hold the payload, often a third-party
+    /// credential, and a plain hash of them in the database would let its reader test guesses.
+    fn fingerprint(&self, form: &StripeForm, account: &AccountId) -> [u8; 32] {
+        let mut pairs: Vec<_> = form.form.pairs.iter().collect();
+        pairs.sort();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(3 + 2 * pairs.len());
+        parts.extend([
+            form.method.as_str().as_bytes(),
+            form.uri.path().as_bytes(),
+            account.as_str().as_bytes(),
+        ]);
+        for (key, value) in pairs {
+            parts.extend([key.as_bytes(), value.as_bytes()]);
+        }
+        self.digests.digest(FINGERPRINT_DOMAIN, &parts)
+    }
+
     /// Who a key belongs to: the credential, acting on one account.
     fn owner(&self, principal: &Principal) -> CredentialId {
-        CredentialId::from_bytes(self.owners.digest(
+        CredentialId::from_bytes(self.digests.digest(
             OWNER_DOMAIN,
             &[
                 principal.credential.as_bytes(),

@@ -1,7 +1,8 @@
 //! Keyed digests of credentials, for what is stored about a credential without being its
-//! look-up: an HMAC-SHA256 under a key derived from the root key. Whoever reads the database
-//! (a backup, a copied file) cannot test a guessed API key against such a digest without the
-//! root key, which a plain SHA-256 would let them do. Look-ups of credentials (the tenant
+//! look-up, and of anything else stored that holds a secret (the fingerprint of a request that
+//! carries a payload): an HMAC-SHA256 under a key derived from the root key. Whoever reads the
+//! database (a backup, a copied file) cannot test a guessed API key or payload against such a
+//! digest without the root key, which a plain SHA-256 would let them do. Look-ups of credentials (the tenant
 //! directory's hashes) stay plain SHA-256: a request must find its credential before anything
 //! else, and those hashes are what the directory is indexed by.
 

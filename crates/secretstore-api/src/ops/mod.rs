@@ -62,7 +62,9 @@ pub async fn handle<O: Operation>(
     key: KeyHeader,
     form: StripeForm,
 ) -> Result<Response, ApiError> {
-    let keyed = key.with_fingerprint(&form, &principal.namespace.account);
+    let keyed = state
+        .idempotency
+        .keyed(key, &form, &principal.namespace.account);
     let request = O::parse(Params::new(form.form.root), &principal.namespace)?;
     authorize(&principal, &O::access(&request))?;
     let request_id = request_id.map(|Extension(id)| id);

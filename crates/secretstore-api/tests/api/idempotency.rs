@@ -133,24 +133,34 @@ async fn keys_are_per_account_as_stripe_scopes_them() {
     }
 }
 
-#[tokio::test]
-async fn the_stored_owner_is_a_keyed_digest_not_the_keys_sha256() {
-    use sha2::Digest as _;
-    let app = app().build().await;
-    set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
-    let owners: Vec<Vec<u8>> = crate::common::database(&app)
-        .prepare("SELECT credential FROM idempotency")
+/// The (owner, fingerprint) of every idempotency record of `app`.
+fn stored_digests(app: &crate::common::TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
+    crate::common::database(app)
+        .prepare("SELECT credential, fingerprint FROM idempotency")
         .unwrap()
-        .query_map([], |row| row.get(0))
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(owners.len(), 1);
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stored_owners_and_fingerprints_are_keyed_by_the_root_key() {
+    use sha2::Digest as _;
+    let params = format!("name=n&payload=guessable-pin-1234&{ACCOUNT}");
+    let (one, other) = (app().build().await, app().build().await);
+    set_with_key(&one, "k1", &params).await;
+    set_with_key(&other, "k1", &params).await;
+    let (one, other) = (stored_digests(&one), stored_digests(&other));
+    assert_eq!((one.len(), other.len()), (1, 1));
     // The directory's look-up of a key is its SHA-256; a reader of the database could test
     // guessed keys against it, so what idempotency stores is not it.
     let plain = sha2::Sha256::digest(KEY.as_bytes()).to_vec();
-    assert_ne!(owners[0], plain);
-    assert_eq!(owners[0].len(), 32);
+    assert_ne!(one[0].0, plain);
+    // The same request by the same key under two root keys: nothing stored is the same, so
+    // nothing stored can be recomputed, and tested against guesses, without the root key.
+    assert_ne!(one[0].0, other[0].0, "owner");
+    assert_ne!(one[0].1, other[0].1, "fingerprint (it covers the payload)");
 }
 
 #[tokio::test]
