@@ -407,6 +407,39 @@ async fn a_data_directory_database_or_dev_root_key_another_user_owns_is_refused(
     site.start(&[]);
 }
 
+#[tokio::test]
+async fn the_server_runs_with_core_dumps_forbidden() {
+    let has_prlimit = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_prlimit {
+        eprintln!("skipped: needs prlimit (util-linux) to read another process's limits");
+        return;
+    }
+    let mut site = site();
+    let server = site.start(&[]);
+    let pid = server.pid().unwrap().to_string();
+    let limits = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid,
+            "--core",
+            "--output",
+            "SOFT,HARD",
+            "--noheadings",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&limits.stdout);
+    // Soft and hard: the process cannot raise it again.
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{text}"
+    );
+}
+
 #[test]
 fn a_port_in_use_is_found_first_and_nothing_is_created() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
