@@ -27,6 +27,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::response::Response;
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use secretstore_core::{
@@ -131,9 +132,10 @@ enum Source {
 }
 
 /// A JSON answer. A replay says so (`Idempotent-Replayed: true`) and names the request it
-/// replays (`Original-Request`), as Stripe's answers do.
-fn respond(status: StatusCode, body: &[u8], source: Source) -> Response {
-    let mut response = Response::new(Body::from(body.to_vec()));
+/// replays (`Original-Request`), as Stripe's answers do. The body may hold a payload: it is
+/// handed to the HTTP layer as it is, without a copy, and wiped when that layer drops it.
+fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Response {
+    let mut response = Response::new(Body::from(Bytes::from_owner(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -151,7 +153,7 @@ fn respond(status: StatusCode, body: &[u8], source: Source) -> Response {
 
 /// The answer of a request that ran: 200 with its JSON body, or its error.
 fn answer_of(result: Result<Zeroizing<Vec<u8>>, ApiError>) -> Result<Response, ApiError> {
-    result.map(|body| respond(StatusCode::OK, &body, Source::Ran))
+    result.map(|body| respond(StatusCode::OK, body, Source::Ran))
 }
 
 /// A kept answer, opened.
@@ -191,8 +193,13 @@ impl Idempotency {
     /// on retry). Keyed, as the owner is: the parameters hold the payload, often a third-party
     /// credential, and a plain hash of them in the database would let its reader test guesses.
     fn fingerprint(&self, form: &StripeForm, account: &AccountId) -> [u8; 32] {
-        let mut pairs: Vec<_> = form.form.pairs.iter().collect();
-        pairs.sort();
+        let mut pairs: Vec<(&str, &str)> = form
+            .form
+            .pairs
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        pairs.sort_unstable();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(3 + 2 * pairs.len());
         parts.extend([
             form.method.as_str().as_bytes(),
@@ -265,7 +272,7 @@ impl Idempotency {
                 let source = Source::Replay {
                     original: opened.original,
                 };
-                Ok(respond(opened.status, &opened.body, source))
+                Ok(respond(opened.status, opened.body, source))
             }
             IdempotencyClaim::Claimed => {
                 // The work runs in its own task: if the client goes away mid-request, the write

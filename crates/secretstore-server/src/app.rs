@@ -15,8 +15,9 @@ use secretstore_core::{
 };
 use secretstore_crypto::{CryptoError, DigestKey, Envelope, NotPrivate};
 use tokio::net::TcpListener;
+use zeroize::Zeroize as _;
 
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, RootKeySource, StorageConfig};
 use crate::keys::load_root_key;
 use crate::storage::{check_private, open_store, Storage};
 
@@ -143,7 +144,7 @@ impl AppBuilder {
 
     pub async fn build(self) -> Result<App, StartError> {
         let AppBuilder {
-            config,
+            mut config,
             clock,
             storage,
         } = self;
@@ -156,7 +157,12 @@ impl AppBuilder {
         let root_key = load_root_key(&config.root_key, &config.storage)?;
         let envelope = Arc::new(Envelope::new(&root_key));
         let digest_key = Arc::new(DigestKey::new(&root_key));
+        // The derived keys are all the server needs from here on: the root key is wiped now,
+        // and so is its text when it came from the environment, rather than at exit.
         drop(root_key);
+        if let RootKeySource::Env { value, .. } = &mut config.root_key {
+            value.zeroize();
+        }
         let storage = match storage {
             Some(storage) => storage,
             None => Storage::of(open_store(&config.storage).await.map_err(|source| {

@@ -28,7 +28,7 @@ pub enum RootKeySource {
     /// A file only its owner may read.
     File(PathBuf),
     /// An environment variable's value (named, for messages; the value is never printed, and
-    /// wiped when dropped).
+    /// `App::build` wipes it once the root key is loaded).
     Env {
         variable: String,
         value: Zeroizing<String>,
