@@ -348,21 +348,17 @@ async fn every_answer_has_request_id_and_no_store_and_echoes_stripe_version() {
     assert_eq!(ok.headers["stripe-version"], "2023-08-16");
 }
 
+async fn list_with_version(app: &TestApp, version: &str) -> Answer {
+    let headers = [("stripe-version", version)];
+    app.call_as(KEY, &headers, Method::GET, "/v1/apps/secrets", ACCOUNT)
+        .await
+}
+
 #[tokio::test]
 async fn a_stripe_version_that_is_not_a_version_is_refused_as_stripe_does() {
     let app = app().build().await;
-    let list = |version: &str| {
-        let headers = [("stripe-version", version.to_owned())];
-        let app = &app;
-        async move {
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            app.call_as(KEY, &headers, Method::GET, "/v1/apps/secrets", ACCOUNT)
-                .await
-        }
-    };
     for version in ["2024-06-20", "2025-03-31.basil", "2026-10-28.endive"] {
-        let answer = list(version).await;
+        let answer = list_with_version(&app, version).await;
         assert_eq!(answer.status, 200, "{version}: {}", answer.json);
         assert_eq!(answer.headers["stripe-version"], version);
     }
@@ -373,7 +369,7 @@ async fn a_stripe_version_that_is_not_a_version_is_refused_as_stripe_does() {
         "2025-03-31.Basil",
         "2025-03-31.",
     ] {
-        let answer = list(version).await;
+        let answer = list_with_version(&app, version).await;
         answer.assert_error(400, "invalid_request_error", None);
         assert!(
             answer.json["error"].get("code").is_none(),
@@ -395,15 +391,12 @@ async fn a_stripe_version_that_is_not_a_version_is_refused_as_stripe_does() {
             .starts_with("req_"));
     }
     // Refused before anything runs: a set with a bad version stores nothing.
-    let set = app
-        .call_as(
-            KEY,
-            &[("stripe-version", "garbage")],
-            Method::POST,
-            "/v1/apps/secrets",
-            "name=v&payload=p&scope[type]=account",
-        )
-        .await;
+    let set = set_with(
+        &app,
+        &[("stripe-version", "garbage")],
+        "name=v&payload=p&scope[type]=account",
+    )
+    .await;
     assert_eq!(set.status, 400);
     assert_eq!(app.find(&format!("name=v&{ACCOUNT}")).await.status, 404);
 }
