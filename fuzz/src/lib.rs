@@ -331,7 +331,7 @@ fn allowed(op: Operation) -> &'static [&'static str] {
 
 fn text<'a>(root: &'a BTreeMap<String, Node>, name: &str) -> Option<&'a str> {
     match root.get(name) {
-        Some(Node::Text(t)) => Some(t),
+        Some(Node::Text(t)) => Some(t.as_str()),
         _ => None,
     }
 }
@@ -348,11 +348,11 @@ fn within_limit(value: &str) -> bool {
 fn expand_items(root: &BTreeMap<String, Node>) -> Vec<String> {
     match root.get("expand") {
         None => Vec::new(),
-        Some(Node::Text(t)) => vec![t.clone()],
+        Some(Node::Text(t)) => vec![t.as_str().to_owned()],
         Some(Node::List(items)) => items
             .iter()
             .map(|(_, n)| match n {
-                Node::Text(t) => t.clone(),
+                Node::Text(t) => t.as_str().to_owned(),
                 other => panic!("an accepted expand holds {other:?}"),
             })
             .collect(),

@@ -93,6 +93,8 @@ error_codes! {
     ParametersExclusive => BAD_REQUEST, InvalidRequestError, Some("parameters_exclusive"), retry None;
     ScopeFull => BAD_REQUEST, InvalidRequestError, Some("scope_full"), retry None;
     IdempotencyKeyInvalid => BAD_REQUEST, InvalidRequestError, Some("idempotency_key_invalid"), retry None;
+    // Stripe's own answer to a malformed Stripe-Version carries no code.
+    ApiVersionInvalid => BAD_REQUEST, InvalidRequestError, None, retry None;
     IdempotencyKeyReused => BAD_REQUEST, IdempotencyError, Some("idempotency_key_reused"), retry None;
     AlreadyExists => BAD_REQUEST, InvalidRequestError, Some("resource_already_exists"), retry None;
     ReferenceMissing => BAD_REQUEST, InvalidRequestError, Some("reference_missing"), retry None;
@@ -111,7 +113,10 @@ error_codes! {
     ContentTypeInvalid => UNSUPPORTED_MEDIA_TYPE, InvalidRequestError, Some("content_type_invalid"), retry None;
     RateLimit => TOO_MANY_REQUESTS, InvalidRequestError, Some("rate_limit"), retry Some(true);
     HeadersTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, InvalidRequestError, Some("headers_too_large"), retry None;
-    Internal => INTERNAL_SERVER_ERROR, ApiError, None, retry None;
+    // A retry does not cure what this server reports as a 500 (a stored value that fails to
+    // open, a bug), and nothing is kept for it under an Idempotency-Key, so a retry would run
+    // the failing request again: the SDKs, which retry every 5xx unless told otherwise, are told.
+    Internal => INTERNAL_SERVER_ERROR, ApiError, None, retry Some(false);
     TooManyConnections => SERVICE_UNAVAILABLE, ApiError, Some("too_many_connections"), retry Some(true);
     StorageUnavailable => SERVICE_UNAVAILABLE, ApiError, Some("storage_unavailable"), retry Some(true);
 }
@@ -248,6 +253,20 @@ impl ApiError {
             format!(
                 "Unrecognized request URL ({method}: {}). This server answers {routes}.",
                 shorten(path)
+            ),
+        )
+    }
+
+    /// Stripe's answer to a `Stripe-Version` that is not a version; `given` is the header's
+    /// text, when it is printable.
+    pub fn api_version_invalid(given: Option<&str>) -> Self {
+        let shown = given.map_or_else(|| "(not printable ASCII)".to_owned(), shorten);
+        Self::new(
+            Code::ApiVersionInvalid,
+            format!(
+                "Invalid Stripe API version: {shown}. A version is a date, as in 2024-06-20, \
+                 optionally followed by a release name, as in 2025-03-31.basil; or leave \
+                 Stripe-Version out."
             ),
         )
     }
@@ -510,9 +529,9 @@ mod tests {
         assert!(err.message.len() < 300);
     }
 
-    /// `(status, type, code or "—", says Stripe-Should-Retry)` of every row of the table in
+    /// `(status, type, code or "—", its Stripe-Should-Retry)` of every row of the table in
     /// docs/errors.md.
-    fn documented_rows() -> Vec<(u16, String, String, bool)> {
+    fn documented_rows() -> Vec<(u16, String, String, Option<bool>)> {
         const DOC: &str = include_str!("../../../docs/errors.md");
         DOC.lines()
             .filter_map(|line| {
@@ -527,23 +546,33 @@ mod tests {
                     status,
                     cells.get(1)?.to_string(),
                     cells.get(2)?.trim_matches('`').to_string(),
-                    cells.get(3)?.contains("`Stripe-Should-Retry: true`"),
+                    retry_of(cells.get(3)?),
                 ))
             })
             .collect()
     }
 
+    /// The `Stripe-Should-Retry` a row's "when" cell says the answer carries.
+    fn retry_of(when: &str) -> Option<bool> {
+        let says = |value: bool| when.contains(&format!("`Stripe-Should-Retry: {value}`"));
+        match (says(true), says(false)) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    }
+
     #[test]
     fn docs_errors_md_documents_exactly_the_table() {
         let mut documented = documented_rows();
-        let mut table: Vec<(u16, String, String, bool)> = Code::ALL
+        let mut table: Vec<(u16, String, String, Option<bool>)> = Code::ALL
             .iter()
             .map(|code| {
                 (
                     code.status().as_u16(),
                     code.kind().as_str().to_owned(),
                     code.wire().unwrap_or("—").to_owned(),
-                    code.should_retry() == Some(true),
+                    code.should_retry(),
                 )
             })
             .collect();
@@ -553,7 +582,16 @@ mod tests {
             documented, table,
             "docs/errors.md and error_codes! disagree (status, type, code, Stripe-Should-Retry)"
         );
-        assert!(Code::ALL.iter().all(|c| c.should_retry() != Some(false)));
+    }
+
+    #[test]
+    fn every_server_failure_says_whether_to_retry() {
+        // The SDKs retry a 5xx that says nothing; each one decides instead.
+        for code in Code::ALL {
+            if code.status().is_server_error() {
+                assert!(code.should_retry().is_some(), "{code:?}");
+            }
+        }
     }
 
     #[test]

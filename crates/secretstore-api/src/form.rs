@@ -6,13 +6,17 @@
 //! `params`. The decoder bounds everything a client controls (pairs, depth, array length) so a
 //! hostile body costs at most a linear pass over bytes the body limit already capped.
 //!
+//! A value may be a payload, so every decoded value is `Text`, wiped when dropped, and is
+//! decoded into one buffer of its final size: a buffer outgrown on the way would be freed
+//! holding what it held.
+//!
 //! We decode by hand rather than with serde_qs: Stripe's errors must name the offending parameter
 //! in its wire form (`scope[user]`), refuse unknown parameters precisely, accept both array
 //! forms, and report non-UTF-8 input as a client error, none of which serde_qs's errors allow.
 
 use std::collections::BTreeMap;
 
-use percent_encoding::percent_decode;
+use zeroize::Zeroizing;
 
 use crate::error::shorten;
 
@@ -23,10 +27,13 @@ pub const MAX_DEPTH: usize = 4;
 /// Most items one array may hold.
 pub const MAX_ARRAY_ITEMS: usize = 64;
 
+/// A decoded value's text: it may be a payload, so its memory is wiped when it is dropped.
+pub type Text = Zeroizing<String>;
+
 /// A decoded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Text(String),
+    Text(Text),
     Map(BTreeMap<String, Node>),
     /// Items in the order given; an indexed item (`[3]`) carries its index so later pairs with
     /// the same index land in the same item.
@@ -100,16 +107,48 @@ impl FormError {
 pub struct Form {
     pub root: BTreeMap<String, Node>,
     /// Every decoded pair in wire order, for the idempotency fingerprint.
-    pub pairs: Vec<(String, String)>,
+    pub pairs: Vec<(String, Text)>,
 }
 
-fn decode_component(raw: &[u8]) -> Result<String, FormError> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
-    String::from_utf8(bytes).map_err(|_| FormError::NotUtf8)
+/// The value of an ASCII hex digit.
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One key or value, decoded: `+` is a space, `%XX` the byte XX, a `%` not followed by two hex
+/// digits itself. Decoding never lengthens, so one buffer of the encoded length holds the
+/// result and no outgrown copy is left behind; it is wiped if the text is not UTF-8.
+fn decode_component(raw: &[u8]) -> Result<Text, FormError> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(raw.len()));
+    let mut rest = raw;
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = match (byte, tail) {
+            (b'%', [high, low, ..]) => hex_digit(*high).zip(hex_digit(*low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                bytes.push(high << 4 | low);
+                rest = &tail[2..];
+            }
+            None => {
+                bytes.push(if byte == b'+' { b' ' } else { byte });
+                rest = tail;
+            }
+        }
+    }
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(err) => {
+            drop(Zeroizing::new(err.into_bytes()));
+            Err(FormError::NotUtf8)
+        }
+    }
 }
 
 /// One step of a key's path.
@@ -170,7 +209,9 @@ impl Form {
                 Some(eq) => (&pair[..eq], &pair[eq + 1..]),
                 None => (pair, &b""[..]),
             };
-            let key = decode_component(key)?;
+            // A name is not secret (the contract's names are fixed words): it leaves the wiped
+            // buffer it was decoded into for a plain string.
+            let key = std::mem::take(&mut *decode_component(key)?);
             if key.is_empty() {
                 return Err(FormError::EmptyName);
             }
@@ -187,7 +228,7 @@ impl Form {
         Ok(form)
     }
 
-    fn insert(&mut self, key: &str, value: String) -> Result<(), FormError> {
+    fn insert(&mut self, key: &str, value: Text) -> Result<(), FormError> {
         let (base, segments) = split_key(key);
         if segments.len() > MAX_DEPTH {
             return Err(FormError::TooDeep {
@@ -261,7 +302,7 @@ impl Form {
 
 fn empty_for(segment: Option<&Segment<'_>>) -> Node {
     match segment {
-        None => Node::Text(String::new()),
+        None => Node::Text(Text::default()),
         Some(Segment::Name(_)) => Node::Map(BTreeMap::new()),
         Some(Segment::Append | Segment::Index(_)) => Node::List(Vec::new()),
     }
@@ -273,7 +314,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn text(s: &str) -> Node {
-        Node::Text(s.to_owned())
+        Node::Text(Zeroizing::new(s.to_owned()))
     }
 
     fn map(items: &[(&str, Node)]) -> Node {
@@ -417,7 +458,19 @@ mod tests {
         fn any_encoded_value_decodes_back(value in "\\PC{0,64}") {
             let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
             let form = Form::parse(format!("name={encoded}").as_bytes()).unwrap();
-            prop_assert_eq!(&form.root["name"], &Node::Text(value));
+            prop_assert_eq!(&form.root["name"], &Node::Text(Zeroizing::new(value)));
+        }
+
+        #[test]
+        fn decodes_as_the_url_standard_does(raw in "[a-z%+0-9A-F\\x80-\\xff]{0,48}") {
+            // form_urlencoded is the WHATWG URL standard's decoder; where the result is UTF-8
+            // the two agree byte for byte.
+            if let Ok(ours) = decode_component(raw.as_bytes()) {
+                let theirs: Vec<(String, String)> = form_urlencoded::parse(format!("k={raw}").as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                prop_assert_eq!(ours.as_str(), theirs[0].1.as_str());
+            }
         }
 
         #[test]

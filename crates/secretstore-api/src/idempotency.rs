@@ -1,15 +1,24 @@
 //! The whole `Idempotency-Key` protocol, in one place. A POST that carries the header claims
-//! the key (per credential) before it runs; a second request with the key while the first runs
-//! is 409 `idempotency_key_in_use`; the first completed answer (status and body) is kept for 24
-//! hours and replayed, with `Idempotent-Replayed: true`, to a request with the same key and the
-//! same parameters, while other parameters are `idempotency_key_reused`. Server failures (5xx)
-//! are not kept, so a retry can succeed; nor are refusals before the request ran (they happen
-//! before the claim). The work runs in its own task, so a client that goes away mid-request
-//! cannot leave a claim behind or a write without its kept answer.
+//! the key (per credential and account, as Stripe scopes keys) before it runs; a second request
+//! with the key while the first runs is 409 `idempotency_key_in_use`; the first completed answer
+//! (status and body) is kept for 24 hours and replayed, with `Idempotent-Replayed: true` and
+//! `Original-Request` (the request id of the request that ran), to a request with the same key
+//! and the same parameters, while other parameters are `idempotency_key_reused`. Server failures
+//! (5xx) are not kept, so a retry can succeed; nor are refusals before the request ran (they
+//! happen before the claim). The work runs in its own task, so a client that goes away
+//! mid-request cannot leave a claim behind or a write without its kept answer.
 //!
-//! Kept answers are sealed like payloads (they may hold one): status and body together under
-//! associated data naming the credential, the key and the request's fingerprint, so a stored
-//! answer cannot be replayed for another key or have its status edited. A claim held by a
+//! A key's owner, as stored, is a keyed digest (`DigestKey`, from the root key) of the
+//! credential and the account acted on, never the credential's plain SHA-256: that is the
+//! directory's look-up of the credential, and a reader of the database could test guessed API
+//! keys against it. The request's stored fingerprint is keyed the same way, since the request
+//! holds the payload. The same key under another `Stripe-Account` is another owner's, so it runs
+//! as a new request.
+//!
+//! Kept answers are sealed like payloads (they may hold one): status, original request id and
+//! body together under associated data naming the owner, the key and the request's
+//! fingerprint, so a stored answer cannot be replayed for another key or have its status
+//! edited. A claim held by a
 //! server that died is free again after its lease (`LEASE_SECS`).
 
 use std::future::Future;
@@ -18,14 +27,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::response::Response;
+use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use secretstore_core::{
-    AccountId, ClaimTimes, Clock, IdempotencyClaim, IdempotencyKey, IdempotencyStore, KeptAnswer,
-    Principal, StoreError,
+    AccountId, ClaimTimes, Clock, CredentialId, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
+    KeptAnswer, Principal, RequestId, StoreError,
 };
-use secretstore_crypto::Envelope;
-use sha2::{Digest, Sha256};
+use secretstore_crypto::{DigestKey, Envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, Code};
@@ -42,11 +51,17 @@ pub const LEASE_SECS: i64 = 60;
 /// Longest `Idempotency-Key` header value.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// The domains of the keyed digests this module stores (`DigestKey::digest`).
+const OWNER_DOMAIN: &str = "secretstore/idempotency-owner/v1";
+const FINGERPRINT_DOMAIN: &str = "secretstore/idempotency-fingerprint/v1";
+
 /// What keeps and replays answers.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     envelope: Arc<Envelope>,
+    /// Keys the stored digests: owners and fingerprints.
+    digests: Arc<DigestKey>,
     clock: Arc<dyn Clock>,
 }
 
@@ -59,64 +74,47 @@ impl FromRequestParts<AppState> for KeyHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
-        let value = match parts.headers.get("idempotency-key") {
-            Some(value) if parts.method == Method::POST => value,
-            _ => return Ok(KeyHeader(None)),
-        };
-        let invalid = |message: String| {
-            ApiError::new(Code::IdempotencyKeyInvalid, message).with_param("Idempotency-Key")
-        };
-        let text = value
-            .to_str()
-            .map_err(|_| invalid("The Idempotency-Key header must be printable ASCII.".into()))?;
-        if text.is_empty() {
-            return Err(invalid(
-                "The Idempotency-Key header must not be empty.".into(),
-            ));
+        match key_of(&parts.method, &parts.headers) {
+            Some(key) => Ok(KeyHeader(Some(key?.to_owned()))),
+            None => Ok(KeyHeader(None)),
         }
-        if text.len() > MAX_KEY_LEN {
-            return Err(invalid(format!(
-                "The Idempotency-Key header may be at most {MAX_KEY_LEN} characters long."
-            )));
-        }
-        Ok(KeyHeader(Some(text.to_owned())))
     }
 }
 
-impl KeyHeader {
-    /// The key with the fingerprint of the request it came with.
-    pub fn with_fingerprint(self, form: &StripeForm, account: &AccountId) -> Keyed {
-        Keyed(self.0.map(|key| (key, fingerprint(form, account))))
-    }
+/// The request's `Idempotency-Key`, checked: `None` when there is none or the request is not
+/// a POST (where the header means nothing). The one home of what a well-formed key is, for
+/// the protocol and for the echo of the header on the answer.
+pub fn key_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<Result<&'h str, ApiError>> {
+    let value = headers
+        .get("idempotency-key")
+        .filter(|_| *method == Method::POST)?;
+    let invalid = |message: String| {
+        Err(ApiError::new(Code::IdempotencyKeyInvalid, message).with_param("Idempotency-Key"))
+    };
+    let Ok(text) = value.to_str() else {
+        return Some(invalid(
+            "The Idempotency-Key header must be printable ASCII.".into(),
+        ));
+    };
+    Some(if text.is_empty() {
+        invalid("The Idempotency-Key header must not be empty.".into())
+    } else if text.len() > MAX_KEY_LEN {
+        invalid(format!(
+            "The Idempotency-Key header may be at most {MAX_KEY_LEN} characters long."
+        ))
+    } else {
+        Ok(text)
+    })
 }
 
 /// An `Idempotency-Key` and the fingerprint of its request, or nothing.
 #[derive(Debug, Clone)]
 pub struct Keyed(Option<(String, [u8; 32])>);
 
-/// What makes two requests "the same" for an idempotency key: method, path, the account acted
-/// on and every parameter, in a canonical order (the SDKs may order them differently on retry).
-fn fingerprint(form: &StripeForm, account: &AccountId) -> [u8; 32] {
-    let mut pairs: Vec<&(String, String)> = form.form.pairs.iter().collect();
-    pairs.sort();
-    let mut hash = Sha256::new();
-    for part in [form.method.as_str(), form.uri.path(), account.as_str()] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    for (key, value) in pairs {
-        hash.update((key.len() as u64).to_be_bytes());
-        hash.update(key.as_bytes());
-        hash.update((value.len() as u64).to_be_bytes());
-        hash.update(value.as_bytes());
-    }
-    hash.finalize().into()
-}
-
-/// Associated data of a kept answer: it opens only for this credential, key and request.
+/// Associated data of a kept answer: it opens only for this owner, key and request.
 fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(96 + key.key.len());
-    aad.extend_from_slice(b"secretstore/idempotent-answer/v2\0");
+    aad.extend_from_slice(b"secretstore/idempotent-answer/v3\0");
     aad.extend_from_slice(key.credential.as_bytes());
     aad.extend_from_slice(&(key.key.len() as u32).to_be_bytes());
     aad.extend_from_slice(key.key.as_bytes());
@@ -124,37 +122,105 @@ fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Vec<u8> {
     aad
 }
 
-/// A JSON answer; `replayed` marks one that comes from a kept answer.
-fn respond(status: StatusCode, body: &[u8], replayed: bool) -> Response {
-    let mut response = Response::new(Body::from(body.to_vec()));
+/// Where an answer comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The request ran.
+    Ran,
+    /// A kept answer, replayed; the request that ran had this request id.
+    Replay { original: Option<RequestId> },
+}
+
+/// A JSON answer. A replay says so (`Idempotent-Replayed: true`) and names the request it
+/// replays (`Original-Request`), as Stripe's answers do. The body may hold a payload: it is
+/// handed to the HTTP layer as it is, without a copy, and wiped when that layer drops it.
+fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Response {
+    let mut response = Response::new(Body::from(Bytes::from_owner(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if replayed {
+    if let Source::Replay { original } = source {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        if let Some(id) = original.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
+            headers.insert("original-request", id);
+        }
     }
     response
 }
 
 /// The answer of a request that ran: 200 with its JSON body, or its error.
 fn answer_of(result: Result<Zeroizing<Vec<u8>>, ApiError>) -> Result<Response, ApiError> {
-    result.map(|body| respond(StatusCode::OK, &body, false))
+    result.map(|body| respond(StatusCode::OK, body, Source::Ran))
 }
+
+/// A kept answer, opened.
+struct Opened {
+    status: StatusCode,
+    /// The request id of the request that ran, if it had one.
+    original: Option<RequestId>,
+    body: Zeroizing<Vec<u8>>,
+}
+
+/// A kept answer's plaintext: status (2 bytes), the request id of the request that ran
+/// (`RequestId::LEN` bytes, zeros when it had none), then the body.
+const KEPT_HEADER_LEN: usize = 2 + RequestId::LEN;
 
 impl Idempotency {
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
         envelope: Arc<Envelope>,
+        digests: Arc<DigestKey>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             envelope,
+            digests,
             clock,
         }
+    }
+
+    /// The request's key, if it has one, with the fingerprint of the request.
+    pub fn keyed(&self, key: KeyHeader, form: &StripeForm, account: &AccountId) -> Keyed {
+        Keyed(key.0.map(|key| (key, self.fingerprint(form, account))))
+    }
+
+    /// What makes two requests "the same" for an idempotency key: method, path, the account
+    /// acted on and every parameter, in a canonical order (the SDKs may order them differently
+    /// on retry). Keyed, as the owner is: the parameters hold the payload, often a third-party
+    /// credential, and a plain hash of them in the database would let its reader test guesses.
+    fn fingerprint(&self, form: &StripeForm, account: &AccountId) -> [u8; 32] {
+        let mut pairs: Vec<(&str, &str)> = form
+            .form
+            .pairs
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(3 + 2 * pairs.len());
+        parts.extend([
+            form.method.as_str().as_bytes(),
+            form.uri.path().as_bytes(),
+            account.as_str().as_bytes(),
+        ]);
+        for (key, value) in pairs {
+            parts.extend([key.as_bytes(), value.as_bytes()]);
+        }
+        self.digests.digest(FINGERPRINT_DOMAIN, &parts)
+    }
+
+    /// Who a key belongs to: the credential, acting on one account.
+    fn owner(&self, principal: &Principal) -> CredentialId {
+        CredentialId::from_bytes(self.digests.digest(
+            OWNER_DOMAIN,
+            &[
+                principal.credential.as_bytes(),
+                principal.namespace.account.as_str().as_bytes(),
+            ],
+        ))
     }
 
     fn times(&self) -> ClaimTimes {
@@ -167,11 +233,13 @@ impl Idempotency {
     }
 
     /// Runs `work` (an operation that answers 200 with a JSON body, or an error) under the
-    /// request's idempotency key, if it has one.
+    /// request's idempotency key, if it has one. `request_id` is kept with the answer, so a
+    /// replay can name the request it replays.
     pub async fn run<W>(
         &self,
         principal: &Principal,
         keyed: Keyed,
+        request_id: Option<RequestId>,
         work: W,
     ) -> Result<Response, ApiError>
     where
@@ -180,7 +248,7 @@ impl Idempotency {
         let Some((text, fingerprint)) = keyed.0 else {
             return answer_of(work.await);
         };
-        let key = IdempotencyKey::new(principal.credential, &text);
+        let key = IdempotencyKey::new(self.owner(principal), &text);
         match self.store.idempotency_claim(&key, self.times()).await? {
             IdempotencyClaim::InFlight => Err(ApiError::new(
                 Code::IdempotencyKeyInUse,
@@ -200,8 +268,11 @@ impl Idempotency {
                         ),
                     ));
                 }
-                let (status, body) = self.open(&key, &kept)?;
-                Ok(respond(status, &body, true))
+                let opened = self.open(&key, &kept)?;
+                let source = Source::Replay {
+                    original: opened.original,
+                };
+                Ok(respond(opened.status, opened.body, source))
             }
             IdempotencyClaim::Claimed => {
                 // The work runs in its own task: if the client goes away mid-request, the write
@@ -210,7 +281,7 @@ impl Idempotency {
                 let this = self.clone();
                 let task = tokio::spawn(async move {
                     let result = work.await;
-                    this.keep(&key, fingerprint, &result).await;
+                    this.keep(&key, fingerprint, request_id, &result).await;
                     result
                 });
                 match task.await {
@@ -229,6 +300,7 @@ impl Idempotency {
         &self,
         key: &IdempotencyKey,
         fingerprint: [u8; 32],
+        request_id: Option<RequestId>,
         result: &Result<Zeroizing<Vec<u8>>, ApiError>,
     ) {
         let (status, body) = match result {
@@ -238,7 +310,7 @@ impl Idempotency {
         let kept = if status.is_server_error() {
             self.store.idempotency_release(key).await
         } else {
-            match self.seal(key, fingerprint, status, &body) {
+            match self.seal(key, fingerprint, request_id, status, &body) {
                 Ok(answer) => self.store.idempotency_complete(key, answer).await,
                 Err(err) => Err(err),
             }
@@ -254,11 +326,16 @@ impl Idempotency {
         &self,
         key: &IdempotencyKey,
         fingerprint: [u8; 32],
+        request_id: Option<RequestId>,
         status: StatusCode,
         body: &[u8],
     ) -> Result<KeptAnswer, StoreError> {
-        let mut plain = Zeroizing::new(Vec::with_capacity(2 + body.len()));
+        let mut plain = Zeroizing::new(Vec::with_capacity(KEPT_HEADER_LEN + body.len()));
         plain.extend_from_slice(&status.as_u16().to_be_bytes());
+        match request_id {
+            Some(id) => plain.extend_from_slice(id.as_str().as_bytes()),
+            None => plain.extend_from_slice(&[0; RequestId::LEN]),
+        }
         plain.extend_from_slice(body);
         let sealed = self
             .envelope
@@ -271,22 +348,28 @@ impl Idempotency {
         })
     }
 
-    fn open(
-        &self,
-        key: &IdempotencyKey,
-        kept: &KeptAnswer,
-    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), ApiError> {
+    fn open(&self, key: &IdempotencyKey, kept: &KeptAnswer) -> Result<Opened, ApiError> {
         let plain = self
             .envelope
             .open(&aad(key, &kept.fingerprint), &kept.sealed)
             .map_err(|e| {
                 ApiError::internal(format!("a kept idempotent answer failed to open: {e}"))
             })?;
-        let status = plain
-            .get(..2)
-            .and_then(|b| StatusCode::from_u16(u16::from_be_bytes([b[0], b[1]])).ok())
-            .ok_or_else(|| ApiError::internal("a kept idempotent answer has no status"))?;
-        Ok((status, Zeroizing::new(plain[2..].to_vec())))
+        if plain.len() < KEPT_HEADER_LEN {
+            return Err(ApiError::internal(
+                "a kept idempotent answer is shorter than its header",
+            ));
+        }
+        let (head, body) = plain.split_at(KEPT_HEADER_LEN);
+        let status = StatusCode::from_u16(u16::from_be_bytes([head[0], head[1]]))
+            .map_err(|_| ApiError::internal("a kept idempotent answer has no valid status"))?;
+        let mut id = [0u8; RequestId::LEN];
+        id.copy_from_slice(&head[2..]);
+        Ok(Opened {
+            status,
+            original: RequestId::new(id),
+            body: Zeroizing::new(body.to_vec()),
+        })
     }
 
     /// Deletes kept answers past their 24 hours; the background sweep calls it.

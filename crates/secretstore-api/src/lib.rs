@@ -98,7 +98,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            middleware::Edge {
+                limits,
+                stripe: true,
+            },
             middleware::stamp,
         ))
 }

@@ -1,9 +1,14 @@
 //! What every request and answer goes through, whatever route serves it (`stamp`, one layer:
 //! each layer costs a boxed future per request). It gives each request a unique `Request-Id`,
 //! refuses oversized headers (`headers_too_large`), sets `Cache-Control: no-store` (answers may
-//! hold secrets), echoes `Stripe-Version`, and writes one log line with the request id, method,
-//! path (never the query: it may carry parameters), status, latency, error code and, for an
-//! unexpected failure, its cause (logged here and only here).
+//! hold secrets), and writes one log line with the request id, method, path (never the query:
+//! it may carry parameters), status, latency, error code and, for an unexpected failure, its
+//! cause (logged here and only here).
+//!
+//! On the public API (not the admin API, which is not Stripe's) it refuses a `Stripe-Version`
+//! that cannot be a version, as Stripe does (`api_version`), and every answer echoes the Stripe
+//! headers of its request that the SDKs read back (`Echoes`): `Stripe-Version`,
+//! `Stripe-Account`, and on a POST its `Idempotency-Key`.
 
 use std::time::Instant;
 
@@ -11,12 +16,12 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::IntoResponse as _;
 use axum::response::Response;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use secretstore_core::ids::ALPHANUMERIC;
 use secretstore_core::RequestId;
 
 use crate::error::{ApiError, Code};
-use crate::HttpLimits;
+use crate::{idempotency, HttpLimits};
 
 /// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
 /// need to be unique, not secret, so this spares every request a `getrandom` call.
@@ -66,8 +71,114 @@ fn seed() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// Longest `Stripe-Version` echoed back; anything longer or unprintable is not echoed.
+/// Longest `Stripe-Version` taken; a longer one cannot be a version.
 const MAX_VERSION_LEN: usize = 64;
+
+/// Whether `text` can be a Stripe API version: a date, `YYYY-MM-DD`, optionally followed by
+/// `.` and a release name in lowercase letters (`2024-06-20`, `2025-03-31.basil`). Which
+/// versions exist is not checked: this server answers every one alike.
+fn is_api_version(text: &str) -> bool {
+    let (date, release) = match text.split_once('.') {
+        Some((date, release)) => (date, Some(release)),
+        None => (text, None),
+    };
+    let number = |part: &str, len: usize| {
+        (part.len() == len && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u32>().ok())
+            .flatten()
+    };
+    let mut parts = date.split('-');
+    let well_formed_date = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(year), Some(month), Some(day), None) => {
+            number(year, 4).is_some()
+                && number(month, 2).is_some_and(|m| (1..=12).contains(&m))
+                && number(day, 2).is_some_and(|d| (1..=31).contains(&d))
+        }
+        _ => false,
+    };
+    well_formed_date
+        && release
+            .is_none_or(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// The request's `Stripe-Version`, if it has one and it can be a version; a refusal if it
+/// cannot.
+fn api_version(headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
+    let Some(value) = headers.get("stripe-version") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) if text.len() <= MAX_VERSION_LEN && is_api_version(text) => {
+            Ok(Some(value.clone()))
+        }
+        Ok(text) => Err(ApiError::api_version_invalid(Some(text))),
+        Err(_) => Err(ApiError::api_version_invalid(None)),
+    }
+}
+
+/// Longest `Stripe-Account` echoed back (an account id is far shorter); anything longer or
+/// unprintable is not echoed.
+const MAX_ACCOUNT_LEN: usize = 255;
+
+/// What `stamp` needs to know about the listener it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Edge {
+    pub limits: HttpLimits,
+    /// The public API speaks Stripe's headers (docs/api.md §5); the admin API does not.
+    pub stripe: bool,
+}
+
+/// The request headers an answer of the public API echoes, as Stripe's answers do: the SDKs
+/// read them back (stripe-node's `lastResponse.apiVersion`, `.stripeAccount`,
+/// `.idempotencyKey`; stripe-python's `last_response.idempotency_key`).
+#[derive(Debug, Default)]
+struct Echoes {
+    version: Option<HeaderValue>,
+    account: Option<HeaderValue>,
+    idempotency_key: Option<HeaderValue>,
+}
+
+/// A header's value, if it is printable ASCII of at most `max` bytes.
+fn printable(headers: &HeaderMap, name: &str, max: usize) -> Option<HeaderValue> {
+    headers
+        .get(name)
+        .filter(|v| v.len() <= max && v.to_str().is_ok())
+        .cloned()
+}
+
+impl Echoes {
+    /// What the answer to `request` echoes; the request's refusal instead, if its
+    /// `Stripe-Version` is not a version.
+    fn of(request: &Request) -> (Self, Option<ApiError>) {
+        let headers = request.headers();
+        let (version, refusal) = match api_version(headers) {
+            Ok(version) => (version, None),
+            Err(refusal) => (None, Some(refusal)),
+        };
+        let echoes = Self {
+            version,
+            account: printable(headers, "stripe-account", MAX_ACCOUNT_LEN),
+            // Only a key the idempotency protocol took: a malformed one is refused, not echoed.
+            idempotency_key: match idempotency::key_of(request.method(), headers) {
+                Some(Ok(_)) => headers.get("idempotency-key").cloned(),
+                _ => None,
+            },
+        };
+        (echoes, refusal)
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("stripe-version", self.version),
+            ("stripe-account", self.account),
+            ("idempotency-key", self.idempotency_key),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
 
 /// Bytes a request's headers take on the wire, near enough: names, values and separators.
 fn header_bytes(request: &Request) -> usize {
@@ -91,19 +202,20 @@ fn headers_too_large(request: &Request, limits: &HttpLimits) -> Option<ApiError>
     })
 }
 
-pub async fn stamp(State(limits): State<HttpLimits>, mut request: Request, next: Next) -> Response {
+pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = new_request_id();
     request.extensions_mut().insert(id);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let version = request
-        .headers()
-        .get("stripe-version")
-        .filter(|v| v.len() <= MAX_VERSION_LEN && v.to_str().is_ok())
-        .cloned();
+    let (echoes, bad_version) = if edge.stripe {
+        Echoes::of(&request)
+    } else {
+        (Echoes::default(), None)
+    };
 
-    let mut response = match headers_too_large(&request, &limits) {
+    let refusal = headers_too_large(&request, &edge.limits).or(bad_version);
+    let mut response = match refusal {
         Some(refusal) => refusal.into_response(),
         None => next.run(request).await,
     };
@@ -116,9 +228,7 @@ pub async fn stamp(State(limits): State<HttpLimits>, mut request: Request, next:
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    if let Some(version) = version {
-        headers.insert("stripe-version", version);
-    }
+    echoes.apply(headers);
     let status = response.status().as_u16();
     // Whole microseconds shown as milliseconds: 3.294, not 3.2939480000000003.
     let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
@@ -142,6 +252,41 @@ pub async fn stamp(State(limits): State<HttpLimits>, mut request: Request, next:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_versions_are_dates_with_an_optional_release_name() {
+        for good in [
+            "2024-06-20",
+            "2025-03-31.basil",
+            "2026-10-28.endive",
+            "2025-04-30.preview",
+            "2011-06-21",
+        ] {
+            assert!(is_api_version(good), "{good}");
+        }
+        for bad in [
+            "garbage",
+            "",
+            "2024-6-20",
+            "2024-06-2",
+            "24-06-20",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-06-32",
+            "2024-06-00",
+            "2024/06/20",
+            "2024-06-20.",
+            "2024-06-20.Basil",
+            "2024-06-20.basil2",
+            "2024-06-20.basil.x",
+            "2024-06-20-01",
+            "2024-06-20 ",
+            "+024-06-20",
+            "2024-06-20; beta=v1",
+        ] {
+            assert!(!is_api_version(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn request_ids_have_the_shape_and_do_not_repeat() {

@@ -12,13 +12,13 @@ use secretstore_core::{
 };
 
 use crate::error::{ApiError, Code};
-use crate::form::Node;
+use crate::form::{Node, Text};
 
 /// `scope[type]` and `scope[user]` as given, before they are checked.
 #[derive(Debug)]
 pub struct ScopeGiven {
-    kind: Option<String>,
-    user: Option<String>,
+    kind: Option<Text>,
+    user: Option<Text>,
 }
 
 /// What an operation may `expand`: the object's own fields, or a list's items' fields.
@@ -55,7 +55,7 @@ impl Params {
         Self { root }
     }
 
-    pub fn text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+    pub fn text(&mut self, name: &str) -> Result<Option<Text>, ApiError> {
         match self.root.remove(name) {
             None => Ok(None),
             Some(Node::Text(text)) => Ok(Some(text)),
@@ -84,7 +84,7 @@ impl Params {
         }
     }
 
-    pub fn expand(&mut self) -> Result<Vec<String>, ApiError> {
+    pub fn expand(&mut self) -> Result<Vec<Text>, ApiError> {
         match self.root.remove("expand") {
             None => Ok(Vec::new()),
             Some(Node::Text(one)) => Ok(vec![one]),
@@ -111,7 +111,7 @@ impl Params {
     }
 }
 
-fn take_map_text(map: &mut BTreeMap<String, Node>, key: &str) -> Result<Option<String>, ApiError> {
+fn take_map_text(map: &mut BTreeMap<String, Node>, key: &str) -> Result<Option<Text>, ApiError> {
     match map.remove(key) {
         None => Ok(None),
         Some(Node::Text(text)) => Ok(Some(text)),
@@ -135,12 +135,12 @@ fn wire_name(name: &str, node: &Node) -> String {
     }
 }
 
-pub fn required(value: Option<String>, param: &str) -> Result<String, ApiError> {
+pub fn required(value: Option<Text>, param: &str) -> Result<Text, ApiError> {
     value.ok_or_else(|| ApiError::missing(param))
 }
 
 /// An optional parameter given as an empty string is treated as not given (Stripe's "unset").
-pub fn optional(value: Option<String>) -> Option<String> {
+pub fn optional(value: Option<Text>) -> Option<Text> {
     value.filter(|v| !v.is_empty())
 }
 
@@ -186,13 +186,13 @@ pub fn parse_integer(value: &str, param: &str) -> Result<i64, ApiError> {
 }
 
 /// Whether `expand` asks for the payload; anything it may not name is refused.
-pub fn parse_expand(items: Vec<String>, fields: Expandable) -> Result<bool, ApiError> {
+pub fn parse_expand(items: Vec<Text>, fields: Expandable) -> Result<bool, ApiError> {
     let mut reveal = false;
     for item in items {
         bounded(&item, "expand")?;
-        if item == fields.payload {
+        if item.as_str() == fields.payload {
             reveal = true;
-        } else if item != fields.scope {
+        } else if item.as_str() != fields.scope {
             let shown: String = item.chars().take(100).collect();
             return Err(ApiError::new(
                 Code::InvalidExpand,
@@ -231,7 +231,7 @@ pub fn named(mut params: Params, namespace: &Namespace) -> Result<(SecretAddress
     Ok((address, reveal))
 }
 
-pub fn parse_cursor(value: Option<String>, param: &str) -> Result<Option<SecretId>, ApiError> {
+pub fn parse_cursor(value: Option<Text>, param: &str) -> Result<Option<SecretId>, ApiError> {
     let Some(value) = optional(value) else {
         return Ok(None);
     };

@@ -1,14 +1,15 @@
-//! The records behind `Idempotency-Key`, as storage keeps them: who asked (a credential id,
-//! never the credential) with which key, a fingerprint of the request, and the answer kept for
+//! The records behind `Idempotency-Key`, as storage keeps them: who asked (a digest the HTTP
+//! layer makes of the credential and the account, never the credential) with which key, a fingerprint of the request, and the answer kept for
 //! it as one opaque sealed blob. What the blob holds (an HTTP status and body), how long it is
 //! replayed and how long a claim may be held are decided by the HTTP layer's idempotency
 //! module; storage only compares the instants it is given.
 
 use crate::principal::CredentialId;
 
-/// A key as one credential used it; keys of different credentials never meet.
+/// A key as one owner used it; keys of different owners never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey {
+    /// The owner: the HTTP layer's keyed digest of the credential and the account it acted on.
     pub credential: CredentialId,
     /// The `Idempotency-Key` header, at most 255 characters.
     pub key: String,

@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::ids::{Namespace, UserId};
 use crate::secret::Scope;
 
-/// A credential's identity, for idempotency records, rate limiting and (later) audit: a
-/// SHA-256 of the credential, never the credential itself. Its `Debug` shows a short prefix.
+/// A credential's identity, for its look-up in the directory and for rate limiting: a SHA-256
+/// of the credential, never the credential itself. What is stored about a credential apart
+/// from its look-up (the owner of an idempotency record) is a keyed digest of this, not this.
+/// Its `Debug` shows a short prefix.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredentialId([u8; 32]);
 

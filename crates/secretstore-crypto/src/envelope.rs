@@ -1,10 +1,8 @@
 //! Sealing and opening under a root key. The key-encryption key is derived from the root key
-//! with HKDF-SHA256, so the root key itself is never used directly as a cipher key.
+//! (`RootKey::derive`), so the root key itself is never used directly as a cipher key.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use hkdf::Hkdf;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::root_key::{KeyId, RootKey};
@@ -50,10 +48,7 @@ fn full_aad(header: &[u8], aad: &[u8]) -> Vec<u8> {
 
 impl Envelope {
     pub fn new(root: &RootKey) -> Self {
-        let hkdf = Hkdf::<Sha256>::new(Some(b"secretstore"), root.bytes());
-        let mut kek = Zeroizing::new([0u8; 32]);
-        hkdf.expand(b"secretstore key-encryption key v1", kek.as_mut())
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let kek = root.derive(b"secretstore key-encryption key v1");
         Self {
             key_id: root.id(),
             kek: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.as_ref())),

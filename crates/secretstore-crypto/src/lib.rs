@@ -13,11 +13,20 @@
 //!
 //! The root key id is a fingerprint (HMAC of a constant), safe to store and log, that lets a
 //! future rotation find which root key wrapped a value.
+//!
+//! `DigestKey`, also derived from the root key, makes keyed digests of credentials for what is
+//! stored about them apart from their look-up (the owner of an idempotency record).
+//! `private_path` is the rule every file holding key material or sealed data is held to: owned
+//! by the server's user, nothing for group or others.
 
+mod digest_key;
 mod envelope;
+pub mod private_path;
 mod root_key;
 
+pub use digest_key::DigestKey;
 pub use envelope::Envelope;
+pub use private_path::{ensure_private, NotPrivate};
 pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};
 
 /// Why sealing, opening or loading a key failed. Messages never include key material or
@@ -39,4 +48,6 @@ pub enum CryptoError {
     KeyFile { path: String, reason: String },
     #[error("root key from {source_name}: {reason}")]
     KeyFormat { source_name: String, reason: String },
+    #[error(transparent)]
+    NotPrivate(#[from] NotPrivate),
 }

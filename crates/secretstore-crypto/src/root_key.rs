@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -92,6 +93,16 @@ impl RootKey {
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// A 256-bit key for one purpose, named by `info`: HKDF-SHA256 of the root key, so the root
+    /// key itself is never used directly and no two purposes share a key.
+    pub(crate) fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"secretstore"), self.bytes());
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand(info, key.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
+    }
 }
 
 /// Where a root key comes from; one type per source (a file, the environment, later a KMS).
@@ -101,8 +112,8 @@ pub trait RootKeySource: fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// A key file that only its owner may read: a file that group or others can read is refused,
-/// because anyone who can read it can read every secret.
+/// A key file private to the server's user (`private_path`): anyone who can read it can read
+/// every secret.
 #[derive(Debug, Clone)]
 pub struct FileRootKey {
     pub path: PathBuf,
@@ -156,18 +167,7 @@ impl RootKeySource for FileRootKey {
             reason,
         };
         let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "its permissions are {mode:o}, so users other than its owner can read it; \
-                     run `chmod 600 {}`",
-                    self.path.display()
-                )));
-            }
-        }
+        crate::ensure_private(&self.path, "the root key file")?;
         if !meta.is_file() {
             return Err(err("is not a regular file".to_owned()));
         }

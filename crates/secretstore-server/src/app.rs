@@ -13,12 +13,13 @@ use secretstore_api::{
 use secretstore_core::{
     verify_root_key, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
 };
-use secretstore_crypto::{CryptoError, Envelope};
+use secretstore_crypto::{CryptoError, DigestKey, Envelope, NotPrivate};
 use tokio::net::TcpListener;
+use zeroize::Zeroize as _;
 
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, RootKeySource, StorageConfig};
 use crate::keys::load_root_key;
-use crate::storage::{open_store, Storage};
+use crate::storage::{check_private, open_store, Storage};
 
 /// Why a server could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,20 @@ pub enum StartError {
     )]
     AdminOnPublicAddress { admin: std::net::SocketAddr },
     #[error(transparent)]
+    NotPrivate(#[from] NotPrivate),
+    #[error(transparent)]
     RootKey(#[from] CryptoError),
+    #[error(
+        "dev mode: the root key file {} is missing, but {} holds data sealed under a root key, \
+         which a new key could not open; so none was generated. Put the root key back at {}, or \
+         give it with --root-key-file or SECRETSTORE_ROOT_KEY; to start afresh instead, choose \
+         an empty --data directory",
+        key.display(), database.display(), key.display()
+    )]
+    DevRootKeyMissing {
+        key: std::path::PathBuf,
+        database: std::path::PathBuf,
+    },
     /// The cause is part of the message, not an error `source`: a chain printed whole
     /// (`{:#}`) would say it twice.
     #[error("cannot open {what}: {cause}")]
@@ -132,14 +146,25 @@ impl AppBuilder {
 
     pub async fn build(self) -> Result<App, StartError> {
         let AppBuilder {
-            config,
+            mut config,
             clock,
             storage,
         } = self;
         config.check(None)?;
-        let root_key = load_root_key(&config.root_key)?;
+        if storage.is_none() {
+            // Before the root key: a dev key is never generated into a directory that is not
+            // private.
+            check_private(&config.storage)?;
+        }
+        let root_key = load_root_key(&config.root_key, &config.storage)?;
         let envelope = Arc::new(Envelope::new(&root_key));
+        let digest_key = Arc::new(DigestKey::new(&root_key));
+        // The derived keys are all the server needs from here on: the root key is wiped now,
+        // and so is its text when it came from the environment, rather than at exit.
         drop(root_key);
+        if let RootKeySource::Env { value, .. } = &mut config.root_key {
+            value.zeroize();
+        }
         let storage = match storage {
             Some(storage) => storage,
             None => Storage::of(open_store(&config.storage).await.map_err(|cause| {
@@ -172,7 +197,12 @@ impl AppBuilder {
         });
         let state = AppState {
             service,
-            idempotency: Idempotency::new(Arc::clone(&storage.idempotency), envelope, clock),
+            idempotency: Idempotency::new(
+                Arc::clone(&storage.idempotency),
+                envelope,
+                digest_key,
+                clock,
+            ),
             storage: Arc::clone(&storage.lifecycle),
             auth,
             limits: config.http,

@@ -11,6 +11,7 @@ use secretstore_core::Limits;
 use secretstore_crypto::RootKey;
 use secretstore_postgres::PostgresOptions;
 use secretstore_sqlite::SqliteOptions;
+use zeroize::Zeroizing;
 
 /// Where secrets are stored.
 #[derive(Debug, Clone)]
@@ -28,17 +29,35 @@ pub enum StorageConfig {
     },
 }
 
-/// Where the root key comes from.
-#[derive(Debug, Clone)]
+/// Where the root key comes from. Its `Debug` never shows key material.
+#[derive(Clone)]
 pub enum RootKeySource {
     /// A file only its owner may read.
     File(PathBuf),
-    /// An environment variable's value (named, for messages; the value is never printed).
-    Env { variable: String, value: String },
+    /// An environment variable's value (named, for messages; the value is never printed, and
+    /// `App::build` wipes it once the root key is loaded).
+    Env {
+        variable: String,
+        value: Zeroizing<String>,
+    },
     /// Dev mode: this file, generated on first start.
     DevGenerated(PathBuf),
     /// A key already in memory (tests).
     Key(RootKey),
+}
+
+impl std::fmt::Debug for RootKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootKeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+            RootKeySource::Env { variable, .. } => f
+                .debug_struct("Env")
+                .field("variable", variable)
+                .finish_non_exhaustive(),
+            RootKeySource::DevGenerated(path) => f.debug_tuple("DevGenerated").field(path).finish(),
+            RootKeySource::Key(key) => f.debug_tuple("Key").field(key).finish(),
+        }
+    }
 }
 
 /// The admin API's listener and its token.
@@ -98,5 +117,21 @@ impl Config {
             rate_limit: None,
             sweep_interval: Duration::from_secs(30),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let env = RootKeySource::Env {
+            variable: "SECRETSTORE_ROOT_KEY".to_owned(),
+            value: Zeroizing::new("k3y-material-in-the-environment".to_owned()),
+        };
+        let shown = format!("{env:?}");
+        assert!(shown.contains("SECRETSTORE_ROOT_KEY"), "{shown}");
+        assert!(!shown.contains("k3y-material"), "{shown}");
     }
 }

@@ -6,11 +6,13 @@
 //! until a shared `Shutdown`, with the background sweep, then closes storage.
 //!
 //! The binary, the router tests and the client's test server all build their app here, so
-//! there is one wiring, not one per caller.
+//! there is one wiring, not one per caller. `process` is what the binary's server process does
+//! to itself at start.
 
 mod app;
 mod config;
 mod keys;
+pub mod process;
 mod storage;
 
 pub use app::{describe_database, run, App, AppBuilder, Certs, Listeners, RunError, StartError};

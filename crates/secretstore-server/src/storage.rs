@@ -3,11 +3,13 @@
 //! idempotency protocol its records, the readiness check the backend as a whole), so a test can
 //! wrap one trait without touching the others.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use secretstore_core::{
     Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError,
 };
+use secretstore_crypto::NotPrivate;
 use secretstore_postgres::PostgresStore;
 use secretstore_sqlite::SqliteStore;
 
@@ -32,6 +34,27 @@ impl Storage {
             directory: store.clone(),
             lifecycle: store,
         }
+    }
+}
+
+/// Where the backend `config` names already holds data (for SQLite: its database file), if it
+/// does; nothing is opened or created to find out.
+pub fn existing_data(config: &StorageConfig) -> Option<PathBuf> {
+    match config {
+        StorageConfig::Sqlite { dir, .. } => secretstore_sqlite::database_with_data(dir),
+        // Its root key never comes from a generated file (serve refuses that), so there is no
+        // file to check the data against.
+        StorageConfig::Postgres { .. } => None,
+    }
+}
+
+/// Refuses storage `config` names whose files are not private to this user (for SQLite: the
+/// data directory and its files), before anything is opened or created.
+pub fn check_private(config: &StorageConfig) -> Result<(), NotPrivate> {
+    match config {
+        StorageConfig::Sqlite { dir, .. } => secretstore_sqlite::check_private(dir),
+        // Nothing of the store is on this machine's disk.
+        StorageConfig::Postgres { .. } => Ok(()),
     }
 }
 

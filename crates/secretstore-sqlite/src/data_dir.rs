@@ -1,5 +1,6 @@
 //! The data directory: created private (mode 0700) when missing, its files created readable by
-//! the owner only (0600), and held by one process at a time through an exclusive `flock` on its
+//! the owner only (0600), an existing one refused unless it and its files are private to this
+//! user (`check_private`), and held by one process at a time through an exclusive `flock` on its
 //! `LOCK` file. The lock matters beyond tidiness: idempotency claims in flight live in this
 //! process's memory, so a second server on the same files could run a request twice.
 
@@ -10,6 +11,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use secretstore_core::StoreError;
+use secretstore_crypto::{ensure_private, NotPrivate};
 
 /// Name of the database file inside the data directory (SQLite adds `-wal` and `-shm`).
 pub const DATABASE_FILE: &str = "secretstore.db";
@@ -29,14 +31,49 @@ pub struct DirLock {
     _file: File,
 }
 
-/// Creates the directory if needed, takes its lock and makes sure the database file exists with
-/// owner-only permissions. Returns the lock and the database path.
+/// The files of a data directory, each with how a message names it.
+fn files(dir: &Path) -> [(PathBuf, &'static str); 4] {
+    [
+        (dir.join(DATABASE_FILE), "the database file"),
+        (
+            dir.join(format!("{DATABASE_FILE}-wal")),
+            "the database's write-ahead log",
+        ),
+        (
+            dir.join(format!("{DATABASE_FILE}-shm")),
+            "the database's shared-memory index",
+        ),
+        (dir.join(LOCK_FILE), "the lock file"),
+    ]
+}
+
+/// Refuses a data directory, or a file of it, that another user owns or that group or others
+/// may read or write (`secretstore_crypto::private_path`): its database holds every sealed
+/// secret, and SQLite gives new `-wal` and `-shm` files the database file's permissions. What
+/// does not exist yet passes; it is created private.
+pub fn check_private(dir: &Path) -> Result<(), NotPrivate> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    ensure_private(dir, "the data directory")?;
+    for (file, what) in files(dir) {
+        if file.exists() {
+            ensure_private(&file, what)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the directory if needed, refuses it unless it is private, takes its lock and makes
+/// sure the database file exists with owner-only permissions. Returns the lock and the database
+/// path.
 pub fn prepare(dir: &Path) -> Result<(DirLock, PathBuf), StoreError> {
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)
         .map_err(|e| io_failure(format!("cannot create data directory {}", dir.display()), e))?;
+    check_private(dir).map_err(|err| StoreError::Unavailable(err.to_string()))?;
     let lock = lock(dir)?;
     let database = dir.join(DATABASE_FILE);
     // SQLite would create the file with the process umask (often 0644); creating it first makes
@@ -57,6 +94,15 @@ pub fn prepare(dir: &Path) -> Result<(DirLock, PathBuf), StoreError> {
         }
     }
     Ok((lock, database))
+}
+
+/// The database file in `dir`, if it holds data: it, or its write-ahead log, is not empty. A
+/// database file that `prepare` made but SQLite never wrote to holds nothing.
+pub fn database_with_data(dir: &Path) -> Option<PathBuf> {
+    let database = dir.join(DATABASE_FILE);
+    let wal = dir.join(format!("{DATABASE_FILE}-wal"));
+    let not_empty = |path: &Path| std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0);
+    (not_empty(&database) || not_empty(&wal)).then_some(database)
 }
 
 fn lock(dir: &Path) -> Result<DirLock, StoreError> {

@@ -41,7 +41,7 @@ use secretstore_core::{
 };
 use tokio::sync::oneshot;
 
-pub use data_dir::{DATABASE_FILE, LOCK_FILE};
+pub use data_dir::{check_private, database_with_data, DATABASE_FILE, LOCK_FILE};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 use crate::data_dir::DirLock;

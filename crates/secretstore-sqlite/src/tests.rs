@@ -12,6 +12,16 @@ use crate::errors::sql_failure;
 use crate::writer::Touches;
 use crate::{SqliteOptions, SqliteStore};
 
+/// A temporary directory private to this user (0700), as a data directory must be: the
+/// default temporary directory follows the umask (often 0755), which the store refuses.
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir")
+}
+
 impl SqliteStore {
     /// Runs `run` on the write connection, inside a batch like any write.
     async fn inspect(
@@ -40,7 +50,7 @@ fn pragma(name: &'static str) -> impl FnOnce(&Connection) -> rusqlite::Result<St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_write_connection_uses_wal_full_sync_and_foreign_keys() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
     assert_eq!(
         store.inspect(pragma("journal_mode")).await.expect("pragma"),
@@ -63,7 +73,7 @@ async fn the_write_connection_uses_wal_full_sync_and_foreign_keys() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_is_unavailable_and_writes_resume_when_space_returns() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store = Arc::new(SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open"));
     let ns = home();
     let small = address(&ns, &Scope::Account, "small");

@@ -17,6 +17,16 @@ use secretstore_store_tests::fixtures::{
     query, user, NOW, ROOMY,
 };
 
+/// A temporary directory private to this user (0700), as a data directory must be: the
+/// default temporary directory follows the umask (often 0755), which the store refuses.
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir")
+}
+
 fn open(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir, SqliteOptions::default()).expect("open")
 }
@@ -157,7 +167,7 @@ async fn check_known_state(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_survives_close_and_reopen() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let dir = tmp.path().join("data");
     let store: Arc<dyn Store> = Arc::new(open(&dir));
     let (a, b, answer) = write_known_state(Arc::clone(&store)).await;
@@ -169,7 +179,7 @@ async fn data_survives_close_and_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_survives_drop_and_reopen() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let dir = tmp.path().join("data");
     let store: Arc<dyn Store> = Arc::new(open(&dir));
     let (a, b, answer) = write_known_state(Arc::clone(&store)).await;
@@ -181,7 +191,7 @@ async fn data_survives_drop_and_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_open_of_the_same_directory_is_refused() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let first = open(tmp.path());
     match SqliteStore::open(tmp.path(), SqliteOptions::default()) {
         Err(StoreError::Unavailable(why)) => {
@@ -215,7 +225,7 @@ fn mode_of(path: &Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_directory_and_its_files_are_private() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let dir = tmp.path().join("nested").join("data");
     let store = open(&dir);
     store
@@ -241,7 +251,7 @@ async fn the_data_directory_and_its_files_are_private() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrations_are_recorded_in_user_version() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store = open(tmp.path());
     store.close().await.expect("close");
     drop(store);
@@ -287,7 +297,7 @@ async fn migrations_are_recorded_in_user_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_from_a_newer_secretstore_is_refused() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     drop(open(tmp.path()));
     let db = rusqlite::Connection::open(tmp.path().join(DATABASE_FILE)).expect("sqlite");
     db.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
@@ -357,7 +367,7 @@ async fn until_queued(store: &SqliteStore, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_commit_batches_concurrent_puts() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store = open_with(tmp.path(), SqliteOptions::default());
     let before = store.stats();
     let gate = Gate::close(&store).await;
@@ -388,7 +398,7 @@ async fn group_commit_batches_concurrent_puts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_batch_bounds_a_transaction() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let options = SqliteOptions {
         max_batch: 8,
         readers: 1,
@@ -430,7 +440,7 @@ async fn queue<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_jobs_in_a_batch_are_undone_alone() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store = open_with(tmp.path(), SqliteOptions::default());
     let ns = home();
     let s = Scope::Account;
@@ -549,7 +559,7 @@ async fn failing_jobs_in_a_batch_are_undone_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_works_in_steps() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let options = SqliteOptions {
         purge_batch: 3,
         ..SqliteOptions::default()
@@ -574,7 +584,7 @@ async fn purge_works_in_steps() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_row_is_an_internal_error() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
     let ns = home();
     let s = user("usr_damage");
@@ -627,7 +637,7 @@ async fn a_damaged_row_is_an_internal_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn namespaces_with_the_same_texts_in_other_columns_do_not_collide() {
     // An account id that looks like an app id and the reverse must not alias.
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = private_tempdir();
     let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
     let one = namespace("acct_x", "acct_y", Mode::Test);
     let two = namespace("acct_y", "acct_x", Mode::Test);

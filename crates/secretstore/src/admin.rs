@@ -266,19 +266,12 @@ enum SessionsCommand {
     Delete { id: String },
 }
 
-/// Reads an admin token file, refusing one that group or others can read.
+/// Reads an admin token file, refusing one that is not private to this user.
 pub fn read_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    use std::os::unix::fs::PermissionsExt as _;
     let shown = path.display();
-    let meta = std::fs::metadata(path)
+    std::fs::metadata(path)
         .map_err(|e| anyhow::anyhow!("cannot read the admin token file {shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "the admin token file {shown} has permissions {mode:o}, so users other than its owner \
-             can read it; run `chmod 600 {shown}`"
-        );
-    }
+    secretstore_crypto::ensure_private(path, "the admin token file")?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read the admin token file {shown}: {e}"))?;
     Ok(Zeroizing::new(text.trim().to_owned()))

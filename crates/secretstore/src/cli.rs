@@ -49,10 +49,11 @@ pub enum LogFormat {
 #[command(
     after_help = "Root key: --root-key-file PATH, or the key itself (64 hex digits or \
 base64) in the environment variable SECRETSTORE_ROOT_KEY (never a flag, so it stays out of the \
-process list). With --dev and neither, a key is generated into DATA/root.key on first start.\n\n\
+process list). With --dev and neither, a key is generated into DATA/root.key on first start \
+(never beside existing data: a DATA that holds a database but no root.key is refused).\n\n\
 Production mode (without --dev) checks every credential against what the admin API \
 provisions. It needs a root key from outside the data (--root-key-file or SECRETSTORE_ROOT_KEY) \
-and an admin token (--admin-token-file, refused if group or others can read it, or \
+and an admin token (--admin-token-file, refused unless private to this user, or \
 SECRETSTORE_ADMIN_TOKEN; at least 32 characters; `secretstore admin token-generate` prints one). \
 The admin API listens on --admin-listen (default 127.0.0.1:12112), never on the public address; \
 the server keeps only the token's SHA-256. Rate limiting is on by default (100 requests a second \
@@ -70,7 +71,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Directory of the embedded database (created with mode 0700 if missing); not used with
-    /// --database-url.
+    /// --database-url. An existing one, and its files, must belong to this user and give group
+    /// and others nothing, or the start is refused with the chmod or chown that fixes it.
     #[arg(long, env = "SECRETSTORE_DATA", default_value = "./secretstore-data")]
     pub data: PathBuf,
 
@@ -113,8 +115,8 @@ pub struct ServeArgs {
           value_parser = BoolishValueParser::new())]
     pub dev: bool,
 
-    /// File holding the 256-bit root key (64 hex digits or base64). Refused if group or others
-    /// can read it.
+    /// File holding the 256-bit root key (64 hex digits or base64). Refused unless it belongs
+    /// to this user and gives group and others nothing.
     #[arg(long, env = "SECRETSTORE_ROOT_KEY_FILE", value_name = "PATH")]
     pub root_key_file: Option<PathBuf>,
 
@@ -145,8 +147,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_ADMIN_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
-    /// File holding the admin token (at least 32 characters). Refused if group or others can
-    /// read it. Or give the token itself in SECRETSTORE_ADMIN_TOKEN.
+    /// File holding the admin token (at least 32 characters). Refused unless it belongs to this
+    /// user and gives group and others nothing. Or give the token itself in
+    /// SECRETSTORE_ADMIN_TOKEN.
     #[arg(long, env = "SECRETSTORE_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
 

@@ -1,7 +1,9 @@
-//! `secretstore serve`: turns the flags into a `secretstore_server::Config`, checks what can be
-//! checked before anything is created (the listener, the data directory), builds the app, says
-//! where it listens, and serves until SIGTERM or SIGINT, then shuts down in order (stop
-//! accepting, finish in-flight requests, flush the writer).
+//! `secretstore serve`: first, while it is the process's only thread, forbids core dumps, makes
+//! what it creates private (umask) and takes the secrets it may find in its environment out of
+//! it (`secretstore_server::process`); then turns the flags into a `secretstore_server::Config`,
+//! checks what can be checked before anything is created (the listener, the data directory),
+//! builds the app, says where it listens, and serves until SIGTERM or SIGINT, then shuts down in
+//! order (stop accepting, finish in-flight requests, flush the writer).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -13,11 +15,12 @@ use anyhow::bail;
 use secretstore_core::Limits;
 use secretstore_postgres::PostgresOptions;
 use secretstore_server::{
-    AdminConfig, App, Config, HttpLimits, Listeners, RootKeySource, Shutdown, StorageConfig,
-    TlsFiles,
+    process, AdminConfig, App, Config, HttpLimits, Listeners, RootKeySource, Shutdown,
+    StorageConfig, TlsFiles,
 };
 use secretstore_sqlite::SqliteOptions;
 use tokio::net::{TcpListener, TcpSocket};
+use zeroize::Zeroizing;
 
 use crate::cli::{LogFormat, ServeArgs};
 
@@ -27,12 +30,34 @@ const ADMIN_TOKEN_ENV: &str = "SECRETSTORE_ADMIN_TOKEN";
 /// Where the admin API listens in production mode unless told otherwise.
 const DEFAULT_ADMIN_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 12112);
 
+/// The secrets `serve` may be given in its environment, taken out of it at start.
+struct EnvSecrets {
+    root_key: Option<Zeroizing<String>>,
+    admin_token: Option<Zeroizing<String>>,
+}
+
+impl EnvSecrets {
+    /// Reads and removes them; see `process::take_env` for when that may be called.
+    fn take() -> Self {
+        // The database URL may hold a password: clap has read it into the flags already, and
+        // it leaves the environment with the others.
+        drop(process::take_env("SECRETSTORE_DATABASE_URL"));
+        Self {
+            root_key: process::take_env(ROOT_KEY_ENV),
+            admin_token: process::take_env(ADMIN_TOKEN_ENV),
+        }
+    }
+}
+
 /// The admin token, from the file (owner-only) or the environment: kept only as its SHA-256.
-fn admin_token_hash(args: &ServeArgs) -> anyhow::Result<Option<[u8; 32]>> {
+fn admin_token_hash(
+    args: &ServeArgs,
+    from_env: Option<Zeroizing<String>>,
+) -> anyhow::Result<Option<[u8; 32]>> {
     let token = if let Some(path) = &args.admin_token_file {
         crate::admin::read_token_file(path)?
-    } else if let Ok(value) = std::env::var(ADMIN_TOKEN_ENV) {
-        zeroize::Zeroizing::new(value)
+    } else if let Some(value) = from_env {
+        value
     } else {
         return Ok(None);
     };
@@ -48,12 +73,23 @@ fn admin_token_hash(args: &ServeArgs) -> anyhow::Result<Option<[u8; 32]>> {
 }
 
 pub fn main(args: ServeArgs) -> ExitCode {
+    // While this is the process's only thread: the async runtime, SQLite's threads and the log
+    // writer all start later (`process::take_env` says why that matters).
+    if let Err(err) = process::forbid_core_dumps() {
+        eprintln!(
+            "secretstore: cannot forbid core dumps ({err}), which would hold the root key and \
+             payloads; not starting"
+        );
+        return ExitCode::FAILURE;
+    }
+    process::restrict_umask();
+    let secrets = EnvSecrets::take();
     init_logging(args.log_format, &args.log);
     let runtime = match crate::runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, secrets)) {
         Ok(()) => ExitCode::SUCCESS,
         // Once, on standard error: a log line as well would say it twice on a terminal.
         Err(err) => {
@@ -79,11 +115,14 @@ fn init_logging(format: LogFormat, filter: &str) {
 
 /// The root key's source, the first given: the key file, the environment, or (dev mode only) a
 /// key generated into the data directory.
-fn root_key_source(args: &ServeArgs) -> anyhow::Result<RootKeySource> {
+fn root_key_source(
+    args: &ServeArgs,
+    from_env: Option<Zeroizing<String>>,
+) -> anyhow::Result<RootKeySource> {
     if let Some(path) = &args.root_key_file {
         return Ok(RootKeySource::File(path.clone()));
     }
-    if let Ok(value) = std::env::var(ROOT_KEY_ENV) {
+    if let Some(value) = from_env {
         return Ok(RootKeySource::Env {
             variable: ROOT_KEY_ENV.to_owned(),
             value,
@@ -105,8 +144,8 @@ fn root_key_source(args: &ServeArgs) -> anyhow::Result<RootKeySource> {
     )
 }
 
-/// The server's configuration, from the flags.
-fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+/// The server's configuration, from the flags and the secrets taken from the environment.
+fn config(args: &ServeArgs, secrets: EnvSecrets) -> anyhow::Result<Config> {
     let admin_listen = match (args.admin_listen, args.dev) {
         (Some(addr), _) => Some(addr),
         (None, false) => Some(SocketAddr::from(DEFAULT_ADMIN_LISTEN)),
@@ -117,7 +156,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             .zip(key.clone())
             .map(|(cert, key)| TlsFiles { cert, key })
     };
-    let admin = match (admin_listen, admin_token_hash(args)?) {
+    let admin = match (admin_listen, admin_token_hash(args, secrets.admin_token)?) {
         (Some(listen), Some(token_hash)) => Some(AdminConfig {
             listen,
             token_hash,
@@ -134,7 +173,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         admin,
         tls: tls_files(&args.tls_cert, &args.tls_key),
         storage: storage_config(args)?,
-        root_key: root_key_source(args)?,
+        root_key: root_key_source(args, secrets.root_key)?,
         dev: args.dev,
         limits: Limits {
             max_secrets_per_scope: args.max_secrets_per_scope,
@@ -283,8 +322,8 @@ fn listen_failure(addr: SocketAddr, err: &std::io::Error, flag: &str) -> anyhow:
     }
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = config(&args)?;
+async fn run(args: ServeArgs, secrets: EnvSecrets) -> anyhow::Result<()> {
+    let config = config(&args, secrets)?;
     config.check(Some(args.listen))?;
     // The listeners first: a port in use is the likeliest start-up failure, and nothing should
     // be created (data directory, dev root key) by a start that cannot serve.

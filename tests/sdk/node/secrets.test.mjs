@@ -289,6 +289,21 @@ describe('errors', () => {
     });
   });
 
+  test("the SDK's API version is echoed, a malformed one refused", async () => {
+    const stripeAccount = freshAccount();
+    const page = await stripe.apps.secrets.list({ scope: ACCOUNT }, { stripeAccount });
+    // Whatever version this stripe-node pins, it is a version: accepted and echoed.
+    assert.match(page.lastResponse.apiVersion ?? '', /^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$/);
+    const pinned = await stripe.apps.secrets.list({ scope: ACCOUNT }, { stripeAccount, apiVersion: '2025-03-31.basil' });
+    assert.equal(pinned.lastResponse.apiVersion, '2025-03-31.basil');
+    const err = await expectStripeError(stripe.apps.secrets.list({ scope: ACCOUNT }, { stripeAccount, apiVersion: 'garbage' }), {
+      cls: StripeInvalidRequestError,
+      statusCode: 400,
+    });
+    assert.equal(err.code, undefined);
+    assert.ok(err.message.startsWith('Invalid Stripe API version: garbage.'), err.message);
+  });
+
   test('bad scope[type] is invalid', async () => {
     const err = await expectStripeError(stripe.apps.secrets.create({ name: unique(), payload: payload(), scope: { type: 'team' } }), {
       cls: StripeInvalidRequestError,
@@ -376,6 +391,26 @@ describe('errors', () => {
       type: 'idempotency_error',
       code: 'idempotency_key_reused',
     });
+  });
+
+  test('answers carry the request headers lastResponse reads, and a replay its original request', async () => {
+    const stripeAccount = freshAccount();
+    const idempotencyKey = unique('idem');
+    const params = { name: unique(), payload: payload(), scope: ACCOUNT };
+    const first = await stripe.apps.secrets.create(params, { stripeAccount, idempotencyKey });
+    assert.equal(first.lastResponse.idempotencyKey, idempotencyKey);
+    assert.equal(first.lastResponse.stripeAccount, stripeAccount);
+    assert.equal(first.lastResponse.headers['original-request'], undefined);
+    const again = await stripe.apps.secrets.create(params, { stripeAccount, idempotencyKey });
+    assert.equal(again.lastResponse.idempotencyKey, idempotencyKey);
+    assert.equal(again.lastResponse.stripeAccount, stripeAccount);
+    assert.equal(again.lastResponse.headers['idempotent-replayed'], 'true');
+    assert.equal(again.lastResponse.headers['original-request'], first.lastResponse.requestId);
+    assert.notEqual(again.lastResponse.requestId, first.lastResponse.requestId);
+    // Keys are per account, as Stripe scopes them: another account runs the same request anew.
+    const elsewhere = await stripe.apps.secrets.create(params, { stripeAccount: freshAccount(), idempotencyKey });
+    assert.notEqual(elsewhere.id, first.id);
+    assert.equal(elsewhere.lastResponse.headers['idempotent-replayed'], undefined);
   });
 
   test('idempotency: raw HTTP replay carries Idempotent-Replayed: true', async () => {

@@ -103,7 +103,8 @@ class Server:
         if self.use_flags:
             args += ["--dev", "--listen", "127.0.0.1:0", "--data", str(self.data_dir)]
         args += self.extra_args
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Private, as the server requires of an existing data directory.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         log.write(f"\n=== start: {' '.join(args)}\n".encode())
         log.flush()

@@ -539,6 +539,34 @@ def test_idempotency_keys_are_per_credential(server):
     assert b.last_response.headers.get("Idempotent-Replayed") != "true"
 
 
+def test_idempotency_keys_are_per_account(server):
+    # Stripe scopes keys per account: the same key and parameters for another account run there.
+    key, name, value = unique("idem"), unique(), payload()
+    first_acct, other_acct = fresh_account(), fresh_account()
+    a = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=first_acct)
+    b = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=other_acct)
+    assert a.id != b.id
+    assert b.last_response.headers.get("Idempotent-Replayed") != "true"
+    assert Secret.find(name=name, scope=ACCOUNT, stripe_account=other_acct).id == b.id
+
+
+def test_answers_carry_the_request_headers_the_sdk_reads(server):
+    acct, key, name, value = fresh_account(), unique("idem"), unique(), payload()
+    first = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=acct)
+    assert first.last_response.idempotency_key == key
+    assert first.last_response.headers.get("Stripe-Account") == acct
+    assert first.last_response.headers.get("Original-Request") is None
+    again = Secret.create(name=name, payload=value, scope=ACCOUNT, idempotency_key=key, stripe_account=acct)
+    assert again.last_response.idempotency_key == key
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    # A replay names the request whose answer it is.
+    assert again.last_response.headers.get("Original-Request") == first.last_response.request_id
+    assert again.last_response.request_id != first.last_response.request_id
+    found = Secret.find(name=name, scope=ACCOUNT, stripe_account=acct)
+    assert found.last_response.headers.get("Stripe-Account") == acct
+    assert found.last_response.idempotency_key is None
+
+
 def test_idempotent_replay_over_raw_http(server):
     acct, key = fresh_account(), unique("idem")
     form = {"name": unique(), "payload": payload(), "scope[type]": "account"}
@@ -554,6 +582,22 @@ def test_idempotent_replay_over_raw_http(server):
     changed = requests.post(url, data={**form, "payload": payload()}, headers=headers, timeout=30)
     assert changed.status_code == 400
     assert changed.json()["error"]["type"] == "idempotency_error"
+
+
+def test_the_sdks_api_version_is_echoed_and_a_malformed_one_refused(server):
+    acct = fresh_account()
+    page = Secret.list(scope=ACCOUNT, stripe_account=acct)
+    # Whatever version this stripe-python pins, it is a version: accepted and echoed.
+    assert page.last_response.headers.get("Stripe-Version") == stripe.api_version
+    pinned = Secret.list(scope=ACCOUNT, stripe_account=acct, stripe_version="2025-03-31.basil")
+    assert pinned.last_response.headers.get("Stripe-Version") == "2025-03-31.basil"
+    body = expect_error(
+        stripe.InvalidRequestError,
+        lambda: Secret.list(scope=ACCOUNT, stripe_account=acct, stripe_version="garbage"),
+        status=400,
+        code=None,
+    )
+    assert body["message"].startswith("Invalid Stripe API version: garbage."), body
 
 
 # 9. scope maximum (server default: 10) ------------------------------------------------

@@ -110,7 +110,10 @@ pub fn router(state: AdminState) -> Router {
             crate::panicked,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            crate::middleware::Edge {
+                limits,
+                stripe: false,
+            },
             crate::middleware::stamp,
         ))
 }
@@ -308,7 +311,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
 
 impl Query {
     pub fn text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
-        Ok(optional(self.0.text(name)?))
+        // Listing options and ids, not secrets: a plain copy.
+        Ok(optional(self.0.text(name)?).map(|text| text.as_str().to_owned()))
     }
 
     /// `limit` (1 to 100, default 10) and `starting_after`. An empty `limit` is refused rather

@@ -62,15 +62,21 @@ pub async fn handle<O: Operation>(
     key: KeyHeader,
     form: StripeForm,
 ) -> Result<Response, ApiError> {
-    let keyed = key.with_fingerprint(&form, &principal.namespace.account);
+    let keyed = state
+        .idempotency
+        .keyed(key, &form, &principal.namespace.account);
     let request = O::parse(Params::new(form.form.root), &principal.namespace)?;
     authorize(&principal, &O::access(&request))?;
+    let request_id = request_id.map(|Extension(id)| id);
     let ctx = RequestContext {
-        request_id: request_id.map(|Extension(id)| id),
+        request_id,
         credential: principal.credential,
     };
     let work = O::run(state.service.clone(), ctx, request);
-    state.idempotency.run(&principal, keyed, work).await
+    state
+        .idempotency
+        .run(&principal, keyed, request_id, work)
+        .await
 }
 
 /// An operation served at a method and path.

@@ -354,7 +354,7 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
         .await;
     app.set(&format!("name=attacker&payload=attacker-payload&{ACCOUNT}"))
         .await;
-    let db = rusqlite_open(&app.data_dir());
+    let db = crate::common::database(&app);
     db.execute(
         "UPDATE secrets SET sealed = (SELECT sealed FROM secrets WHERE name = 'victim') WHERE name = 'attacker'",
         [],
@@ -363,6 +363,8 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
         .find(&format!("name=attacker&{ACCOUNT}&expand[]=payload"))
         .await;
     answer.assert_error(500, "api_error", None);
+    // A retry would fail the same way: the SDKs are told not to (docs/errors.md).
+    assert_eq!(answer.headers["stripe-should-retry"], "false");
     let text = answer.json.to_string();
     assert!(!text.contains("victim-payload") && !text.contains("attacker-payload"));
     // Without expand the metadata is still readable; the payload is never opened.
@@ -376,10 +378,6 @@ async fn moved_ciphertext_is_a_500_not_another_secret() {
             .json["payload"],
         "victim-payload"
     );
-}
-
-fn rusqlite_open(dir: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("secretstore.db")).unwrap()
 }
 
 #[tokio::test]

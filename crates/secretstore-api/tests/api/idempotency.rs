@@ -1,6 +1,7 @@
 //! `Idempotency-Key` as docs/api.md §5 says: replayed with `Idempotent-Replayed: true` for the same
 //! parameters, refused for other parameters, 409 while the first request still runs, per
-//! credential, and the kept answer sealed at rest.
+//! credential and account, its owner stored as a keyed digest, and the kept answer sealed at
+//! rest.
 
 use std::sync::Arc;
 
@@ -49,6 +50,39 @@ async fn same_key_same_parameters_replays_the_first_answer() {
 }
 
 #[tokio::test]
+async fn a_replay_names_the_request_it_replays() {
+    let app = app().build().await;
+    let params = format!("name=n&payload=p&{ACCOUNT}");
+    let first = set_with_key(&app, "k1", &params).await;
+    assert!(first.headers.get("original-request").is_none());
+    let replay = set_with_key(&app, "k1", &params).await;
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.headers["original-request"], first.headers["request-id"],
+        "Original-Request is the request id of the request that ran"
+    );
+    assert_ne!(replay.headers["request-id"], first.headers["request-id"]);
+    // A kept error names its request too.
+    let missing = format!("name=nope&{ACCOUNT}");
+    let call = || {
+        app.call_as(
+            KEY,
+            &[("idempotency-key", "d1")],
+            Method::POST,
+            "/v1/apps/secrets/delete",
+            &missing,
+        )
+    };
+    let refused = call().await;
+    assert_eq!(refused.status, 404);
+    let again = call().await;
+    assert_eq!(
+        again.headers["original-request"],
+        refused.headers["request-id"]
+    );
+}
+
+#[tokio::test]
 async fn same_key_other_parameters_is_an_idempotency_error() {
     let app = app().build().await;
     set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
@@ -64,16 +98,69 @@ async fn same_key_other_parameters_is_an_idempotency_error() {
         )
         .await;
     other_path.assert_error(400, "idempotency_error", None);
-    let other_account = app
-        .call_as(
-            KEY,
-            &[("idempotency-key", "k1"), ("stripe-account", "acct_9")],
-            Method::POST,
-            "/v1/apps/secrets",
-            &format!("name=n&payload=p&{ACCOUNT}"),
-        )
-        .await;
-    other_account.assert_error(400, "idempotency_error", None);
+}
+
+#[tokio::test]
+async fn keys_are_per_account_as_stripe_scopes_them() {
+    let app = app().build().await;
+    let params = format!("name=n&payload=p&{ACCOUNT}");
+    let call = |account: &'static str| {
+        let params = params.clone();
+        let app = &app;
+        async move {
+            app.call_as(
+                KEY,
+                &[("idempotency-key", "k1"), ("stripe-account", account)],
+                Method::POST,
+                "/v1/apps/secrets",
+                &params,
+            )
+            .await
+        }
+    };
+    let first = call("acct_1").await;
+    assert_eq!(first.status, 200);
+    // The same key and parameters for another account is another request: it runs there.
+    let other = call("acct_9").await;
+    assert_eq!(other.status, 200, "{}", other.json);
+    assert!(other.headers.get("idempotent-replayed").is_none());
+    assert_ne!(other.json["id"], first.json["id"]);
+    // Each account's first answer is still the one replayed to it.
+    for (account, answer) in [("acct_1", &first), ("acct_9", &other)] {
+        let replay = call(account).await;
+        assert_eq!(replay.headers["idempotent-replayed"], "true");
+        assert_eq!(replay.json, answer.json);
+    }
+}
+
+/// The (owner, fingerprint) of every idempotency record of `app`.
+fn stored_digests(app: &crate::common::TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
+    crate::common::database(app)
+        .prepare("SELECT credential, fingerprint FROM idempotency")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stored_owners_and_fingerprints_are_keyed_by_the_root_key() {
+    use sha2::Digest as _;
+    let params = format!("name=n&payload=guessable-pin-1234&{ACCOUNT}");
+    let (one, other) = (app().build().await, app().build().await);
+    set_with_key(&one, "k1", &params).await;
+    set_with_key(&other, "k1", &params).await;
+    let (one, other) = (stored_digests(&one), stored_digests(&other));
+    assert_eq!((one.len(), other.len()), (1, 1));
+    // The directory's look-up of a key is its SHA-256; a reader of the database could test
+    // guessed keys against it, so what idempotency stores is not it.
+    let plain = sha2::Sha256::digest(KEY.as_bytes()).to_vec();
+    assert_ne!(one[0].0, plain);
+    // The same request by the same key under two root keys: nothing stored is the same, so
+    // nothing stored can be recomputed, and tested against guesses, without the root key.
+    assert_ne!(one[0].0, other[0].0, "owner");
+    assert_ne!(one[0].1, other[0].1, "fingerprint (it covers the payload)");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use axum::body::Body;
 use base64::Engine as _;
 use http::{Method, Request};
 
-use crate::common::{app, KEY, START};
+use crate::common::{app, Answer, TestApp, KEY, START};
 
 const ACCOUNT: &str = "scope[type]=account";
 
@@ -346,6 +346,115 @@ async fn every_answer_has_request_id_and_no_store_and_echoes_stripe_version() {
         assert_eq!(answer.headers["content-type"], "application/json");
     }
     assert_eq!(ok.headers["stripe-version"], "2023-08-16");
+}
+
+async fn list_with_version(app: &TestApp, version: &str) -> Answer {
+    let headers = [("stripe-version", version)];
+    app.call_as(KEY, &headers, Method::GET, "/v1/apps/secrets", ACCOUNT)
+        .await
+}
+
+#[tokio::test]
+async fn a_stripe_version_that_is_not_a_version_is_refused_as_stripe_does() {
+    let app = app().build().await;
+    for version in ["2024-06-20", "2025-03-31.basil", "2026-10-28.endive"] {
+        let answer = list_with_version(&app, version).await;
+        assert_eq!(answer.status, 200, "{version}: {}", answer.json);
+        assert_eq!(answer.headers["stripe-version"], version);
+    }
+    for version in [
+        "garbage",
+        "2024-6-20",
+        "2024-13-01",
+        "2025-03-31.Basil",
+        "2025-03-31.",
+    ] {
+        let answer = list_with_version(&app, version).await;
+        answer.assert_error(400, "invalid_request_error", None);
+        assert!(
+            answer.json["error"].get("code").is_none(),
+            "{}",
+            answer.json
+        );
+        assert_eq!(
+            answer.message(),
+            format!(
+                "Invalid Stripe API version: {version}. A version is a date, as in 2024-06-20, \
+                 optionally followed by a release name, as in 2025-03-31.basil; or leave \
+                 Stripe-Version out."
+            )
+        );
+        assert!(answer.headers.get("stripe-version").is_none(), "{version}");
+        assert!(answer.headers["request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_"));
+    }
+    // Refused before anything runs: a set with a bad version stores nothing.
+    let set = set_with(
+        &app,
+        &[("stripe-version", "garbage")],
+        "name=v&payload=p&scope[type]=account",
+    )
+    .await;
+    assert_eq!(set.status, 400);
+    assert_eq!(app.find(&format!("name=v&{ACCOUNT}")).await.status, 404);
+}
+
+async fn set_with(app: &TestApp, headers: &[(&str, &str)], params: &str) -> Answer {
+    app.call_as(KEY, headers, Method::POST, "/v1/apps/secrets", params)
+        .await
+}
+
+#[tokio::test]
+async fn answers_echo_the_stripe_headers_the_sdks_read() {
+    let app = app().build().await;
+    let both = [
+        ("idempotency-key", "echo-1"),
+        ("stripe-account", "acct_echo"),
+    ];
+    let ok = set_with(&app, &both, "name=n&payload=p&scope[type]=account").await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.headers["idempotency-key"], "echo-1");
+    assert_eq!(ok.headers["stripe-account"], "acct_echo");
+    // Refusals echo them too, whether or not the request ran.
+    let both = [
+        ("idempotency-key", "echo-2"),
+        ("stripe-account", "acct_echo"),
+    ];
+    let refused = set_with(&app, &both, "name=n&scope[type]=account").await;
+    refused.assert_error(400, "invalid_request_error", Some("parameter_missing"));
+    assert_eq!(refused.headers["idempotency-key"], "echo-2");
+    assert_eq!(refused.headers["stripe-account"], "acct_echo");
+    // Nothing sent, nothing echoed; a GET's Idempotency-Key means nothing and is not echoed; a
+    // key the protocol refuses is not echoed either.
+    let plain = set_with(&app, &[], "name=m&payload=p&scope[type]=account").await;
+    assert!(plain.headers.get("idempotency-key").is_none());
+    assert!(plain.headers.get("stripe-account").is_none());
+    let get = app
+        .call_as(
+            KEY,
+            &[("idempotency-key", "echo-3")],
+            Method::GET,
+            "/v1/apps/secrets",
+            ACCOUNT,
+        )
+        .await;
+    assert_eq!(get.status, 200);
+    assert!(get.headers.get("idempotency-key").is_none());
+    let long = "k".repeat(256);
+    let invalid = set_with(
+        &app,
+        &[("idempotency-key", &long)],
+        "name=n&payload=p&scope[type]=account",
+    )
+    .await;
+    invalid.assert_error(
+        400,
+        "invalid_request_error",
+        Some("idempotency_key_invalid"),
+    );
+    assert!(invalid.headers.get("idempotency-key").is_none());
 }
 
 #[tokio::test]

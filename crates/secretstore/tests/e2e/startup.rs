@@ -5,23 +5,37 @@ use std::process::Stdio;
 
 use crate::server::{client, set, site, BIN};
 
+/// Runs a start to its end: whether it succeeded, and what it printed. A start still running
+/// after 30 s is serving: it is killed and counts as a success, so a test expecting a refusal
+/// fails instead of waiting for ever.
 fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
-    let output = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let (output, serving) = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(output) => (output.unwrap(), false),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            (rx.recv().unwrap().unwrap(), true)
+        }
+    };
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    (output.status.success(), text)
+    (serving || output.status.success(), text)
 }
 
-#[tokio::test]
-async fn wrong_root_key_is_refused_at_start_up() {
-    let mut site = site();
+/// Starts a server over `site` (with the key from the environment), stores one secret, stops.
+async fn write_some_data(site: &mut crate::server::Site) {
     let mut server = site.start(&[]);
     let (status, _) = set(
         &client(),
@@ -33,6 +47,12 @@ async fn wrong_root_key_is_refused_at_start_up() {
     .unwrap();
     assert_eq!(status, 200);
     server.terminate();
+}
+
+#[tokio::test]
+async fn wrong_root_key_is_refused_at_start_up() {
+    let mut site = site();
+    write_some_data(&mut site).await;
 
     let mut other = site.command(&[]);
     other.env("SECRETSTORE_ROOT_KEY", "ab".repeat(32));
@@ -104,6 +124,27 @@ async fn dev_mode_generates_a_private_root_key_once() {
         before,
         "the key is kept, not regenerated"
     );
+}
+
+#[tokio::test]
+async fn dev_mode_without_root_key_beside_existing_data_generates_nothing_and_says_which_file() {
+    let mut site = site();
+    // Data written under the key from the environment: the data directory has no root.key.
+    write_some_data(&mut site).await;
+    let key = site.data().join("root.key");
+    assert!(!key.exists());
+
+    let mut without_key = site.command(&[]);
+    without_key.env_remove("SECRETSTORE_ROOT_KEY");
+    let text = failed_start(without_key);
+    assert!(
+        text.contains(&format!("the root key file {} is missing", key.display())),
+        "{text}"
+    );
+    assert!(text.contains("secretstore.db"), "{text}");
+    assert!(!key.exists(), "a key was generated and left behind");
+    // With its key, the data is served as before.
+    site.start(&[]);
 }
 
 #[tokio::test]
@@ -234,10 +275,7 @@ fn a_data_path_that_is_a_file_is_reported_as_such() {
 /// A command run as user `nobody`, where the machine allows it (root with setpriv); root itself
 /// reads every directory, so an unreadable one needs another user.
 fn as_nobody(command: &std::process::Command) -> Option<std::process::Command> {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout == b"0\n");
+    let is_root = is_root();
     let has_setpriv = std::process::Command::new("setpriv")
         .arg("--version")
         .output()
@@ -277,6 +315,129 @@ fn a_data_directory_the_user_cannot_read_or_write_is_reported_as_such() {
         assert!(text.contains("the data directory"), "{text}");
         assert!(!text.contains("root key"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn a_data_directory_or_database_others_may_read_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let mut site = site();
+    let without_env_key = |site: &crate::server::Site| {
+        let mut command = site.command(&[]);
+        command.env_remove("SECRETSTORE_ROOT_KEY");
+        command
+    };
+    std::fs::create_dir(site.data()).unwrap();
+    mode(&site.data(), 0o755);
+    let text = failed_start(without_env_key(&site));
+    let data = site.data().display().to_string();
+    assert!(
+        text.contains(&format!(
+            "the data directory {data} has permissions 755, so users other than its owner can \
+             read or change it; run `chmod 700 {data}`"
+        )),
+        "{text}"
+    );
+    assert!(!site.db().exists(), "a database was created");
+    assert!(
+        !site.data().join("root.key").exists(),
+        "a dev root key was generated into it"
+    );
+
+    mode(&site.data(), 0o700);
+    write_some_data(&mut site).await;
+    mode(&site.db(), 0o644);
+    let text = failed_start(site.command(&[]));
+    let db = site.db().display().to_string();
+    assert!(
+        text.contains(&format!(
+            "the database file {db} has permissions 644, so users other than its owner can read \
+             or change it; run `chmod 600 {db}`"
+        )),
+        "{text}"
+    );
+    mode(&site.db(), 0o600);
+    site.start(&[]);
+}
+
+/// Whether this process runs as root, which may give a file to another user.
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout == b"0\n")
+}
+
+#[tokio::test]
+async fn a_data_directory_database_or_dev_root_key_another_user_owns_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give files to another user");
+        return;
+    }
+    let mut site = site();
+    write_some_data(&mut site).await;
+    // The same key as the dev root key, so only its owner can be wrong.
+    let key = site.data().join("root.key");
+    std::fs::write(&key, &site.root_key).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for (path, what) in [
+        (site.data(), "the data directory"),
+        (site.db(), "the database file"),
+        (key.clone(), "the root key file"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        let mut dev_key = site.command(&[]);
+        dev_key.env_remove("SECRETSTORE_ROOT_KEY");
+        let text = failed_start(dev_key);
+        let shown = path.display();
+        assert!(
+            text.contains(&format!(
+                "{what} {shown} belongs to user 65534, not to the user secretstore runs as (0); \
+                 run `chown 0 {shown}`"
+            )),
+            "{text}"
+        );
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    }
+    site.start(&[]);
+}
+
+#[tokio::test]
+async fn the_server_runs_with_core_dumps_forbidden() {
+    let has_prlimit = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_prlimit {
+        eprintln!("skipped: needs prlimit (util-linux) to read another process's limits");
+        return;
+    }
+    let mut site = site();
+    let server = site.start(&[]);
+    let pid = server.pid().unwrap().to_string();
+    let limits = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid,
+            "--core",
+            "--output",
+            "SOFT,HARD",
+            "--noheadings",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&limits.stdout);
+    // Soft and hard: the process cannot raise it again.
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,0 +1,78 @@
+//! Keyed digests of credentials, for what is stored about a credential without being its
+//! look-up, and of anything else stored that holds a secret (the fingerprint of a request that
+//! carries a payload): an HMAC-SHA256 under a key derived from the root key. Whoever reads the
+//! database (a backup, a copied file) cannot test a guessed API key or payload against such a
+//! digest without the root key, which a plain SHA-256 would let them do. Look-ups of credentials (the tenant
+//! directory's hashes) stay plain SHA-256: a request must find its credential before anything
+//! else, and those hashes are what the directory is indexed by.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::root_key::RootKey;
+
+/// The HKDF label of this key; no other key is derived with it.
+const INFO: &[u8] = b"secretstore credential digest key v1";
+
+/// The key of keyed digests; its bytes are wiped on drop and never shown.
+#[derive(Clone)]
+pub struct DigestKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DigestKey([REDACTED])")
+    }
+}
+
+impl DigestKey {
+    pub fn new(root: &RootKey) -> Self {
+        Self(root.derive(INFO))
+    }
+
+    /// HMAC-SHA256 of `parts` for the purpose `domain`. Every part is length-prefixed, so no
+    /// two different lists of parts (or domains) give the same message.
+    pub fn digest(&self, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
+            .expect("HMAC takes keys of any length");
+        for part in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest as _;
+
+    #[test]
+    fn digests_depend_on_the_root_key_the_domain_and_every_part() {
+        let root = RootKey::generate().unwrap();
+        let key = DigestKey::new(&root);
+        let one = key.digest("d", &[b"sk_test_a", b"acct_1"]);
+        assert_eq!(
+            one,
+            DigestKey::new(&root).digest("d", &[b"sk_test_a", b"acct_1"])
+        );
+        assert_ne!(one, key.digest("e", &[b"sk_test_a", b"acct_1"]));
+        assert_ne!(one, key.digest("d", &[b"sk_test_a", b"acct_2"]));
+        // Length prefixes: moving a byte from one part to the next changes the digest.
+        assert_ne!(one, key.digest("d", &[b"sk_test_", b"aacct_1"]));
+        let other_root = DigestKey::new(&RootKey::generate().unwrap());
+        assert_ne!(one, other_root.digest("d", &[b"sk_test_a", b"acct_1"]));
+        // Not the plain SHA-256 a reader of the database could recompute.
+        let plain: [u8; 32] = sha2::Sha256::digest(b"sk_test_a").into();
+        assert_ne!(key.digest("d", &[b"sk_test_a"]), plain);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = DigestKey::new(&RootKey::from_bytes([7u8; 32]));
+        assert_eq!(format!("{key:?}"), "DigestKey([REDACTED])");
+    }
+}

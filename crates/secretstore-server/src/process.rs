@@ -1,0 +1,63 @@
+//! What a server process does to itself at start, before it reads a key or opens a file, while
+//! it is the process's only thread. `secretstore serve` calls these first thing; the router
+//! tests, which share a process with their test harness, do not.
+//!
+//! - `forbid_core_dumps`: a core dump holds whatever the process held (the root key's derived
+//!   keys, payloads being answered), so none is written, whatever signal ends the process
+//!   (`RLIMIT_CORE` 0); and the process is not dumpable (`PR_SET_DUMPABLE` 0), which also
+//!   keeps other processes of the same user from attaching a debugger or reading its memory
+//!   and environment through /proc.
+//! - `restrict_umask`: whatever the process creates without an explicit mode (SQLite's `-wal`
+//!   and `-shm` files take the database file's mode through the umask) is private to its user.
+//! - `take_env`: a secret given in the environment (the root key, the admin token) is read
+//!   once and removed, so nothing that reads the environment later (a child process, a
+//!   library, a crash reporter) finds it.
+
+use zeroize::Zeroizing;
+
+/// No core dump, whatever signal ends the process, and no debugger or /proc reader of the same
+/// user. Fails only where the system refuses, and then the server should not start.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    #[cfg(target_os = "linux")]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// Files and directories this process creates are private: 0600 and 0700 at most, whatever
+/// umask the process was started with.
+pub fn restrict_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// The value of the environment variable `name`, taken out of the environment: later readers
+/// of the environment (`getenv`, child processes) no longer find it. A value that is not UTF-8
+/// is removed too, and counts as not given. The copy returned is wiped when dropped.
+///
+/// Call it only while the process has one thread, as `secretstore serve` does before it starts
+/// the async runtime, SQLite's threads and the log writer. Changing the environment races with
+/// any other thread reading it (POSIX `getenv` is not synchronised with `unsetenv`; Rust 2024
+/// makes `remove_var` unsafe for that reason); with a single thread there is no one to race.
+///
+/// What it cannot remove: the kernel's copy of the environment the process started with, at
+/// the top of its stack, which `/proc/PID/environ` shows. `forbid_core_dumps` makes that file
+/// readable by root only.
+pub fn take_env(name: &str) -> Option<Zeroizing<String>> {
+    let value = std::env::var_os(name)?;
+    std::env::remove_var(name);
+    match value.into_string() {
+        Ok(text) => Some(Zeroizing::new(text)),
+        Err(other) => {
+            use std::os::unix::ffi::OsStringExt as _;
+            drop(Zeroizing::new(other.into_vec()));
+            None
+        }
+    }
+}
