@@ -10,7 +10,9 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secretstore_core::{CoreError, CursorKind, Denied, InvalidExpiry, InvalidValue, StoreError};
+use secretstore_core::{
+    CoreError, CursorKind, Denied, InvalidExpiry, InvalidValue, RequestId, StoreError,
+};
 use serde::Serialize;
 
 use crate::auth::AuthError;
@@ -89,6 +91,7 @@ error_codes! {
     InvalidExpand => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_expand"), retry None;
     ParameterInvalid => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid"), retry None;
     BodyInvalid => BAD_REQUEST, InvalidRequestError, Some("body_invalid"), retry None;
+    RequestMalformed => BAD_REQUEST, InvalidRequestError, Some("request_malformed"), retry None;
     InvalidEncoding => BAD_REQUEST, InvalidRequestError, Some("parameter_invalid_encoding"), retry None;
     ParametersExclusive => BAD_REQUEST, InvalidRequestError, Some("parameters_exclusive"), retry None;
     ScopeFull => BAD_REQUEST, InvalidRequestError, Some("scope_full"), retry None;
@@ -110,6 +113,7 @@ error_codes! {
     RequestTimeout => REQUEST_TIMEOUT, InvalidRequestError, Some("request_timeout"), retry None;
     IdempotencyKeyInUse => CONFLICT, IdempotencyError, Some("idempotency_key_in_use"), retry Some(true);
     RequestTooLarge => PAYLOAD_TOO_LARGE, InvalidRequestError, Some("request_too_large"), retry None;
+    UriTooLong => URI_TOO_LONG, InvalidRequestError, Some("uri_too_long"), retry None;
     ContentTypeInvalid => UNSUPPORTED_MEDIA_TYPE, InvalidRequestError, Some("content_type_invalid"), retry None;
     RateLimit => TOO_MANY_REQUESTS, InvalidRequestError, Some("rate_limit"), retry Some(true);
     HeadersTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, InvalidRequestError, Some("headers_too_large"), retry None;
@@ -118,6 +122,7 @@ error_codes! {
     // the failing request again: the SDKs, which retry every 5xx unless told otherwise, are told.
     Internal => INTERNAL_SERVER_ERROR, ApiError, None, retry Some(false);
     TooManyConnections => SERVICE_UNAVAILABLE, ApiError, Some("too_many_connections"), retry Some(true);
+    ServerBusy => SERVICE_UNAVAILABLE, ApiError, Some("server_busy"), retry Some(true);
     StorageUnavailable => SERVICE_UNAVAILABLE, ApiError, Some("storage_unavailable"), retry Some(true);
 }
 
@@ -302,13 +307,15 @@ impl ApiError {
         serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":{"type":"api_error"}}"#.to_vec())
     }
 
-    /// The whole HTTP/1.1 answer as bytes, closing the connection: for refusals written before
-    /// any request is read (the connection limit), where there is no HTTP machinery to use.
-    pub fn to_http_bytes(&self) -> Vec<u8> {
+    /// The whole HTTP/1.1 answer as bytes, closing the connection: for refusals written where
+    /// there is no HTTP machinery to use (the connection limit, before any request is read;
+    /// hyper's own refusals of requests it cannot parse).
+    pub fn to_http_bytes(&self, request_id: RequestId) -> Vec<u8> {
         let body = self.to_json();
         let status = self.status();
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
+             request-id: {request_id}\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
         );
@@ -607,7 +614,7 @@ mod tests {
     fn canned_answers_declare_their_exact_length() {
         let mut err = ApiError::new(Code::TooManyConnections, "Too many.");
         err.retry_after = Some(HeaderValue::from_static("1"));
-        let bytes = err.to_http_bytes();
+        let bytes = err.to_http_bytes(crate::middleware::new_request_id());
         let text = std::str::from_utf8(&bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -616,6 +623,7 @@ mod tests {
         );
         assert!(head.contains("stripe-should-retry: true"), "{head}");
         assert!(head.contains("retry-after: 1"), "{head}");
+        assert!(head.contains("\r\nrequest-id: req_"), "{head}");
         let declared: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length: "))

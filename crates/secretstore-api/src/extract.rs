@@ -5,9 +5,12 @@
 //! The body may hold a payload: it is decoded where it lies and wiped afterwards when this is
 //! its only holder (`WipedBody`).
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use zeroize::Zeroize as _;
 
 use crate::error::{ApiError, Code};
@@ -48,6 +51,32 @@ impl Drop for WipedBody {
     }
 }
 
+/// The bytes of request bodies that may be received and decoded at once, over every
+/// connection: without it, thousands of clients each stalling half-way through a body of the
+/// largest size hold gigabytes. A body reserves what it declares (or, sent without a length,
+/// the most a body may be) before its first byte is read, and gives it back once decoded.
+#[derive(Debug, Clone)]
+pub struct BodyBudget(Arc<Semaphore>);
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.0.try_acquire_many(bytes).map_err(|_| {
+            let mut err = ApiError::new(
+                Code::ServerBusy,
+                "The server is receiving as many request bodies as it takes at once. Retry \
+                 shortly.",
+            );
+            err.retry_after = Some(HeaderValue::from_static("1"));
+            err
+        })
+    }
+}
+
 fn too_large(max: usize) -> ApiError {
     ApiError::new(
         Code::RequestTooLarge,
@@ -74,6 +103,10 @@ impl FromRequest<AppState> for StripeForm {
             if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
                 return Err(too_large(limits.max_body_bytes));
             }
+            // Held until the form is decoded, when the body's bytes are gone (wiped).
+            let _reserved = state
+                .bodies
+                .reserve(declared.map_or(limits.max_body_bytes, |n| n as usize))?;
             let read = axum::body::to_bytes(body, limits.max_body_bytes);
             let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
                 Ok(Ok(bytes)) => WipedBody(bytes),

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+mod connections;
 pub mod error;
 pub mod extract;
 pub mod form;
@@ -44,6 +45,10 @@ pub use server::{serve, Shutdown};
 /// percent-encoded (12 bytes a character): 180,000 bytes plus names and brackets.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// The default bound on request bodies in flight: 64 MiB, 256 bodies of the largest size,
+/// what the 256 MiB a whole server may use by default can spare.
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+
 /// Bounds on what one client may hold or send. Every one is a flag of `secretstore serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -56,8 +61,15 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Largest total size of a request's headers, in bytes; larger ones are refused with 431.
     pub max_header_bytes: usize,
-    /// Connections open at once; beyond it a new connection gets a 503 and is closed.
+    /// Connections open at once; when all are taken, the longest-idle one is closed to make
+    /// room, and only if none is idle does a new connection get a 503 and close.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once; beyond it a new one gets a 503.
+    pub max_connections_per_client: usize,
+    /// Bytes of request bodies being received or decoded at once, over every connection; a
+    /// body that would go past it is refused with 503 `server_busy` (retryable) before it is
+    /// read.
+    pub max_body_bytes_in_flight: usize,
     /// How long shutdown waits for in-flight requests before closing their connections.
     pub shutdown_grace: Duration,
 }
@@ -70,6 +82,8 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -86,6 +100,8 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// Requests a second per credential; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// The bytes of request bodies that may be in flight at once (`limits`).
+    pub bodies: extract::BodyBudget,
 }
 
 pub fn router(state: AppState) -> Router {

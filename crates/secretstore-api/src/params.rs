@@ -218,6 +218,52 @@ pub fn address(namespace: &Namespace, scope: Scope, name: &str) -> Result<Secret
     })
 }
 
+/// The most bytes a request target (path and query) may have: hyper's fixed limit, which no
+/// setting changes. Longer targets get 414 `uri_too_long`.
+pub const MAX_URI_BYTES: usize = 65_534;
+
+/// What a find's target holds besides the name and the user id, with room to spare:
+/// `/v1/apps/secrets/find?name=&scope%5Btype%5D=user&scope%5Buser%5D=&expand%5B0%5D=payload`
+/// is 87 bytes.
+const FIND_TARGET_OVERHEAD: usize = 128;
+
+/// The bytes `value` takes percent-encoded as a query value, the way that expands most (every
+/// byte but ASCII letters, digits and `-._~` as `%XX`).
+fn encoded_len(value: &str) -> usize {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
+}
+
+/// A secret that can be set must be findable: a name and a user id that, percent-encoded in a
+/// find's query string, would make a request target longer than `MAX_URI_BYTES` are refused
+/// when the secret is set (each alone may hold 5,000 characters; two of 4-byte characters
+/// together would take 120 KB). docs/api.md §3 states the rule.
+pub fn check_findable(address: &SecretAddress) -> Result<(), ApiError> {
+    let user = address.scope.user().map_or(0, |u| encoded_len(u.as_str()));
+    let total = encoded_len(address.name.as_str()) + user;
+    let room = MAX_URI_BYTES - FIND_TARGET_OVERHEAD;
+    if total > room {
+        return Err(ApiError::new(
+            Code::StringTooLong,
+            format!(
+                "name and scope[user] are too long together: percent-encoded in the URL of a \
+                 find they take {total} bytes, more than the {room} a URL can hold here, so the \
+                 secret could never be found. Use a shorter name or user id."
+            ),
+        )
+        .with_param("name"));
+    }
+    Ok(())
+}
+
 /// What find and delete take: `name`, `scope` and `expand`, as the address of one secret and
 /// whether to reveal its payload.
 pub fn named(mut params: Params, namespace: &Namespace) -> Result<(SecretAddress, bool), ApiError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use secretstore_api::admin::AdminState;
 use secretstore_api::auth::DirectoryAuthenticator;
+use secretstore_api::extract::BodyBudget;
 use secretstore_api::tls::{ReloadingCert, TlsError};
 use secretstore_api::{
     AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
@@ -207,6 +208,7 @@ impl AppBuilder {
             auth,
             limits: config.http,
             rate_limit: config.rate_limit.map(RateLimit::per_second),
+            bodies: BodyBudget::new(config.http.max_body_bytes_in_flight),
         };
         let certs = Certs {
             public: config.tls.clone().map(ReloadingCert::load).transpose()?,

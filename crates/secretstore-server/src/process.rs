@@ -9,6 +9,9 @@
 //!   and environment through /proc.
 //! - `restrict_umask`: whatever the process creates without an explicit mode (SQLite's `-wal`
 //!   and `-shm` files take the database file's mode through the umask) is private to its user.
+//! - `raise_open_files_limit`: the soft limit on open files becomes the hard one, so that the
+//!   connection limits (`--max-connections`), not a default of 1,024 descriptors, decide how
+//!   many clients are served.
 //! - `take_env`: a secret given in the environment (the root key, the admin token) is read
 //!   once and removed, so nothing that reads the environment later (a child process, a
 //!   library, a crash reporter) finds it.
@@ -29,6 +32,23 @@ pub fn forbid_core_dumps() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the limit now in force
+/// (`None`: unlimited or unknown). A failure leaves the limit as it was.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum;
+        }
+    }
+    limit.current
 }
 
 /// Files and directories this process creates are private: 0600 and 0700 at most, whatever

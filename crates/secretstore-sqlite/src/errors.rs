@@ -15,6 +15,11 @@ pub fn sql_failure(err: &rusqlite::Error) -> StoreError {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable("database is busy".into())
         }
+        // A file SQLite needed (a temporary one, a reopened one) could not be opened: out of
+        // file descriptors, most often, which passes.
+        Some(ErrorCode::CannotOpen) => {
+            StoreError::Unavailable("cannot open a database file (out of file descriptors?)".into())
+        }
         _ => StoreError::Internal(format!("sqlite: {err}")),
     }
 }
@@ -53,6 +58,10 @@ mod tests {
             (ffi::SQLITE_IOERR_FSYNC, "disk I/O error"),
             (ffi::SQLITE_BUSY, "database is busy"),
             (ffi::SQLITE_LOCKED, "database is busy"),
+            (
+                ffi::SQLITE_CANTOPEN,
+                "cannot open a database file (out of file descriptors?)",
+            ),
         ];
         for (code, reason) in cases {
             match sql_failure(&failure(code)) {

@@ -159,11 +159,25 @@ impl Site {
             .collect()
     }
 
+    /// Starts a server under another program (`prlimit --nofile=256:256 --`, say), which
+    /// runs the server's command line as its own, and waits for its "listening" line.
+    pub fn start_under(&mut self, wrapper: &[&str], extra: &[&str]) -> Server {
+        let starting = self.spawn_under(wrapper, extra);
+        self.wait_listening(starting, extra)
+    }
+
     /// A server process just spawned, and its log.
     fn spawn(&mut self, extra: &[&str]) -> (Child, PathBuf) {
+        self.spawn_under(&[], extra)
+    }
+
+    fn spawn_under(&mut self, wrapper: &[&str], extra: &[&str]) -> (Child, PathBuf) {
         self.starts += 1;
         let log = self.dir.path().join(format!("server-{}.log", self.starts));
         let mut command = self.command(extra);
+        if !wrapper.is_empty() {
+            command = wrap(&command, wrapper);
+        }
         command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -260,6 +274,24 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// `command` run under another program (`setpriv ...`, `prlimit ...`), which takes its command
+/// line as its own arguments; the environment `command` sets and removes goes with it.
+pub fn wrap(command: &Command, wrapper: &[&str]) -> Command {
+    let (program, args) = wrapper.split_first().expect("a wrapper program");
+    let mut wrapped = Command::new(program);
+    wrapped
+        .args(args)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
 }
 
 /// SIGTERM through kill(1), which keeps the workspace free of unsafe code.

@@ -191,11 +191,26 @@ pub struct ServeArgs {
     )]
     pub admin_tls_key: Option<PathBuf>,
 
-    /// Connections open at once; a connection beyond it is answered 503 and closed. Idle
-    /// connections count, so keep it well above the clients you expect.
+    /// Connections open at once. When all are taken, the connection idle the longest is closed
+    /// to make room; only when none is idle is a new connection answered 503 and closed. The
+    /// soft limit on open files is raised to the hard one at start; keep this below it.
     #[arg(long, env = "SECRETSTORE_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections: usize,
+
+    /// Connections one client address may hold open at once; a connection beyond it is
+    /// answered 503 and closed, so one client cannot lock the others out. Behind a proxy or load
+    /// balancer every connection comes from its address: raise it to what the proxy opens.
+    #[arg(long, env = "SECRETSTORE_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections_per_client: usize,
+
+    /// Bytes of request bodies received at once over every connection (each body counts what
+    /// it declares, or --max-body-bytes without a length); a body beyond it is answered 503
+    /// server_busy with Stripe-Should-Retry: true before it is read.
+    #[arg(long, env = "SECRETSTORE_MAX_BODY_BYTES_IN_FLIGHT",
+          default_value_t = secretstore_api::DEFAULT_MAX_BODY_BYTES_IN_FLIGHT)]
+    pub max_body_bytes_in_flight: usize,
 
     /// Seconds a client has to send a request's headers; also the longest an idle keep-alive
     /// connection is kept open. Slow-loris clients are cut off by it.

@@ -83,13 +83,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     process::restrict_umask();
+    let open_files = process::raise_open_files_limit();
     let secrets = EnvSecrets::take();
     init_logging(args.log_format, &args.log);
     let runtime = match crate::runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args, secrets)) {
+    match runtime.block_on(run(args, secrets, open_files)) {
         Ok(()) => ExitCode::SUCCESS,
         // Once, on standard error: a log line as well would say it twice on a terminal.
         Err(err) => {
@@ -145,7 +146,11 @@ fn root_key_source(
 }
 
 /// The server's configuration, from the flags and the secrets taken from the environment.
-fn config(args: &ServeArgs, secrets: EnvSecrets) -> anyhow::Result<Config> {
+fn config(
+    args: &ServeArgs,
+    secrets: EnvSecrets,
+    open_files: Option<u64>,
+) -> anyhow::Result<Config> {
     let admin_listen = match (args.admin_listen, args.dev) {
         (Some(addr), _) => Some(addr),
         (None, false) => Some(SocketAddr::from(DEFAULT_ADMIN_LISTEN)),
@@ -183,12 +188,40 @@ fn config(args: &ServeArgs, secrets: EnvSecrets) -> anyhow::Result<Config> {
             body_timeout: Duration::from_secs(args.body_timeout),
             header_timeout: Duration::from_secs(args.header_timeout),
             max_header_bytes: args.max_header_bytes,
-            max_connections: args.max_connections,
+            max_connections: connections_within(args.max_connections, open_files),
+            max_connections_per_client: args.max_connections_per_client,
+            max_body_bytes_in_flight: args.max_body_bytes_in_flight,
             ..HttpLimits::default()
         },
         rate_limit: std::num::NonZeroU32::new(rate_limit),
         sweep_interval: Duration::from_secs(args.sweep_interval),
     })
+}
+
+/// Descriptors kept for everything but connections: storage (SQLite's files, a database
+/// pool), listeners, TLS certificates read again, logs.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// `--max-connections`, or fewer when the open-files limit cannot hold that many beside what
+/// storage needs: a server that let connections take its last descriptor could not open the
+/// file a request needs, and every request would fail. With connections capped below the
+/// limit, a full server closes its longest-idle connection to take a new one instead.
+fn connections_within(asked: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return asked;
+    };
+    let room = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    if (asked as u64) <= room {
+        return asked;
+    }
+    tracing::warn!(
+        open_files = limit,
+        max_connections = asked,
+        serving = room,
+        "the open-files limit holds fewer connections than --max-connections asks; serving \
+         fewer (raise `ulimit -Hn` to serve more)"
+    );
+    room as usize
 }
 
 /// The embedded store in `--data`, or the PostgreSQL database of `--database-url`.
@@ -322,8 +355,8 @@ fn listen_failure(addr: SocketAddr, err: &std::io::Error, flag: &str) -> anyhow:
     }
 }
 
-async fn run(args: ServeArgs, secrets: EnvSecrets) -> anyhow::Result<()> {
-    let config = config(&args, secrets)?;
+async fn run(args: ServeArgs, secrets: EnvSecrets, open_files: Option<u64>) -> anyhow::Result<()> {
+    let config = config(&args, secrets, open_files)?;
     config.check(Some(args.listen))?;
     // The listeners first: a port in use is the likeliest start-up failure, and nothing should
     // be created (data directory, dev root key) by a start that cannot serve.

@@ -27,6 +27,7 @@ impl Operation for Set {
         let payload = params::required(payload, "payload")?;
         let scope = params::parse_scope(scope)?;
         let address = params::address(namespace, scope, &name)?;
+        params::check_findable(&address)?;
         let payload =
             Payload::parse(&payload).map_err(|p| ApiError::invalid_value("payload", p))?;
         let expires_at = params::optional(expires_at)

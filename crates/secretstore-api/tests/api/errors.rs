@@ -125,12 +125,15 @@ async fn too_long_values_count_characters() {
     let app = app().build().await;
     let max = "😀".repeat(5000);
     let over = "😀".repeat(5001);
+    // The largest valid set: a name and a payload of 5,000 four-byte characters, and the
+    // longest user id that still lets a find carry both in its URL (docs/api.md §3).
+    let user = "😀".repeat(450);
     let ok = app
         .set(&format!(
             "name={}&payload={}&scope[type]=user&scope[user]={}",
             enc(&max),
             enc(&max),
-            enc(&max)
+            enc(&user)
         ))
         .await;
     assert_eq!(

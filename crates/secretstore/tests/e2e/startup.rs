@@ -284,18 +284,15 @@ fn as_nobody(command: &std::process::Command) -> Option<std::process::Command> {
         eprintln!("skipped: needs root and setpriv to run the server as another user");
         return None;
     }
-    let mut wrapped = std::process::Command::new("setpriv");
-    wrapped
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(command.get_program())
-        .args(command.get_args());
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => wrapped.env(name, value),
-            None => wrapped.env_remove(name),
-        };
-    }
-    Some(wrapped)
+    Some(secretstore_testkit::binary::wrap(
+        command,
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+    ))
 }
 
 #[test]
