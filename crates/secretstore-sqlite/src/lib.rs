@@ -96,6 +96,8 @@ pub struct SqliteStats {
     pub cached_secrets: usize,
     /// What they cost, in bytes (`SqliteOptions::cache_bytes` is the bound).
     pub cached_bytes: usize,
+    /// Read jobs handed to the reader threads (a find the cache answers is not one).
+    pub reads: u64,
 }
 
 /// The senders that feed the threads; `None` once the store is closed.
@@ -200,6 +202,7 @@ impl SqliteStore {
             ops: self.state.ops.load(Ordering::Relaxed),
             cached_secrets: self.state.cache.len(),
             cached_bytes: self.state.cache.bytes(),
+            reads: self.state.reads.load(Ordering::Relaxed),
             queued_writes: self
                 .channels
                 .read()
@@ -239,6 +242,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        self.state.reads.fetch_add(1, Ordering::Relaxed);
         {
             let channels = self.channels.read();
             let channels = channels.as_ref().ok_or_else(shutting_down)?;

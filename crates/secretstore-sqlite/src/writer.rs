@@ -39,6 +39,8 @@ pub struct WriterState {
     /// Transactions committed, and jobs run; for tests and metrics of the group commit.
     pub commits: AtomicU64,
     pub ops: AtomicU64,
+    /// Read jobs handed to the readers (counted by the store; kept here beside the others).
+    pub reads: AtomicU64,
     /// Sealed secrets recently read; the writer invalidates what it changes.
     pub cache: SecretCache,
     /// Credentials and installations recently looked up; cleared by every directory write.
@@ -51,6 +53,7 @@ impl WriterState {
             inflight: Mutex::default(),
             commits: AtomicU64::default(),
             ops: AtomicU64::default(),
+            reads: AtomicU64::default(),
             cache: SecretCache::new(cache_bytes),
             directory: DirectoryCache::default(),
         }

@@ -662,3 +662,29 @@ async fn namespaces_with_the_same_texts_in_other_columns_do_not_collide() {
     assert_ne!(a.id, b.id);
     assert_eq!(list_ids(&*store, &one, &Scope::Account).await, vec![a.id]);
 }
+
+/// A find of a secret already found is answered from the read cache, without a reader.
+#[tokio::test]
+async fn a_second_get_is_answered_from_the_cache() {
+    let dir = private_tempdir();
+    let store = open_with(&dir.path().join("data"), SqliteOptions::default());
+    let k = address(&home(), &Scope::Account, "cached");
+    put_ok(
+        &(store.clone() as Arc<dyn Store>),
+        &k,
+        NOW,
+        None,
+        ROOMY,
+        "v",
+    )
+    .await;
+    assert!(store.get(&k, NOW).await.expect("get").is_some());
+    assert_eq!(
+        store.stats().cached_secrets,
+        1,
+        "the first get fills the cache"
+    );
+    let reads = store.stats().reads;
+    assert!(store.get(&k, NOW).await.expect("get").is_some());
+    assert_eq!(store.stats().reads, reads, "the second get needs no reader");
+}
