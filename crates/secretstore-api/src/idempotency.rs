@@ -16,10 +16,12 @@
 //! as a new request.
 //!
 //! Kept answers are sealed like payloads (they may hold one): status, original request id and
-//! body together under associated data naming the owner, the key and the request's
-//! fingerprint, so a stored answer cannot be replayed for another key or have its status
-//! edited. A claim held by a
-//! server that died is free again after its lease (`LEASE_SECS`).
+//! body together, under associated data naming everything stored beside them (the owner, the
+//! key, the request's fingerprint and the time the answer was kept), so a row edited in the
+//! database (another status, fingerprint or time, a blob moved from another key) fails to
+//! open, a 500, and is never answered. The fingerprint is compared only once the answer has
+//! opened, since an unauthenticated fingerprint would let an edit choose between a replay and
+//! a refusal. A claim held by a server that died is free again after its lease (`LEASE_SECS`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -111,14 +113,17 @@ pub fn key_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<Result<&'h 
 #[derive(Debug, Clone)]
 pub struct Keyed(Option<(String, [u8; 32])>);
 
-/// Associated data of a kept answer: it opens only for this owner, key and request.
-fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(96 + key.key.len());
-    aad.extend_from_slice(b"secretstore/idempotent-answer/v3\0");
+/// Associated data of a kept answer: every column stored beside the sealed blob (the owner,
+/// the key, the request's fingerprint, the time the answer was kept), so that it opens only
+/// with all of them as they were.
+fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32], created: i64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(112 + key.key.len());
+    aad.extend_from_slice(b"secretstore/idempotent-answer/v4\0");
     aad.extend_from_slice(key.credential.as_bytes());
     aad.extend_from_slice(&(key.key.len() as u32).to_be_bytes());
     aad.extend_from_slice(key.key.as_bytes());
     aad.extend_from_slice(fingerprint);
+    aad.extend_from_slice(&created.to_be_bytes());
     aad
 }
 
@@ -258,6 +263,9 @@ impl Idempotency {
                 ),
             )),
             IdempotencyClaim::Kept(kept) => {
+                // Opened first: the stored fingerprint decides between a replay and a refusal,
+                // so it is believed only once the answer sealed with it has opened.
+                let opened = self.open(&key, &kept)?;
                 if kept.fingerprint != fingerprint {
                     return Err(ApiError::new(
                         Code::IdempotencyKeyReused,
@@ -268,7 +276,6 @@ impl Idempotency {
                         ),
                     ));
                 }
-                let opened = self.open(&key, &kept)?;
                 let source = Source::Replay {
                     original: opened.original,
                 };
@@ -337,21 +344,22 @@ impl Idempotency {
             None => plain.extend_from_slice(&[0; RequestId::LEN]),
         }
         plain.extend_from_slice(body);
+        let created = self.clock.now();
         let sealed = self
             .envelope
-            .seal(&aad(key, &fingerprint), &plain)
+            .seal(&aad(key, &fingerprint, created), &plain)
             .map_err(|e| StoreError::Internal(format!("sealing a kept answer failed: {e}")))?;
         Ok(KeptAnswer {
             fingerprint,
             sealed,
-            created: self.clock.now(),
+            created,
         })
     }
 
     fn open(&self, key: &IdempotencyKey, kept: &KeptAnswer) -> Result<Opened, ApiError> {
         let plain = self
             .envelope
-            .open(&aad(key, &kept.fingerprint), &kept.sealed)
+            .open(&aad(key, &kept.fingerprint, kept.created), &kept.sealed)
             .map_err(|e| {
                 ApiError::internal(format!("a kept idempotent answer failed to open: {e}"))
             })?;

@@ -138,6 +138,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX user_sessions_by_app ON user_sessions (app);
     -- Serves the removal of an account's or a user's secrets (every app).
     CREATE INDEX secrets_by_account ON secrets (account, scope_type, scope_user);",
+    // 4: a kept answer is sealed with everything stored beside it as associated data, its
+    // creation time now included, so an edited `created` fails to open like any other edit.
+    // Answers kept by schema 3 were sealed without it and would no longer open: they are
+    // dropped, as by migration 2 (only a retry spanning the upgrade runs again).
+    "DELETE FROM idempotency;",
 ];
 
 /// The schema version this binary writes.

@@ -21,14 +21,25 @@ async fn set_with_key(
     key: &str,
     params: &str,
 ) -> crate::common::Answer {
-    app.call_as(
-        KEY,
-        &[("idempotency-key", key)],
-        Method::POST,
-        "/v1/apps/secrets",
-        params,
-    )
-    .await
+    post_with_key(app, "/v1/apps/secrets", key, params).await
+}
+
+async fn delete_with_key(
+    app: &crate::common::TestApp,
+    key: &str,
+    params: &str,
+) -> crate::common::Answer {
+    post_with_key(app, "/v1/apps/secrets/delete", key, params).await
+}
+
+async fn post_with_key(
+    app: &crate::common::TestApp,
+    path: &str,
+    key: &str,
+    params: &str,
+) -> crate::common::Answer {
+    app.call_as(KEY, &[("idempotency-key", key)], Method::POST, path, params)
+        .await
 }
 
 #[tokio::test]
@@ -64,18 +75,9 @@ async fn a_replay_names_the_request_it_replays() {
     assert_ne!(replay.headers["request-id"], first.headers["request-id"]);
     // A kept error names its request too.
     let missing = format!("name=nope&{ACCOUNT}");
-    let call = || {
-        app.call_as(
-            KEY,
-            &[("idempotency-key", "d1")],
-            Method::POST,
-            "/v1/apps/secrets/delete",
-            &missing,
-        )
-    };
-    let refused = call().await;
+    let refused = delete_with_key(&app, "d1", &missing).await;
     assert_eq!(refused.status, 404);
-    let again = call().await;
+    let again = delete_with_key(&app, "d1", &missing).await;
     assert_eq!(
         again.headers["original-request"],
         refused.headers["request-id"]
@@ -88,15 +90,7 @@ async fn same_key_other_parameters_is_an_idempotency_error() {
     set_with_key(&app, "k1", &format!("name=n&payload=p&{ACCOUNT}")).await;
     let reuse = set_with_key(&app, "k1", &format!("name=n&payload=other&{ACCOUNT}")).await;
     reuse.assert_error(400, "idempotency_error", Some("idempotency_key_reused"));
-    let other_path = app
-        .call_as(
-            KEY,
-            &[("idempotency-key", "k1")],
-            Method::POST,
-            "/v1/apps/secrets/delete",
-            &format!("name=n&{ACCOUNT}"),
-        )
-        .await;
+    let other_path = delete_with_key(&app, "k1", &format!("name=n&{ACCOUNT}")).await;
     other_path.assert_error(400, "idempotency_error", None);
 }
 
@@ -189,26 +183,10 @@ async fn keys_are_per_credential_and_expire_after_a_day() {
 #[tokio::test]
 async fn errors_the_operation_answered_are_kept_validation_errors_are_not() {
     let app = app().build().await;
-    let missing = app
-        .call_as(
-            KEY,
-            &[("idempotency-key", "d1")],
-            Method::POST,
-            "/v1/apps/secrets/delete",
-            &format!("name=nope&{ACCOUNT}"),
-        )
-        .await;
+    let missing = delete_with_key(&app, "d1", &format!("name=nope&{ACCOUNT}")).await;
     missing.assert_error(404, "invalid_request_error", Some("resource_missing"));
     app.set(&format!("name=nope&payload=p&{ACCOUNT}")).await;
-    let replay = app
-        .call_as(
-            KEY,
-            &[("idempotency-key", "d1")],
-            Method::POST,
-            "/v1/apps/secrets/delete",
-            &format!("name=nope&{ACCOUNT}"),
-        )
-        .await;
+    let replay = delete_with_key(&app, "d1", &format!("name=nope&{ACCOUNT}")).await;
     assert_eq!(replay.status, 404);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
 
@@ -348,4 +326,40 @@ async fn concurrent_requests_with_one_key_one_runs_the_other_gets_409() {
     let third = set_with_key(&app, "race", &params).await;
     assert_eq!(third.headers["idempotent-replayed"], "true");
     assert_eq!(third.json, first.json);
+}
+
+/// Everything stored beside a kept answer is authenticated with it (docs/api.md §5): a row
+/// edited in the database fails to open (500, logged), never answering a forged status.
+#[tokio::test]
+async fn an_edited_kept_answer_fails_to_replay_instead_of_answering_a_forged_status() {
+    let edits = [
+        (
+            "fingerprint",
+            "UPDATE idempotency SET fingerprint = randomblob(32) WHERE key = 'k1'",
+        ),
+        (
+            "created",
+            "UPDATE idempotency SET created = created + 1 WHERE key = 'k1'",
+        ),
+        (
+            "sealed, from another key's answer",
+            "UPDATE idempotency SET sealed = (SELECT sealed FROM idempotency WHERE key = 'k2') \
+             WHERE key = 'k1'",
+        ),
+    ];
+    for (column, edit) in edits {
+        let app = app().build().await;
+        let params = format!("name=n&payload=p&{ACCOUNT}");
+        assert_eq!(set_with_key(&app, "k1", &params).await.status, 200);
+        let missing = delete_with_key(&app, "k2", &format!("name=nope&{ACCOUNT}")).await;
+        assert_eq!(missing.status, 404);
+        crate::common::database(&app).execute(edit, []).unwrap();
+        let replay = set_with_key(&app, "k1", &params).await;
+        replay.assert_error(500, "api_error", None);
+        assert_eq!(replay.headers["stripe-should-retry"], "false", "{column}");
+        assert!(
+            replay.headers.get("idempotent-replayed").is_none(),
+            "{column}"
+        );
+    }
 }
