@@ -15,13 +15,18 @@
 //! holds the payload. The same key under another `Stripe-Account` is another owner's, so it runs
 //! as a new request.
 //!
-//! Kept answers are sealed like payloads (they may hold one): status, original request id and
-//! body together, under associated data naming everything stored beside them (the owner, the
-//! key, the request's fingerprint and the time the answer was kept), so a row edited in the
-//! database (another status, fingerprint or time, a blob moved from another key) fails to
-//! open, a 500, and is never answered. The fingerprint is compared only once the answer has
-//! opened, since an unauthenticated fingerprint would let an edit choose between a replay and
-//! a refusal. A claim held by a server that died is free again after its lease (`LEASE_SECS`).
+//! Kept answers are sealed like payloads: status, original request id and body together, under
+//! associated data naming everything stored beside them (the owner, the key, the request's
+//! fingerprint and the time the answer was kept), so a row edited in the database (another
+//! status, fingerprint or time, a blob moved from another key) fails to open, a 500, and is
+//! never answered. The fingerprint is compared only once the answer has opened, since an
+//! unauthenticated fingerprint would let an edit choose between a replay and a refusal.
+//!
+//! No kept answer holds a payload (`Answered`), so none outlives its secret: a set's answer is
+//! kept with `"payload": null` and its replay answers the payload of the request replayed,
+//! which the matching fingerprint proves is the one first sent; a delete's replay answers
+//! `"payload": null`, the secret being gone. A claim held by a server that died is free again
+//! after its lease (`LEASE_SECS`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,14 +39,14 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use secretstore_core::{
     AccountId, ClaimTimes, Clock, CredentialId, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    KeptAnswer, Principal, RequestId, StoreError,
+    KeptAnswer, Payload, Principal, RequestId, StoreError,
 };
 use secretstore_crypto::{DigestKey, Envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, Code};
 use crate::extract::StripeForm;
-use crate::AppState;
+use crate::{render, AppState};
 
 /// Kept answers are replayed for 24 hours.
 pub const KEPT_FOR_SECS: i64 = 24 * 60 * 60;
@@ -65,6 +70,28 @@ pub struct Idempotency {
     /// Keys the stored digests: owners and fingerprints.
     digests: Arc<DigestKey>,
     clock: Arc<dyn Clock>,
+}
+
+/// A 200 answer of an operation: the body sent, and the body kept for a replay when that is
+/// not the same. No kept answer holds a payload: an answer that shows one is kept with
+/// `"payload": null` instead (`render::without_payload`), and its replay answers the payload
+/// of the request replayed, if that request carries it (`Operation::replayed_payload`).
+#[derive(Debug)]
+pub struct Answered {
+    body: Zeroizing<Vec<u8>>,
+    kept: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Answered {
+    /// An answer kept as it is sent.
+    pub fn new(body: Zeroizing<Vec<u8>>) -> Self {
+        Self { body, kept: None }
+    }
+
+    /// An answer kept as `kept` (`None`: as it is sent).
+    pub fn kept_as(body: Zeroizing<Vec<u8>>, kept: Option<Zeroizing<Vec<u8>>>) -> Self {
+        Self { body, kept }
+    }
 }
 
 /// The `Idempotency-Key` of a POST, checked; `None` when there is none (or it is not a POST,
@@ -113,6 +140,13 @@ pub fn key_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<Result<&'h 
 #[derive(Debug, Clone)]
 pub struct Keyed(Option<(String, [u8; 32])>);
 
+impl Keyed {
+    /// Whether the request has a key (and so may be replayed).
+    pub fn is_keyed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Associated data of a kept answer: every column stored beside the sealed blob (the owner,
 /// the key, the request's fingerprint, the time the answer was kept), so that it opens only
 /// with all of them as they were.
@@ -157,8 +191,8 @@ fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Resp
 }
 
 /// The answer of a request that ran: 200 with its JSON body, or its error.
-fn answer_of(result: Result<Zeroizing<Vec<u8>>, ApiError>) -> Result<Response, ApiError> {
-    result.map(|body| respond(StatusCode::OK, body, Source::Ran))
+fn answer_of(result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
+    result.map(|answered| respond(StatusCode::OK, answered.body, Source::Ran))
 }
 
 /// A kept answer, opened.
@@ -239,16 +273,18 @@ impl Idempotency {
 
     /// Runs `work` (an operation that answers 200 with a JSON body, or an error) under the
     /// request's idempotency key, if it has one. `request_id` is kept with the answer, so a
-    /// replay can name the request it replays.
+    /// replay can name the request it replays; `replayed_payload` is what a replay of this
+    /// request shows as its payload where the answer kept has none (`Answered`).
     pub async fn run<W>(
         &self,
         principal: &Principal,
         keyed: Keyed,
         request_id: Option<RequestId>,
+        replayed_payload: Option<Payload>,
         work: W,
     ) -> Result<Response, ApiError>
     where
-        W: Future<Output = Result<Zeroizing<Vec<u8>>, ApiError>> + Send + 'static,
+        W: Future<Output = Result<Answered, ApiError>> + Send + 'static,
     {
         let Some((text, fingerprint)) = keyed.0 else {
             return answer_of(work.await);
@@ -276,10 +312,14 @@ impl Idempotency {
                         ),
                     ));
                 }
+                let body = match (&replayed_payload, opened.status) {
+                    (Some(payload), StatusCode::OK) => render::with_payload(&opened.body, payload),
+                    _ => opened.body,
+                };
                 let source = Source::Replay {
                     original: opened.original,
                 };
-                Ok(respond(opened.status, opened.body, source))
+                Ok(respond(opened.status, body, source))
             }
             IdempotencyClaim::Claimed => {
                 // The work runs in its own task: if the client goes away mid-request, the write
@@ -308,10 +348,13 @@ impl Idempotency {
         key: &IdempotencyKey,
         fingerprint: [u8; 32],
         request_id: Option<RequestId>,
-        result: &Result<Zeroizing<Vec<u8>>, ApiError>,
+        result: &Result<Answered, ApiError>,
     ) {
         let (status, body) = match result {
-            Ok(body) => (StatusCode::OK, body.clone()),
+            Ok(answered) => (
+                StatusCode::OK,
+                answered.kept.as_ref().unwrap_or(&answered.body).clone(),
+            ),
             Err(err) => (err.status(), Zeroizing::new(err.to_json())),
         };
         let kept = if status.is_server_error() {

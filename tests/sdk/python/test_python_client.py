@@ -161,3 +161,17 @@ def test_request_api_key_option_overrides_client_key(client):
         status=404,
         code="resource_missing",
     )
+
+
+def test_a_replayed_delete_answers_no_payload_since_its_secret_is_gone(client):
+    secrets = client.v1.apps.secrets
+    acct, name, value = fresh_account(), unique(), payload()
+    secrets.create(params={"name": name, "payload": value, "scope": ACCOUNT}, options={"stripe_account": acct})
+    params = {"name": name, "scope": ACCOUNT, "expand": ["payload"]}
+    opts = {"stripe_account": acct, "idempotency_key": unique("idem")}
+    first = secrets.delete_where(params=params, options=opts)
+    assert first.payload == value
+    again = secrets.delete_where(params=params, options=opts)
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert again.payload is None
+    assert again.deleted is True and again.id == first.id

@@ -127,15 +127,23 @@ async fn keys_are_per_account_as_stripe_scopes_them() {
     }
 }
 
-/// The (owner, fingerprint) of every idempotency record of `app`.
-fn stored_digests(app: &crate::common::TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Two columns of every idempotency record of `app`, as `sql` selects them.
+fn stored_pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    app: &crate::common::TestApp,
+    sql: &str,
+) -> Vec<(A, B)> {
     crate::common::database(app)
-        .prepare("SELECT credential, fingerprint FROM idempotency")
+        .prepare(sql)
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// The (owner, fingerprint) of every idempotency record of `app`.
+fn stored_digests(app: &crate::common::TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
+    stored_pairs(app, "SELECT credential, fingerprint FROM idempotency")
 }
 
 #[tokio::test]
@@ -326,6 +334,86 @@ async fn concurrent_requests_with_one_key_one_runs_the_other_gets_409() {
     let third = set_with_key(&app, "race", &params).await;
     assert_eq!(third.headers["idempotent-replayed"], "true");
     assert_eq!(third.json, first.json);
+}
+
+/// The sealed answer of every idempotency record of `app`, by key.
+fn kept_sealed(app: &crate::common::TestApp) -> Vec<(String, Vec<u8>)> {
+    stored_pairs(app, "SELECT key, sealed FROM idempotency ORDER BY key")
+}
+
+/// No kept answer holds a payload (docs/api.md §5), so none outlives its secret: a set's and a
+/// delete's kept answers, payload expanded, are no larger than a payload of 5,000 characters
+/// would allow if it were in them.
+#[tokio::test]
+async fn a_kept_answer_never_holds_a_payload() {
+    let app = app().build().await;
+    let payload = "p".repeat(5_000);
+    let set = format!("name=n&payload={payload}&{ACCOUNT}&expand[]=payload");
+    assert_eq!(
+        set_with_key(&app, "s1", &set).await.json["payload"],
+        payload
+    );
+    let delete = delete_with_key(&app, "d1", &format!("name=n&{ACCOUNT}&expand[]=payload")).await;
+    assert_eq!(delete.json["payload"], payload);
+    let kept = kept_sealed(&app);
+    assert_eq!(kept.len(), 2);
+    for (key, sealed) in kept {
+        assert!(
+            sealed.len() < 1_000,
+            "the answer kept for {key} is {} bytes: it holds the payload",
+            sealed.len()
+        );
+    }
+}
+
+/// A delete's answer holds the payload of a secret that is gone once the answer is kept: its
+/// replay answers the secret as it was, deleted, with `"payload": null`.
+#[tokio::test]
+async fn a_replayed_delete_answers_no_payload_once_its_secret_is_gone() {
+    let app = app().build().await;
+    app.set(&format!("name=n&payload=gone-with-its-secret&{ACCOUNT}"))
+        .await;
+    let params = format!("name=n&{ACCOUNT}&expand[]=payload");
+    let first = delete_with_key(&app, "d1", &params).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json["payload"], "gone-with-its-secret");
+    let replay = delete_with_key(&app, "d1", &params).await;
+    assert_eq!(replay.status, 200, "{}", replay.json);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.json["payload"], serde_json::Value::Null);
+    let mut without_payload = first.json.clone();
+    without_payload["payload"] = serde_json::Value::Null;
+    assert_eq!(
+        replay.json, without_payload,
+        "everything else is the first answer"
+    );
+}
+
+/// A set's replay answers the payload its own request carries (the fingerprint proves it is the
+/// one first sent): the same answer as the first, whether the secret has since expired and been
+/// swept, been replaced or been deleted, and without anything stored holding the payload.
+#[tokio::test]
+async fn a_replayed_set_answers_the_payload_its_own_request_carries() {
+    let app = app().build().await;
+    let params = format!(
+        "name=n&payload=sent-by-the-client&{ACCOUNT}&expand[]=payload&expires_at={}",
+        crate::common::START + 60
+    );
+    let first = set_with_key(&app, "s1", &params).await;
+    assert_eq!(first.json["payload"], "sent-by-the-client");
+    let replays_the_first = |replay: crate::common::Answer, when: &str| {
+        assert_eq!(replay.status, 200, "{when}: {}", replay.json);
+        assert_eq!(replay.headers["idempotent-replayed"], "true", "{when}");
+        assert_eq!(replay.json, first.json, "{when}");
+    };
+    replays_the_first(set_with_key(&app, "s1", &params).await, "while it lives");
+    app.clock.advance(60);
+    assert!(app.service.purge_expired().await.unwrap() >= 1);
+    replays_the_first(set_with_key(&app, "s1", &params).await, "expired and swept");
+    app.set(&format!("name=n&payload=another&{ACCOUNT}")).await;
+    replays_the_first(set_with_key(&app, "s1", &params).await, "replaced");
+    assert_eq!(app.delete(&format!("name=n&{ACCOUNT}")).await.status, 200);
+    replays_the_first(set_with_key(&app, "s1", &params).await, "deleted");
 }
 
 /// Everything stored beside a kept answer is authenticated with it (docs/api.md §5): a row
