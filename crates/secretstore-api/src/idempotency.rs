@@ -25,21 +25,24 @@
 //! No kept answer holds a payload (`Answered`), so none outlives its secret: a set's answer is
 //! kept with `"payload": null` and its replay answers the payload of the request replayed,
 //! which the matching fingerprint proves is the one first sent; a delete's replay answers
-//! `"payload": null`, the secret being gone. A claim held by a server that died is free again
-//! after its lease (`LEASE_SECS`).
+//! `"payload": null`, the secret being gone. Each owner may keep `quota` bytes of answers
+//! (`KeptAnswer::bytes`, summed by storage); past it a request still runs, its answer is not
+//! kept, and the answer says so (`Idempotent-Kept: false`). A claim held by a server that died
+//! is free again after its lease (`LEASE_SECS`).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
+use axum::response::IntoResponse as _;
 use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use secretstore_core::{
-    AccountId, ClaimTimes, Clock, CredentialId, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    KeptAnswer, Payload, Principal, RequestId, StoreError,
+    AccountId, ClaimTimes, Clock, Completed, CredentialId, IdempotencyClaim, IdempotencyKey,
+    IdempotencyStore, KeptAnswer, Payload, Principal, RequestId, StoreError,
 };
 use secretstore_crypto::{DigestKey, Envelope};
 use zeroize::Zeroizing;
@@ -58,6 +61,15 @@ pub const LEASE_SECS: i64 = 60;
 /// Longest `Idempotency-Key` header value.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Bytes of kept answers one owner (a credential on an account) may have stored, by default
+/// (`--idempotency-quota-bytes`): some 100,000 answers of ordinary size, or 1,100 of the
+/// largest (60 kB each: a name and a user id of 5,000 characters that JSON writes as escapes).
+pub const DEFAULT_QUOTA_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Says on an answer that it was not kept for a replay (the owner's quota is full, or keeping
+/// it failed), so a retry with the same key runs the request again.
+const NOT_KEPT: (&str, &str) = ("idempotent-kept", "false");
+
 /// The domains of the keyed digests this module stores (`DigestKey::digest`).
 const OWNER_DOMAIN: &str = "secretstore/idempotency-owner/v1";
 const FINGERPRINT_DOMAIN: &str = "secretstore/idempotency-fingerprint/v1";
@@ -70,6 +82,8 @@ pub struct Idempotency {
     /// Keys the stored digests: owners and fingerprints.
     digests: Arc<DigestKey>,
     clock: Arc<dyn Clock>,
+    /// Bytes of kept answers each owner may have stored.
+    quota: u64,
 }
 
 /// A 200 answer of an operation: the body sent, and the body kept for a replay when that is
@@ -195,6 +209,22 @@ fn answer_of(result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
     result.map(|answered| respond(StatusCode::OK, answered.body, Source::Ran))
 }
 
+/// The answer of a request that ran under a key: as `answer_of`, saying so when it was not
+/// kept for a replay (`kept` false).
+fn keyed_answer_of(result: Result<Answered, ApiError>, kept: bool) -> Result<Response, ApiError> {
+    let not_kept = |mut response: Response| {
+        response
+            .headers_mut()
+            .insert(NOT_KEPT.0, HeaderValue::from_static(NOT_KEPT.1));
+        response
+    };
+    match (answer_of(result), kept) {
+        (result, true) => result,
+        (Ok(response), false) => Ok(not_kept(response)),
+        (Err(err), false) => Ok(not_kept(err.into_response())),
+    }
+}
+
 /// A kept answer, opened.
 struct Opened {
     status: StatusCode,
@@ -208,17 +238,20 @@ struct Opened {
 const KEPT_HEADER_LEN: usize = 2 + RequestId::LEN;
 
 impl Idempotency {
+    /// `quota`: bytes of kept answers each owner may have stored (`u64::MAX`: no limit).
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
         envelope: Arc<Envelope>,
         digests: Arc<DigestKey>,
         clock: Arc<dyn Clock>,
+        quota: u64,
     ) -> Self {
         Self {
             store,
             envelope,
             digests,
             clock,
+            quota,
         }
     }
 
@@ -328,11 +361,11 @@ impl Idempotency {
                 let this = self.clone();
                 let task = tokio::spawn(async move {
                     let result = work.await;
-                    this.keep(&key, fingerprint, request_id, &result).await;
-                    result
+                    let kept = this.keep(&key, fingerprint, request_id, &result).await;
+                    (result, kept)
                 });
                 match task.await {
-                    Ok(result) => answer_of(result),
+                    Ok((result, kept)) => keyed_answer_of(result, kept),
                     Err(err) => Err(ApiError::internal(format!(
                         "the request's task failed: {err}"
                     ))),
@@ -342,14 +375,16 @@ impl Idempotency {
     }
 
     /// Keeps the answer of a request that ran, or releases its claim if it failed on the
-    /// server's side (5xx), so a retry can succeed.
+    /// server's side (5xx), so a retry can succeed. Answers whether it did what the protocol
+    /// promises (kept the answer, or deliberately not a 5xx): `false` when an answer that
+    /// should have been kept was not, the owner's quota being full or storage failing.
     async fn keep(
         &self,
         key: &IdempotencyKey,
         fingerprint: [u8; 32],
         request_id: Option<RequestId>,
         result: &Result<Answered, ApiError>,
-    ) {
+    ) -> bool {
         let (status, body) = match result {
             Ok(answered) => (
                 StatusCode::OK,
@@ -357,18 +392,37 @@ impl Idempotency {
             ),
             Err(err) => (err.status(), Zeroizing::new(err.to_json())),
         };
-        let kept = if status.is_server_error() {
-            self.store.idempotency_release(key).await
-        } else {
-            match self.seal(key, fingerprint, request_id, status, &body) {
-                Ok(answer) => self.store.idempotency_complete(key, answer).await,
-                Err(err) => Err(err),
+        if status.is_server_error() {
+            if let Err(err) = self.store.idempotency_release(key).await {
+                tracing::error!(error = %err, "releasing an idempotency key failed");
             }
+            return true;
+        }
+        let kept = match self.seal(key, fingerprint, request_id, status, &body) {
+            Ok(answer) => {
+                self.store
+                    .idempotency_complete(key, answer, self.quota)
+                    .await
+            }
+            Err(err) => Err(err),
         };
-        if let Err(err) = kept {
-            // The request's own answer stands; only its replay is lost.
-            tracing::error!(error = %err, "keeping the idempotent answer failed");
-            let _ = self.store.idempotency_release(key).await;
+        match kept {
+            Ok(Completed::Kept) => true,
+            Ok(Completed::OverQuota) => {
+                // The store released the claim: a retry with the key runs again.
+                tracing::info!(
+                    quota = self.quota,
+                    "an idempotent answer was not kept: the credential's kept answers on this \
+                     account fill its quota (--idempotency-quota-bytes)"
+                );
+                false
+            }
+            Err(err) => {
+                // The request's own answer stands; only its replay is lost.
+                tracing::error!(error = %err, "keeping the idempotent answer failed");
+                let _ = self.store.idempotency_release(key).await;
+                false
+            }
         }
     }
 

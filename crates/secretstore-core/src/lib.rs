@@ -26,7 +26,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
 pub use directory_cache::DirectoryCache;
 pub use error::{CoreError, CursorKind, KeyCheckError, SealError, StoreError};
-pub use idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
+pub use idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
 pub use keycheck::verify_root_key;
 pub use limits::Limits;

@@ -32,11 +32,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use secretstore_core::{
-    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Credential,
-    CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim, IdempotencyKey,
-    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
-    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
-    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
+    Credential, CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim,
+    IdempotencyKey, IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer,
+    Lifecycle, ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress,
+    SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -293,9 +293,10 @@ impl IdempotencyStore for PostgresStore {
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-    ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        idempotency::complete(&client, &self.claims, key, &answer).await
+        quota: u64,
+    ) -> Result<Completed, StoreError> {
+        let mut client = self.client().await?;
+        idempotency::complete(&mut client, &self.claims, key, &answer, quota).await
     }
 
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
@@ -304,8 +305,17 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
-        self.purge_in_steps("kept answers", idempotency::PURGE, kept_after)
-            .await
+        let limit = i64::from(self.options.purge_batch.max(1));
+        let mut total = 0;
+        loop {
+            let mut client = self.client().await?;
+            match idempotency::purge_step(&mut client, kept_after, limit).await? {
+                Some(removed) if removed == limit as u64 => total += removed,
+                Some(removed) => return Ok(total + removed),
+                // Another server is purging: it finishes the work.
+                None => return Ok(total),
+            }
+        }
     }
 }
 

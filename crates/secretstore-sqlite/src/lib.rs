@@ -33,11 +33,11 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
 use secretstore_core::{
-    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Credential,
-    CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle, ListQuery, Listed,
-    MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore, SessionId,
-    StoreError, StoredList, User, UserId, UserSession, Write, Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
+    Credential, CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey,
+    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
+    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
+    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
 };
 use tokio::sync::oneshot;
 
@@ -468,7 +468,8 @@ impl IdempotencyStore for SqliteStore {
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-    ) -> Result<(), StoreError> {
+        quota: u64,
+    ) -> Result<Completed, StoreError> {
         let touches = Touches {
             releases: Some(key.clone()),
             ..Touches::default()
@@ -476,7 +477,7 @@ impl IdempotencyStore for SqliteStore {
         let job_key = key.clone();
         let result = self
             .write("keep answer", touches, move |conn| {
-                writes::keep_answer(conn, &job_key, &answer)
+                writes::keep_answer(conn, &job_key, &answer, quota)
             })
             .await;
         if result.is_err() {
@@ -493,8 +494,18 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
-        self.purge_in_steps("purge kept answers", writes::purge_kept_answers, kept_after)
-            .await
+        let removed = self
+            .purge_in_steps("purge kept answers", writes::purge_kept_answers, kept_after)
+            .await?;
+        if removed > 0 {
+            self.write(
+                "forget idle owners",
+                Touches::default(),
+                writes::forget_idle_owners,
+            )
+            .await?;
+        }
+        Ok(removed)
     }
 }
 

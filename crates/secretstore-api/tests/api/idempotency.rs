@@ -451,3 +451,81 @@ async fn an_edited_kept_answer_fails_to_replay_instead_of_answering_a_forged_sta
         );
     }
 }
+
+/// The largest set there is, payload expanded: a name, payload and user id of 5,000
+/// characters that JSON writes as 6-byte escapes, some 90 kB of answer.
+fn largest_set() -> String {
+    let big = crate::common::enc(&"\u{1}".repeat(5_000));
+    format!("name={big}&payload={big}&scope[type]=user&scope[user]={big}&expand[]=payload")
+}
+
+/// Bytes the kept answers of `app` hold (`KeptAnswer::bytes`: sealed blob, key, two digests),
+/// and how many there are.
+fn kept_bytes(app: &crate::common::TestApp) -> (i64, i64) {
+    crate::common::database(app)
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(length(sealed) + length(CAST(key AS BLOB)) + 64), 0) \
+             FROM idempotency",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// Issue 13's flood: one credential sending the largest sets, payload expanded, each with a
+/// fresh key. What it keeps stops at its quota; past it each request still runs (200), says
+/// that its answer is not kept, and runs again on a retry; and another account of the same
+/// credential, another owner, keeps its answers still.
+#[tokio::test]
+async fn one_credential_keeps_no_more_than_its_quota() {
+    const QUOTA: u64 = 1024 * 1024;
+    let app = app()
+        .with_config(|c| c.idempotency_quota_bytes = std::num::NonZeroU64::new(QUOTA))
+        .build()
+        .await;
+    let params = largest_set();
+    let send = |key: String, account: &'static str| {
+        let params = params.clone();
+        let app = &app;
+        async move {
+            app.call_as(
+                KEY,
+                &[("idempotency-key", &key), ("stripe-account", account)],
+                Method::POST,
+                "/v1/apps/secrets",
+                &params,
+            )
+            .await
+        }
+    };
+    let requests = 40;
+    let mut not_kept = Vec::new();
+    for n in 0..requests {
+        let answer = send(format!("fresh-{n}"), "acct_1").await;
+        assert_eq!(answer.status, 200, "{}", answer.json);
+        if answer.headers.get("idempotent-kept").is_some() {
+            assert_eq!(answer.headers["idempotent-kept"], "false");
+            not_kept.push(n);
+        }
+    }
+    let (rows, bytes) = kept_bytes(&app);
+    eprintln!(
+        "{requests} largest expanded sets with fresh keys, quota {QUOTA}: {rows} answers kept, \
+         {bytes} bytes; {} not kept",
+        not_kept.len()
+    );
+    assert!(bytes as u64 <= QUOTA, "{bytes} bytes kept");
+    assert_eq!(rows as usize + not_kept.len(), requests);
+    assert!(rows > 0 && !not_kept.is_empty(), "{rows} kept");
+    // A kept answer replays; an answer not kept runs again.
+    let replay = send("fresh-0".into(), "acct_1").await;
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    let again = send(format!("fresh-{}", not_kept[0]), "acct_1").await;
+    assert_eq!(again.status, 200);
+    assert!(again.headers.get("idempotent-replayed").is_none());
+    assert_eq!(again.headers["idempotent-kept"], "false");
+    // The same credential on another account is another owner, with a quota of its own.
+    let elsewhere = send("fresh-0".into(), "acct_2").await;
+    assert_eq!(elsewhere.status, 200);
+    assert!(elsewhere.headers.get("idempotent-kept").is_none());
+}
