@@ -21,6 +21,7 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod tenancy;
+pub mod write_health;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
@@ -49,3 +50,4 @@ pub use tenancy::{
     Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,
     KeyType, Listed, Removed, SessionId, User, UserSession,
 };
+pub use write_health::WriteHealth;

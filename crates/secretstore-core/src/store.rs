@@ -334,7 +334,10 @@ pub trait AtomicWrites: Send + Sync + std::fmt::Debug + 'static {
 /// The backend as a whole.
 #[async_trait]
 pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
-    /// Storage answers and can take writes (for a readiness check).
+    /// Storage answers and can take writes (for a readiness check): `Unavailable` while writes
+    /// cannot succeed (a full or read-only disk, a standby database, writes failing), and `Ok`
+    /// again by itself, without any other call, once they can. It may write to find out
+    /// (`WriteHealth`), at most once a second, and not while other writes show how they fare.
     async fn check_ready(&self) -> Result<(), StoreError>;
 
     /// Finishes queued writes and stops accepting new ones; for a clean shutdown. Later calls

@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
+use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
     Credential, CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey,
@@ -707,9 +708,15 @@ impl AtomicWrites for SqliteStore {
 
 #[async_trait]
 impl Lifecycle for SqliteStore {
+    /// Reads alone could succeed while writes cannot, so besides a read this checks the writer
+    /// thread, the filesystem of the data directory (read-only, or too full for a write to
+    /// land: `data_dir::check_room`), and whether writes succeed (`WriteHealth::check`: the
+    /// latest batch's outcome if recent, else a write of its own). Both are needed: a full
+    /// disk can still take a small write into space the write-ahead log already holds, and a
+    /// filesystem the kernel stopped writing to after an error (ext4's `emergency_ro`) may not
+    /// say it is read-only.
     async fn check_ready(&self) -> Result<(), StoreError> {
-        // Reads alone could succeed while writes cannot: the writer is spawned first, so it is
-        // the first worker.
+        // The writer is spawned first, so it is the first worker.
         let writer_gone = self
             .workers
             .lock()
@@ -718,7 +725,16 @@ impl Lifecycle for SqliteStore {
         if writer_gone {
             return Err(thread_stopped());
         }
-        self.read(reader::ping).await
+        self.read(reader::ping).await?;
+        data_dir::check_room(&self.dir)?;
+        self.state
+            .health
+            .check(|| {
+                self.write("readiness probe", Touches::default(), |conn| {
+                    writes::meta_put(conn, PROBE_NAME, &[])
+                })
+            })
+            .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
