@@ -15,31 +15,41 @@
 //! holds the payload. The same key under another `Stripe-Account` is another owner's, so it runs
 //! as a new request.
 //!
-//! Kept answers are sealed like payloads (they may hold one): status, original request id and
-//! body together under associated data naming the owner, the key and the request's
-//! fingerprint, so a stored answer cannot be replayed for another key or have its status
-//! edited. A claim held by a
-//! server that died is free again after its lease (`LEASE_SECS`).
+//! Kept answers are sealed like payloads: status, original request id and body together, under
+//! associated data naming everything stored beside them (the owner, the key, the request's
+//! fingerprint and the time the answer was kept), so a row edited in the database (another
+//! status, fingerprint or time, a blob moved from another key) fails to open, a 500, and is
+//! never answered. The fingerprint is compared only once the answer has opened, since an
+//! unauthenticated fingerprint would let an edit choose between a replay and a refusal.
+//!
+//! No kept answer holds a payload (`Answered`), so none outlives its secret: a set's answer is
+//! kept with `"payload": null` and its replay answers the payload of the request replayed,
+//! which the matching fingerprint proves is the one first sent; a delete's replay answers
+//! `"payload": null`, the secret being gone. Each owner may keep `quota` bytes of answers
+//! (`KeptAnswer::bytes`, summed by storage); past it a request still runs, its answer is not
+//! kept, and the answer says so (`Idempotent-Kept: false`). A claim held by a server that died
+//! is free again after its lease (`LEASE_SECS`).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
+use axum::response::IntoResponse as _;
 use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use secretstore_core::{
-    AccountId, ClaimTimes, Clock, CredentialId, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    KeptAnswer, Principal, RequestId, StoreError,
+    AccountId, ClaimTimes, Clock, Completed, CredentialId, IdempotencyClaim, IdempotencyKey,
+    IdempotencyStore, KeptAnswer, Payload, Principal, RequestId, StoreError,
 };
 use secretstore_crypto::{DigestKey, Envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, Code};
 use crate::extract::StripeForm;
-use crate::AppState;
+use crate::{render, AppState};
 
 /// Kept answers are replayed for 24 hours.
 pub const KEPT_FOR_SECS: i64 = 24 * 60 * 60;
@@ -50,6 +60,15 @@ pub const LEASE_SECS: i64 = 60;
 
 /// Longest `Idempotency-Key` header value.
 pub const MAX_KEY_LEN: usize = 255;
+
+/// Bytes of kept answers one owner (a credential on an account) may have stored, by default
+/// (`--idempotency-quota-bytes`): some 100,000 answers of ordinary size, or 1,100 of the
+/// largest (60 kB each: a name and a user id of 5,000 characters that JSON writes as escapes).
+pub const DEFAULT_QUOTA_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Says on an answer that it was not kept for a replay (the owner's quota is full, or keeping
+/// it failed), so a retry with the same key runs the request again.
+const NOT_KEPT: (&str, &str) = ("idempotent-kept", "false");
 
 /// The domains of the keyed digests this module stores (`DigestKey::digest`).
 const OWNER_DOMAIN: &str = "secretstore/idempotency-owner/v1";
@@ -63,6 +82,30 @@ pub struct Idempotency {
     /// Keys the stored digests: owners and fingerprints.
     digests: Arc<DigestKey>,
     clock: Arc<dyn Clock>,
+    /// Bytes of kept answers each owner may have stored.
+    quota: u64,
+}
+
+/// A 200 answer of an operation: the body sent, and the body kept for a replay when that is
+/// not the same. No kept answer holds a payload: an answer that shows one is kept with
+/// `"payload": null` instead (`render::without_payload`), and its replay answers the payload
+/// of the request replayed, if that request carries it (`Operation::replayed_payload`).
+#[derive(Debug)]
+pub struct Answered {
+    body: Zeroizing<Vec<u8>>,
+    kept: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Answered {
+    /// An answer kept as it is sent.
+    pub fn new(body: Zeroizing<Vec<u8>>) -> Self {
+        Self { body, kept: None }
+    }
+
+    /// An answer kept as `kept` (`None`: as it is sent).
+    pub fn kept_as(body: Zeroizing<Vec<u8>>, kept: Option<Zeroizing<Vec<u8>>>) -> Self {
+        Self { body, kept }
+    }
 }
 
 /// The `Idempotency-Key` of a POST, checked; `None` when there is none (or it is not a POST,
@@ -111,14 +154,24 @@ pub fn key_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<Result<&'h 
 #[derive(Debug, Clone)]
 pub struct Keyed(Option<(String, [u8; 32])>);
 
-/// Associated data of a kept answer: it opens only for this owner, key and request.
-fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(96 + key.key.len());
-    aad.extend_from_slice(b"secretstore/idempotent-answer/v3\0");
+impl Keyed {
+    /// Whether the request has a key (and so may be replayed).
+    pub fn is_keyed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Associated data of a kept answer: every column stored beside the sealed blob (the owner,
+/// the key, the request's fingerprint, the time the answer was kept), so that it opens only
+/// with all of them as they were.
+fn aad(key: &IdempotencyKey, fingerprint: &[u8; 32], created: i64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(112 + key.key.len());
+    aad.extend_from_slice(b"secretstore/idempotent-answer/v4\0");
     aad.extend_from_slice(key.credential.as_bytes());
     aad.extend_from_slice(&(key.key.len() as u32).to_be_bytes());
     aad.extend_from_slice(key.key.as_bytes());
     aad.extend_from_slice(fingerprint);
+    aad.extend_from_slice(&created.to_be_bytes());
     aad
 }
 
@@ -152,8 +205,24 @@ fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Resp
 }
 
 /// The answer of a request that ran: 200 with its JSON body, or its error.
-fn answer_of(result: Result<Zeroizing<Vec<u8>>, ApiError>) -> Result<Response, ApiError> {
-    result.map(|body| respond(StatusCode::OK, body, Source::Ran))
+fn answer_of(result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
+    result.map(|answered| respond(StatusCode::OK, answered.body, Source::Ran))
+}
+
+/// The answer of a request that ran under a key: as `answer_of`, saying so when it was not
+/// kept for a replay (`kept` false).
+fn keyed_answer_of(result: Result<Answered, ApiError>, kept: bool) -> Result<Response, ApiError> {
+    let not_kept = |mut response: Response| {
+        response
+            .headers_mut()
+            .insert(NOT_KEPT.0, HeaderValue::from_static(NOT_KEPT.1));
+        response
+    };
+    match (answer_of(result), kept) {
+        (result, true) => result,
+        (Ok(response), false) => Ok(not_kept(response)),
+        (Err(err), false) => Ok(not_kept(err.into_response())),
+    }
 }
 
 /// A kept answer, opened.
@@ -169,17 +238,20 @@ struct Opened {
 const KEPT_HEADER_LEN: usize = 2 + RequestId::LEN;
 
 impl Idempotency {
+    /// `quota`: bytes of kept answers each owner may have stored (`u64::MAX`: no limit).
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
         envelope: Arc<Envelope>,
         digests: Arc<DigestKey>,
         clock: Arc<dyn Clock>,
+        quota: u64,
     ) -> Self {
         Self {
             store,
             envelope,
             digests,
             clock,
+            quota,
         }
     }
 
@@ -234,16 +306,18 @@ impl Idempotency {
 
     /// Runs `work` (an operation that answers 200 with a JSON body, or an error) under the
     /// request's idempotency key, if it has one. `request_id` is kept with the answer, so a
-    /// replay can name the request it replays.
+    /// replay can name the request it replays; `replayed_payload` is what a replay of this
+    /// request shows as its payload where the answer kept has none (`Answered`).
     pub async fn run<W>(
         &self,
         principal: &Principal,
         keyed: Keyed,
         request_id: Option<RequestId>,
+        replayed_payload: Option<Payload>,
         work: W,
     ) -> Result<Response, ApiError>
     where
-        W: Future<Output = Result<Zeroizing<Vec<u8>>, ApiError>> + Send + 'static,
+        W: Future<Output = Result<Answered, ApiError>> + Send + 'static,
     {
         let Some((text, fingerprint)) = keyed.0 else {
             return answer_of(work.await);
@@ -258,6 +332,9 @@ impl Idempotency {
                 ),
             )),
             IdempotencyClaim::Kept(kept) => {
+                // Opened first: the stored fingerprint decides between a replay and a refusal,
+                // so it is believed only once the answer sealed with it has opened.
+                let opened = self.open(&key, &kept)?;
                 if kept.fingerprint != fingerprint {
                     return Err(ApiError::new(
                         Code::IdempotencyKeyReused,
@@ -268,11 +345,14 @@ impl Idempotency {
                         ),
                     ));
                 }
-                let opened = self.open(&key, &kept)?;
+                let body = match (&replayed_payload, opened.status) {
+                    (Some(payload), StatusCode::OK) => render::with_payload(&opened.body, payload),
+                    _ => opened.body,
+                };
                 let source = Source::Replay {
                     original: opened.original,
                 };
-                Ok(respond(opened.status, opened.body, source))
+                Ok(respond(opened.status, body, source))
             }
             IdempotencyClaim::Claimed => {
                 // The work runs in its own task: if the client goes away mid-request, the write
@@ -281,11 +361,11 @@ impl Idempotency {
                 let this = self.clone();
                 let task = tokio::spawn(async move {
                     let result = work.await;
-                    this.keep(&key, fingerprint, request_id, &result).await;
-                    result
+                    let kept = this.keep(&key, fingerprint, request_id, &result).await;
+                    (result, kept)
                 });
                 match task.await {
-                    Ok(result) => answer_of(result),
+                    Ok((result, kept)) => keyed_answer_of(result, kept),
                     Err(err) => Err(ApiError::internal(format!(
                         "the request's task failed: {err}"
                     ))),
@@ -295,30 +375,54 @@ impl Idempotency {
     }
 
     /// Keeps the answer of a request that ran, or releases its claim if it failed on the
-    /// server's side (5xx), so a retry can succeed.
+    /// server's side (5xx), so a retry can succeed. Answers whether it did what the protocol
+    /// promises (kept the answer, or deliberately not a 5xx): `false` when an answer that
+    /// should have been kept was not, the owner's quota being full or storage failing.
     async fn keep(
         &self,
         key: &IdempotencyKey,
         fingerprint: [u8; 32],
         request_id: Option<RequestId>,
-        result: &Result<Zeroizing<Vec<u8>>, ApiError>,
-    ) {
+        result: &Result<Answered, ApiError>,
+    ) -> bool {
         let (status, body) = match result {
-            Ok(body) => (StatusCode::OK, body.clone()),
+            Ok(answered) => (
+                StatusCode::OK,
+                answered.kept.as_ref().unwrap_or(&answered.body).clone(),
+            ),
             Err(err) => (err.status(), Zeroizing::new(err.to_json())),
         };
-        let kept = if status.is_server_error() {
-            self.store.idempotency_release(key).await
-        } else {
-            match self.seal(key, fingerprint, request_id, status, &body) {
-                Ok(answer) => self.store.idempotency_complete(key, answer).await,
-                Err(err) => Err(err),
+        if status.is_server_error() {
+            if let Err(err) = self.store.idempotency_release(key).await {
+                tracing::error!(error = %err, "releasing an idempotency key failed");
             }
+            return true;
+        }
+        let kept = match self.seal(key, fingerprint, request_id, status, &body) {
+            Ok(answer) => {
+                self.store
+                    .idempotency_complete(key, answer, self.quota)
+                    .await
+            }
+            Err(err) => Err(err),
         };
-        if let Err(err) = kept {
-            // The request's own answer stands; only its replay is lost.
-            tracing::error!(error = %err, "keeping the idempotent answer failed");
-            let _ = self.store.idempotency_release(key).await;
+        match kept {
+            Ok(Completed::Kept) => true,
+            Ok(Completed::OverQuota) => {
+                // The store released the claim: a retry with the key runs again.
+                tracing::info!(
+                    quota = self.quota,
+                    "an idempotent answer was not kept: the credential's kept answers on this \
+                     account fill its quota (--idempotency-quota-bytes)"
+                );
+                false
+            }
+            Err(err) => {
+                // The request's own answer stands; only its replay is lost.
+                tracing::error!(error = %err, "keeping the idempotent answer failed");
+                let _ = self.store.idempotency_release(key).await;
+                false
+            }
         }
     }
 
@@ -337,21 +441,22 @@ impl Idempotency {
             None => plain.extend_from_slice(&[0; RequestId::LEN]),
         }
         plain.extend_from_slice(body);
+        let created = self.clock.now();
         let sealed = self
             .envelope
-            .seal(&aad(key, &fingerprint), &plain)
+            .seal(&aad(key, &fingerprint, created), &plain)
             .map_err(|e| StoreError::Internal(format!("sealing a kept answer failed: {e}")))?;
         Ok(KeptAnswer {
             fingerprint,
             sealed,
-            created: self.clock.now(),
+            created,
         })
     }
 
     fn open(&self, key: &IdempotencyKey, kept: &KeptAnswer) -> Result<Opened, ApiError> {
         let plain = self
             .envelope
-            .open(&aad(key, &kept.fingerprint), &kept.sealed)
+            .open(&aad(key, &kept.fingerprint, kept.created), &kept.sealed)
             .map_err(|e| {
                 ApiError::internal(format!("a kept idempotent answer failed to open: {e}"))
             })?;

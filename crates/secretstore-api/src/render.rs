@@ -1,9 +1,11 @@
 //! The JSON of `apps.secret` objects and lists, exactly as docs/api.md describes: `expires_at`
 //! always present (null when none), `payload` only when expanded, `deleted` only on delete.
 //! Bodies may hold a payload, so they are written into memory that is wiped when dropped, and
-//! wiped too when the body outgrows it on the way (`WipedBuffer`).
+//! wiped too when the body outgrows it on the way (`WipedBuffer`). An answer kept for an
+//! idempotent replay never holds a payload: it is written with `"payload": null`
+//! (`without_payload`), and a replay that has the payload puts it back (`with_payload`).
 
-use secretstore_core::{ListPage, Scope, Secret};
+use secretstore_core::{ListPage, Payload, Scope, Secret};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -27,8 +29,9 @@ struct SecretJson<'a> {
     expires_at: Option<i64>,
     livemode: bool,
     name: &'a str,
+    /// Absent when not expanded; `Some(None)`, written `null`, in an answer kept without it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a str>,
+    payload: Option<Option<&'a str>>,
     scope: ScopeJson<'a>,
 }
 
@@ -41,7 +44,7 @@ fn secret_json(secret: &Secret, deleted: bool) -> SecretJson<'_> {
         expires_at: secret.expires_at,
         livemode: secret.address.namespace.mode.livemode(),
         name: secret.address.name.as_str(),
-        payload: secret.payload.as_ref().map(|p| p.expose()),
+        payload: secret.payload.as_ref().map(|p| Some(p.expose())),
         scope: ScopeJson {
             kind: secret.address.scope.type_str(),
             user: match &secret.address.scope {
@@ -96,6 +99,42 @@ pub fn deleted(secret: &Secret) -> Zeroizing<Vec<u8>> {
     to_json(&secret_json(secret, true))
 }
 
+/// How the payload of an answer kept without it reads: a key, whose quotes are bare. Inside a
+/// JSON string every `"` is escaped, so these bytes can only ever be the key itself, never part
+/// of a name or a user id.
+const NULL_PAYLOAD: &[u8] = br#""payload":null"#;
+
+/// The answer of a set or delete (`deleted`) as kept for a replay: without the payload it
+/// shows, as `"payload": null`; `None` when it shows none, and is kept as it is.
+pub fn without_payload(secret: &Secret, deleted: bool) -> Option<Zeroizing<Vec<u8>>> {
+    secret.payload.as_ref()?;
+    let mut json = secret_json(secret, deleted);
+    json.payload = Some(None);
+    Some(to_json(&json))
+}
+
+/// A kept answer (`without_payload`) with `payload` in its place; one without the place is
+/// returned as it is.
+pub fn with_payload(kept: &[u8], payload: &Payload) -> Zeroizing<Vec<u8>> {
+    let Some(at) = kept
+        .windows(NULL_PAYLOAD.len())
+        .position(|window| window == NULL_PAYLOAD)
+    else {
+        return Zeroizing::new(kept.to_vec());
+    };
+    // Room for the payload as JSON writes it at worst (`\u001f`: 6 bytes a byte), so the
+    // buffer is written once and never outgrown.
+    let room = kept.len() + 6 * payload.expose().len() + 2;
+    let mut out = WipedBuffer(Zeroizing::new(Vec::with_capacity(room)));
+    out.0.extend_from_slice(&kept[..at]);
+    out.0.extend_from_slice(br#""payload":"#);
+    if serde_json::to_writer(&mut out, payload.expose()).is_err() {
+        return Zeroizing::new(kept.to_vec());
+    }
+    out.0.extend_from_slice(&kept[at + NULL_PAYLOAD.len()..]);
+    out.0
+}
+
 #[derive(Serialize)]
 struct ListJson<'a> {
     object: &'static str,
@@ -116,7 +155,62 @@ pub fn list(page: &ListPage) -> Zeroizing<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secretstore_core::{Mode, Namespace, SecretAddress, SecretId, SecretName, UserId};
     use std::io::Write as _;
+
+    fn secret_named(name: &str, user: &str, payload: &str) -> Secret {
+        Secret {
+            id: SecretId::generate(),
+            address: SecretAddress {
+                namespace: Namespace {
+                    app: secretstore_core::AppId::parse("app").unwrap(),
+                    account: secretstore_core::AccountId::parse("acct_1").unwrap(),
+                    mode: Mode::Test,
+                },
+                scope: Scope::User(UserId::parse(user).unwrap()),
+                name: SecretName::parse(name).unwrap(),
+            },
+            created: 1,
+            expires_at: None,
+            payload: Some(Payload::parse(payload).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_kept_answer_holds_no_payload_and_a_replay_puts_it_back_exactly() {
+        // Names and users that hold the kept form's marker, quoted every way JSON allows.
+        let tricky = [
+            r#""payload":null"#,
+            r#"\"payload\":null"#,
+            r#","payload":null,"#,
+            "payload",
+        ];
+        for name in tricky {
+            for payload in ["p", r#""payload":null"#, "\u{1}\n\"\\😀"] {
+                let secret = secret_named(name, name, payload);
+                for deleted in [false, true] {
+                    let sent = if deleted {
+                        deleted_body(&secret)
+                    } else {
+                        super::secret(&secret)
+                    };
+                    let kept = without_payload(&secret, deleted).unwrap();
+                    let kept_json: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+                    assert_eq!(kept_json["payload"], serde_json::Value::Null);
+                    assert_eq!(kept_json["name"], name);
+                    let replayed = with_payload(&kept, secret.payload.as_ref().unwrap());
+                    assert_eq!(replayed.as_slice(), sent.as_slice(), "{name:?} {payload:?}");
+                }
+            }
+        }
+        let mut unexpanded = secret_named("n", "usr_1", "p");
+        unexpanded.payload = None;
+        assert!(without_payload(&unexpanded, false).is_none());
+    }
+
+    fn deleted_body(secret: &Secret) -> Zeroizing<Vec<u8>> {
+        deleted(secret)
+    }
 
     #[test]
     fn a_growing_body_keeps_every_byte_in_order() {

@@ -1,8 +1,9 @@
 //! The records behind `Idempotency-Key`, as storage keeps them: who asked (a digest the HTTP
-//! layer makes of the credential and the account, never the credential) with which key, a fingerprint of the request, and the answer kept for
-//! it as one opaque sealed blob. What the blob holds (an HTTP status and body), how long it is
-//! replayed and how long a claim may be held are decided by the HTTP layer's idempotency
-//! module; storage only compares the instants it is given.
+//! layer makes of the credential and the account, never the credential) with which key, a
+//! fingerprint of the request, and the answer kept for it as one opaque sealed blob. What the
+//! blob holds (an HTTP status and body), how long it is replayed, how long a claim may be held
+//! and how many bytes one owner may keep are decided by the HTTP layer's idempotency module;
+//! storage only compares the instants and sums the bytes it is given (`KeptAnswer::bytes`).
 
 use crate::principal::CredentialId;
 
@@ -34,6 +35,25 @@ pub struct KeptAnswer {
     pub sealed: Vec<u8>,
     /// Unix seconds when the answer was kept.
     pub created: i64,
+}
+
+impl KeptAnswer {
+    /// What the answer counts towards its owner's quota (`IdempotencyStore::idempotency_complete`):
+    /// the bytes stored for it, its sealed blob, its key, and the owner's and the fingerprint's
+    /// digests (32 bytes each). The database's own overhead (pages, indexes) is not counted.
+    pub fn bytes(&self, key: &IdempotencyKey) -> u64 {
+        (self.sealed.len() + key.key.len() + 2 * 32) as u64
+    }
+}
+
+/// What completing a claim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completed {
+    /// The answer is kept, to be replayed while it is fresh.
+    Kept,
+    /// Keeping the answer would have taken its owner's kept answers past the quota: nothing
+    /// was kept, and the claim is released all the same, so a retry with the key runs again.
+    OverQuota,
 }
 
 /// The instants a claim is judged against, computed by the caller from its own rules.

@@ -21,12 +21,13 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod tenancy;
+pub mod write_health;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
 pub use directory_cache::DirectoryCache;
 pub use error::{CoreError, CursorKind, KeyCheckError, SealError, StoreError};
-pub use idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
+pub use idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
 pub use keycheck::verify_root_key;
 pub use limits::Limits;
@@ -49,3 +50,4 @@ pub use tenancy::{
     Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,
     KeyType, Listed, Removed, SessionId, User, UserSession,
 };
+pub use write_health::WriteHealth;

@@ -23,12 +23,13 @@
 //!   (no handle may answer from a cache another handle's write has made stale);
 //! - an idempotency claim taken through one handle is `InFlight` through every other, and a
 //!   claim held by a handle that went away without releasing it (its process died) is free
-//!   once its lease is over (`ClaimTimes::held_after`).
+//!   once its lease is over (`ClaimTimes::held_after`);
+//! - an owner's quota of kept answers is one, whichever handles its answers are kept through.
 
 use async_trait::async_trait;
 
 use crate::error::{CursorKind, SealError, StoreError};
-use crate::idempotency::{ClaimTimes, IdempotencyClaim, IdempotencyKey, KeptAnswer};
+use crate::idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 use crate::ids::{AccountId, AppId, UserId};
 use crate::ids::{Namespace, SecretId};
 use crate::principal::CredentialId;
@@ -182,12 +183,20 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
         at: ClaimTimes,
     ) -> Result<IdempotencyClaim, StoreError>;
 
-    /// Keeps the answer of a claimed key (durably) and releases the claim.
+    /// Keeps the answer of a claimed key (durably) and releases the claim; unless its owner
+    /// (`key.credential`) would then keep more than `quota` bytes: the sum of
+    /// `KeptAnswer::bytes` over every answer of the owner still stored (a stale one counts until
+    /// `idempotency_purge` deletes it; the answer this one replaces, a stale one of the same key,
+    /// does not), this one included. Then nothing is kept, the claim is released all the same,
+    /// and the answer is `Completed::OverQuota`. The sum is kept in storage: it holds across
+    /// restarts and through every handle on the database, exactly, however many complete at
+    /// once.
     async fn idempotency_complete(
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-    ) -> Result<(), StoreError>;
+        quota: u64,
+    ) -> Result<Completed, StoreError>;
 
     /// Releases a claim without keeping an answer, so a retry with the key runs again.
     /// Releasing a key that is not claimed does nothing.
@@ -325,7 +334,10 @@ pub trait AtomicWrites: Send + Sync + std::fmt::Debug + 'static {
 /// The backend as a whole.
 #[async_trait]
 pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
-    /// Storage answers and can take writes (for a readiness check).
+    /// Storage answers and can take writes (for a readiness check): `Unavailable` while writes
+    /// cannot succeed (a full or read-only disk, a standby database, writes failing), and `Ok`
+    /// again by itself, without any other call, once they can. It may write to find out
+    /// (`WriteHealth`), at most once a second, and not while other writes show how they fare.
     async fn check_ready(&self) -> Result<(), StoreError>;
 
     /// Finishes queued writes and stops accepting new ones; for a clean shutdown. Later calls

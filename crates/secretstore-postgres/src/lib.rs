@@ -31,12 +31,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
-    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Credential,
-    CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim, IdempotencyKey,
-    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
-    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
-    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
+    Credential, CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim,
+    IdempotencyKey, IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer,
+    Lifecycle, ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress,
+    SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession, Write, WriteHealth,
+    Written,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -82,6 +84,8 @@ pub struct PostgresStore {
     /// Off while the listener is not connected (see `listener`).
     cache: Arc<DirectoryCache>,
     claims: Claims,
+    /// Whether the latest writes succeeded, for the readiness check.
+    health: WriteHealth,
     listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
 }
@@ -146,6 +150,7 @@ impl PostgresStore {
             options,
             cache,
             claims: Claims::default(),
+            health: WriteHealth::default(),
             listener: parking_lot::Mutex::new(Some(listener)),
             closed: AtomicBool::new(false),
         })
@@ -157,6 +162,12 @@ impl PostgresStore {
             return Err(shutting_down());
         }
         self.pool.get().await.map_err(|e| pool_failure(&e))
+    }
+
+    /// Notes a write's outcome for the readiness check, and passes it on.
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.note(&result);
+        result
     }
 
     /// Runs a purge statement (`$1`: the instant, `$2`: the most rows a step deletes) until a
@@ -239,14 +250,15 @@ macro_rules! dir_write {
         }
         .await;
         $self.cache.clear();
-        result
+        $self.noted(result)
     }};
 }
 
 #[async_trait]
 impl SecretStore for PostgresStore {
     async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
-        in_tx!(self, |tx| secrets::put(tx, request).await)
+        let result = async { in_tx!(self, |tx| secrets::put(tx, request).await) }.await;
+        self.noted(result)
     }
 
     async fn get(
@@ -263,8 +275,12 @@ impl SecretStore for PostgresStore {
         address: &SecretAddress,
         now: i64,
     ) -> Result<Option<SealedSecret>, StoreError> {
-        let client = self.client().await?;
-        secrets::delete(&client, address, now).await
+        let result = async {
+            let client = self.client().await?;
+            secrets::delete(&client, address, now).await
+        }
+        .await;
+        self.noted(result)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
@@ -285,17 +301,26 @@ impl IdempotencyStore for PostgresStore {
         key: &IdempotencyKey,
         at: ClaimTimes,
     ) -> Result<IdempotencyClaim, StoreError> {
-        let client = self.client().await?;
-        idempotency::claim(&client, &self.claims, key, at).await
+        let result = async {
+            let client = self.client().await?;
+            idempotency::claim(&client, &self.claims, key, at).await
+        }
+        .await;
+        self.noted(result)
     }
 
     async fn idempotency_complete(
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-    ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        idempotency::complete(&client, &self.claims, key, &answer).await
+        quota: u64,
+    ) -> Result<Completed, StoreError> {
+        let result = async {
+            let mut client = self.client().await?;
+            idempotency::complete(&mut client, &self.claims, key, &answer, quota).await
+        }
+        .await;
+        self.noted(result)
     }
 
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
@@ -304,8 +329,17 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
-        self.purge_in_steps("kept answers", idempotency::PURGE, kept_after)
-            .await
+        let limit = i64::from(self.options.purge_batch.max(1));
+        let mut total = 0;
+        loop {
+            let mut client = self.client().await?;
+            match idempotency::purge_step(&mut client, kept_after, limit).await? {
+                Some(removed) if removed == limit as u64 => total += removed,
+                Some(removed) => return Ok(total + removed),
+                // Another server is purging: it finishes the work.
+                None => return Ok(total),
+            }
+        }
     }
 }
 
@@ -322,15 +356,18 @@ impl MetaStore for PostgresStore {
     }
 
     async fn meta_put(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        secrets::execute(
-            &client,
-            "INSERT INTO meta (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-            &[&name, &value],
-        )
-        .await?;
-        Ok(())
+        let result = async {
+            let client = self.client().await?;
+            secrets::execute(
+                &client,
+                "INSERT INTO meta (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                &[&name, &value],
+            )
+            .await
+        }
+        .await;
+        self.noted(result).map(|_| ())
     }
 }
 
@@ -468,31 +505,52 @@ impl Directory for PostgresStore {
 impl AtomicWrites for PostgresStore {
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
         let keys = secrets::scope_lock_keys(&writes);
-        in_tx!(self, |tx| {
-            secrets::lock_scopes(tx, &keys).await?;
-            secrets::commit(tx, writes).await
-        })
+        let result = async {
+            in_tx!(self, |tx| {
+                secrets::lock_scopes(tx, &keys).await?;
+                secrets::commit(tx, writes).await
+            })
+        }
+        .await;
+        self.noted(result)
     }
 }
 
 #[async_trait]
 impl Lifecycle for PostgresStore {
-    /// Ready when a connection answers and the database takes writes: a standby (during a
-    /// failover, say) is not ready.
+    /// Ready when a connection answers and the database takes writes: not a standby (during a
+    /// failover, say), not read-only for this server's sessions, and writes succeeding
+    /// (`WriteHealth::check`: this server's latest write if recent, else a write of its own).
     async fn check_ready(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let row = secrets::query_opt(&client, "SELECT pg_is_in_recovery()", &[]).await?;
-        let standby = row
-            .map(|r| r.try_get::<_, bool>(0))
-            .transpose()
-            .map_err(|e| pg_failure(&e))?
-            .unwrap_or(false);
+        let row = secrets::query_opt(
+            &client,
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+            &[],
+        )
+        .await?;
+        let get = |e: tokio_postgres::Error| pg_failure(&e);
+        let (standby, read_only) = match row {
+            Some(row) => (
+                row.try_get::<_, bool>(0).map_err(get)?,
+                row.try_get::<_, bool>(1).map_err(get)?,
+            ),
+            None => (false, false),
+        };
         if standby {
             return Err(StoreError::Unavailable(
                 "the database is a read-only standby".into(),
             ));
         }
-        Ok(())
+        if read_only {
+            return Err(StoreError::Unavailable(
+                "the database is read-only (default_transaction_read_only)".into(),
+            ));
+        }
+        drop(client);
+        self.health
+            .check(|| self.meta_put(PROBE_NAME, Vec::new()))
+            .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

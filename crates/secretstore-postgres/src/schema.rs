@@ -23,11 +23,15 @@ pub const MIGRATIONS: &[&str] = &[
     // mode: the same tables as the embedded store's schema, in PostgreSQL's types.
     //
     // `seq` is the order of creation (an identity, never reused); a replace keeps the row and so
-    // its place in lists. `scope_user` is '' for the account scope. An idempotency row is a claim while `sealed` is NULL
-    // (`claim` names the handle holding it, `claimed_at` starts its lease) and a kept answer
-    // once `sealed` is set. Directory credentials are kept only as a SHA-256 (`hash`, unique:
-    // the look-up of every request) and a hint for display. No foreign keys: a removal deletes
-    // what an object owns itself, in one transaction, and counts it.
+    // its place in lists. `scope_user` is '' for the account scope. An idempotency row is a
+    // claim while `sealed` is NULL (`claim` names the handle holding it, `claimed_at` starts
+    // its lease) and a kept answer once `sealed` is set; `bytes` is what the answer counts
+    // towards its owner's quota (`KeptAnswer::bytes`, 0 for a claim), and
+    // `idempotency_usage` their sum per owner, kept right by a trigger through every insert,
+    // update and delete (the purge included), so checking a quota is one locked row.
+    // Directory credentials are kept only as a SHA-256 (`hash`, unique: the look-up of every
+    // request) and a hint for display. No foreign keys: a removal deletes what an object owns
+    // itself, in one transaction, and counts it.
     "CREATE TABLE secrets (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -60,12 +64,33 @@ pub const MIGRATIONS: &[&str] = &[
         fingerprint BYTEA NULL,
         sealed BYTEA NULL,
         created BIGINT NULL,
+        bytes BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (credential, key),
         CHECK ((sealed IS NULL) = (created IS NULL)),
         CHECK (sealed IS NOT NULL OR claimed_at IS NOT NULL)
     );
     -- Serves the sweep of answers past their time to live.
     CREATE INDEX idempotency_by_created ON idempotency (created);
+    CREATE TABLE idempotency_usage (
+        credential BYTEA PRIMARY KEY,
+        bytes BIGINT NOT NULL
+    );
+    CREATE FUNCTION idempotency_count_bytes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.bytes <> 0 THEN
+            UPDATE idempotency_usage SET bytes = bytes - OLD.bytes
+                WHERE credential = OLD.credential;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.bytes <> 0 THEN
+            INSERT INTO idempotency_usage (credential, bytes) VALUES (NEW.credential, NEW.bytes)
+                ON CONFLICT (credential)
+                DO UPDATE SET bytes = idempotency_usage.bytes + EXCLUDED.bytes;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER idempotency_count_bytes AFTER INSERT OR UPDATE OR DELETE ON idempotency
+        FOR EACH ROW EXECUTE FUNCTION idempotency_count_bytes();
 
     CREATE TABLE meta (
         name TEXT PRIMARY KEY,

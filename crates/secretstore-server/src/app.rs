@@ -203,6 +203,7 @@ impl AppBuilder {
                 envelope,
                 digest_key,
                 clock,
+                config.idempotency_quota_bytes.map_or(u64::MAX, u64::from),
             ),
             storage: Arc::clone(&storage.lifecycle),
             auth,

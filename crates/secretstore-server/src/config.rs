@@ -1,7 +1,7 @@
 //! The configuration of a server: every setting of `secretstore serve` in one type, with the
 //! defaults the flags have.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,6 +97,9 @@ pub struct Config {
     pub rate_limit: Option<NonZeroU32>,
     /// Time between sweeps of expired secrets and stale kept answers.
     pub sweep_interval: Duration,
+    /// Bytes of kept idempotent answers each credential may have stored on each account;
+    /// `None` for no limit.
+    pub idempotency_quota_bytes: Option<NonZeroU64>,
 }
 
 impl Config {
@@ -116,6 +119,9 @@ impl Config {
             http: HttpLimits::default(),
             rate_limit: None,
             sweep_interval: Duration::from_secs(30),
+            idempotency_quota_bytes: NonZeroU64::new(
+                secretstore_api::idempotency::DEFAULT_QUOTA_BYTES,
+            ),
         }
     }
 }

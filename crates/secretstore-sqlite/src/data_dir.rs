@@ -2,7 +2,9 @@
 //! the owner only (0600), an existing one refused unless it and its files are private to this
 //! user (`check_private`), and held by one process at a time through an exclusive `flock` on its
 //! `LOCK` file. The lock matters beyond tidiness: idempotency claims in flight live in this
-//! process's memory, so a second server on the same files could run a request twice.
+//! process's memory, so a second server on the same files could run a request twice. And
+//! whether the directory's filesystem can take writes at all (`check_room`), for the readiness
+//! check.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -45,6 +47,40 @@ fn files(dir: &Path) -> [(PathBuf, &'static str); 4] {
         ),
         (dir.join(LOCK_FILE), "the lock file"),
     ]
+}
+
+/// Below this many free bytes, a data directory's filesystem is too full to count on a write
+/// landing: a set's row, its index entries and the write-ahead log's frames for them can take
+/// hundreds of kilobytes, and SQLite needs room to grow its files by whole pages.
+pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Whether the filesystem holding `dir` can take writes: not mounted read-only (or forced
+/// read-only by the kernel after an error), and with at least `MIN_FREE_BYTES` free to this
+/// process (root may use the blocks a filesystem reserves for it; others may not).
+pub fn check_room(dir: &Path) -> Result<(), StoreError> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot examine the data directory's filesystem: {e}"
+        ))
+    })?;
+    if stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Err(StoreError::Unavailable(
+            "the data directory's filesystem is read-only".into(),
+        ));
+    }
+    let blocks = if rustix::process::geteuid().is_root() {
+        stat.f_bfree
+    } else {
+        stat.f_bavail
+    };
+    let free = blocks.saturating_mul(stat.f_frsize);
+    if free < MIN_FREE_BYTES {
+        return Err(StoreError::Unavailable(format!(
+            "disk full: {free} bytes free for the data directory, under the {MIN_FREE_BYTES} a \
+             write needs"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a data directory, or a file of it, that another user owns or that group or others

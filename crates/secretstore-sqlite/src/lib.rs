@@ -32,12 +32,13 @@ use async_trait::async_trait;
 use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
+use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
-    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Credential,
-    CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle, ListQuery, Listed,
-    MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore, SessionId,
-    StoreError, StoredList, User, UserId, UserSession, Write, Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
+    Credential, CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey,
+    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
+    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
+    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
 };
 use tokio::sync::oneshot;
 
@@ -472,7 +473,8 @@ impl IdempotencyStore for SqliteStore {
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-    ) -> Result<(), StoreError> {
+        quota: u64,
+    ) -> Result<Completed, StoreError> {
         let touches = Touches {
             releases: Some(key.clone()),
             ..Touches::default()
@@ -480,7 +482,7 @@ impl IdempotencyStore for SqliteStore {
         let job_key = key.clone();
         let result = self
             .write("keep answer", touches, move |conn| {
-                writes::keep_answer(conn, &job_key, &answer)
+                writes::keep_answer(conn, &job_key, &answer, quota)
             })
             .await;
         if result.is_err() {
@@ -497,8 +499,18 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError> {
-        self.purge_in_steps("purge kept answers", writes::purge_kept_answers, kept_after)
-            .await
+        let removed = self
+            .purge_in_steps("purge kept answers", writes::purge_kept_answers, kept_after)
+            .await?;
+        if removed > 0 {
+            self.write(
+                "forget idle owners",
+                Touches::default(),
+                writes::forget_idle_owners,
+            )
+            .await?;
+        }
+        Ok(removed)
     }
 }
 
@@ -700,9 +712,15 @@ impl AtomicWrites for SqliteStore {
 
 #[async_trait]
 impl Lifecycle for SqliteStore {
+    /// Reads alone could succeed while writes cannot, so besides a read this checks the writer
+    /// thread, the filesystem of the data directory (read-only, or too full for a write to
+    /// land: `data_dir::check_room`), and whether writes succeed (`WriteHealth::check`: the
+    /// latest batch's outcome if recent, else a write of its own). Both are needed: a full
+    /// disk can still take a small write into space the write-ahead log already holds, and a
+    /// filesystem the kernel stopped writing to after an error (ext4's `emergency_ro`) may not
+    /// say it is read-only.
     async fn check_ready(&self) -> Result<(), StoreError> {
-        // Reads alone could succeed while writes cannot: the writer is spawned first, so it is
-        // the first worker.
+        // The writer is spawned first, so it is the first worker.
         let writer_gone = self
             .workers
             .lock()
@@ -711,7 +729,16 @@ impl Lifecycle for SqliteStore {
         if writer_gone {
             return Err(thread_stopped());
         }
-        self.read(reader::ping).await
+        self.read(reader::ping).await?;
+        data_dir::check_room(&self.dir)?;
+        self.state
+            .health
+            .check(|| {
+                self.write("readiness probe", Touches::default(), |conn| {
+                    writes::meta_put(conn, PROBE_NAME, &[])
+                })
+            })
+            .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -138,6 +138,37 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX user_sessions_by_app ON user_sessions (app);
     -- Serves the removal of an account's or a user's secrets (every app).
     CREATE INDEX secrets_by_account ON secrets (account, scope_type, scope_user);",
+    // 4: a kept answer is sealed with everything stored beside it as associated data, its
+    // creation time now included, so an edited `created` fails to open like any other edit.
+    // Answers kept by schema 3 were sealed without it and would no longer open: they are
+    // dropped, as by migration 2 (only a retry spanning the upgrade runs again).
+    "DELETE FROM idempotency;",
+    // 5: each owner's kept answers are counted, in bytes, for its quota. `bytes` is what an
+    // answer counts (`KeptAnswer::bytes`: its sealed blob, its key and two 32-byte digests;
+    // computed here for the answers already kept); `idempotency_usage` is their sum per owner,
+    // kept right by the triggers through every insert, update and delete (the purge included),
+    // so checking a quota is one look-up.
+    "ALTER TABLE idempotency ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE idempotency SET bytes = length(sealed) + length(CAST(key AS BLOB)) + 64;
+    CREATE TABLE idempotency_usage (
+        credential BLOB PRIMARY KEY,
+        bytes INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO idempotency_usage (credential, bytes)
+        SELECT credential, SUM(bytes) FROM idempotency GROUP BY credential;
+    CREATE TRIGGER idempotency_usage_insert AFTER INSERT ON idempotency BEGIN
+        INSERT INTO idempotency_usage (credential, bytes) VALUES (NEW.credential, NEW.bytes)
+            ON CONFLICT (credential) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;
+    CREATE TRIGGER idempotency_usage_delete AFTER DELETE ON idempotency BEGIN
+        UPDATE idempotency_usage SET bytes = bytes - OLD.bytes WHERE credential = OLD.credential;
+    END;
+    CREATE TRIGGER idempotency_usage_update AFTER UPDATE OF credential, bytes ON idempotency
+    BEGIN
+        UPDATE idempotency_usage SET bytes = bytes - OLD.bytes WHERE credential = OLD.credential;
+        INSERT INTO idempotency_usage (credential, bytes) VALUES (NEW.credential, NEW.bytes)
+            ON CONFLICT (credential) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;",
 ];
 
 /// The schema version this binary writes.

@@ -10,6 +10,10 @@
 //! that failure instead. The thread survives any error and keeps serving, so a disk that fills
 //! up and then frees space needs no restart.
 //!
+//! The outcome of every batch is noted in `WriterState::health` (a job that failed because
+//! storage did, or a batch that could not commit, says writes fail; otherwise a committed
+//! success says they succeed), which the readiness check reads.
+//!
 //! A job is any function of the connection (`Job::new`): a new kind of write is one function in
 //! `writes.rs`, not a new variant to spell in five places. What a job may change in the read
 //! cache or in the in-flight claims is declared with it (`Touches`), so the writer can settle
@@ -21,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use secretstore_core::{DirectoryCache, IdempotencyKey, SecretAddress, StoreError};
+use secretstore_core::{DirectoryCache, IdempotencyKey, SecretAddress, StoreError, WriteHealth};
 use tokio::sync::oneshot;
 
 use crate::cache::SecretCache;
@@ -45,6 +49,8 @@ pub struct WriterState {
     pub cache: SecretCache,
     /// Credentials and installations recently looked up; cleared by every directory write.
     pub directory: DirectoryCache,
+    /// Whether the latest batches could write; for the readiness check.
+    pub health: WriteHealth,
 }
 
 impl WriterState {
@@ -56,6 +62,7 @@ impl WriterState {
             reads: AtomicU64::default(),
             cache: SecretCache::new(cache_bytes),
             directory: DirectoryCache::default(),
+            health: WriteHealth::default(),
         }
     }
 }
@@ -202,11 +209,25 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
         tracing::warn!(error = %err, jobs = answers.len(), "write batch failed");
     }
     settle(&touched, state);
-    for mut answer in answers {
-        if let Some(err) = &failure {
+    if let Some(err) = &failure {
+        for answer in &mut answers {
             answer.fail(err);
         }
+    }
+    note_health(&answers, state);
+    for answer in answers {
         answer.send();
+    }
+}
+
+/// Notes whether the batch could write: any job refused by storage (disk full, read-only, I/O)
+/// says writes fail, even beside jobs that succeeded, since the next write may be the one that
+/// does not fit; otherwise a success says they succeed.
+fn note_health(answers: &[Box<dyn Pending>], state: &WriterState) {
+    if let Some(why) = answers.iter().find_map(|answer| answer.storage_failure()) {
+        state.health.failed(why);
+    } else if answers.iter().any(|answer| answer.succeeded()) {
+        state.health.succeeded();
     }
 }
 
@@ -236,6 +257,9 @@ trait Pending: Send {
     /// The batch did not commit: a success becomes this failure (a job that failed on its own
     /// keeps its own, more precise, error; it changed nothing either way).
     fn fail(&mut self, err: &StoreError);
+    /// Why storage refused the job, if it did.
+    fn storage_failure(&self) -> Option<&str>;
+    fn succeeded(&self) -> bool;
     fn send(self: Box<Self>);
 }
 
@@ -249,6 +273,17 @@ impl<T: Send> Pending for Done<T> {
         if self.result.is_ok() {
             self.result = Err(err.clone());
         }
+    }
+
+    fn storage_failure(&self) -> Option<&str> {
+        match &self.result {
+            Err(StoreError::Unavailable(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    fn succeeded(&self) -> bool {
+        self.result.is_ok()
     }
 
     fn send(self: Box<Self>) {

@@ -4,8 +4,8 @@
 
 use rusqlite::{params, Connection};
 use secretstore_core::{
-    is_live, seal_once, IdempotencyKey, KeptAnswer, PutRequest, SealedSecret, SecretAddress,
-    StoreError, Write, Written,
+    is_live, seal_once, Completed, IdempotencyKey, KeptAnswer, PutRequest, SealedSecret,
+    SecretAddress, StoreError, Write, Written,
 };
 
 use crate::errors::sql_failure;
@@ -173,26 +173,57 @@ pub fn purge_kept_answers(
     .map_err(|e| sql_failure(&e))
 }
 
+/// Deletes the rows of `idempotency_usage` that count nothing any more (owners whose answers
+/// have all been purged), so the table holds only owners with answers.
+pub fn forget_idle_owners(conn: &Connection) -> Result<u64, StoreError> {
+    conn.prepare_cached("DELETE FROM idempotency_usage WHERE bytes <= 0")
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(|n| n as u64)
+        .map_err(|e| sql_failure(&e))
+}
+
+/// Keeps the answer, unless its owner's answers would then hold more than `quota` bytes; see
+/// `IdempotencyStore::idempotency_complete`. The writer runs one job at a time, so the check
+/// and the insert cannot be split by another keep.
 pub fn keep_answer(
     conn: &Connection,
     key: &IdempotencyKey,
     answer: &KeptAnswer,
-) -> Result<(), StoreError> {
+    quota: u64,
+) -> Result<Completed, StoreError> {
+    let credential = &key.credential.as_bytes()[..];
+    // The owner's bytes, less those of the stale answer of this key that this one replaces.
+    let used: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE((SELECT bytes FROM idempotency_usage WHERE credential = ?1), 0)
+                  - COALESCE((SELECT bytes FROM idempotency
+                              WHERE credential = ?1 AND key = ?2), 0)",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![credential, key.key], |row| row.get(0)))
+        .map_err(|e| sql_failure(&e))?;
+    let bytes = answer.bytes(key);
+    if u64::try_from(used).unwrap_or(0).saturating_add(bytes) > quota {
+        return Ok(Completed::OverQuota);
+    }
+    // An upsert, not INSERT OR REPLACE: a replacing delete would not run the usage triggers.
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO idempotency (credential, key, fingerprint, sealed, created)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO idempotency (credential, key, fingerprint, sealed, created, bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (credential, key) DO UPDATE SET fingerprint = excluded.fingerprint,
+             sealed = excluded.sealed, created = excluded.created, bytes = excluded.bytes",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            &key.credential.as_bytes()[..],
+            credential,
             key.key,
             &answer.fingerprint[..],
             answer.sealed,
-            answer.created
+            answer.created,
+            i64::try_from(bytes).unwrap_or(i64::MAX)
         ])
     })
     .map_err(|e| sql_failure(&e))?;
-    Ok(())
+    Ok(Completed::Kept)
 }
 
 pub fn meta_put(conn: &Connection, name: &str, value: &[u8]) -> Result<(), StoreError> {

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secretstore_core::{
-    IdempotencyClaim, KeptAnswer, Lifecycle as _, ListQuery, MetaStore as _, Mode, Namespace,
-    PutRequest, Scope, SealedSecret, SecretId, SecretStore as _, Store, StoreError,
+    Completed, IdempotencyClaim, KeptAnswer, Lifecycle as _, ListQuery, MetaStore as _, Mode,
+    Namespace, PutRequest, Scope, SealedSecret, SecretId, SecretStore as _, Store, StoreError,
 };
-use secretstore_sqlite::{SqliteOptions, SqliteStore, DATABASE_FILE, LOCK_FILE, SCHEMA_VERSION};
+use secretstore_sqlite::{
+    SqliteOptions, SqliteStore, DATABASE_FILE, LOCK_FILE, MIGRATIONS, SCHEMA_VERSION,
+};
 use secretstore_store_tests::fixtures::{
-    address, at, failing_put, home, idempotency_key, kept_answer, namespace, put_ok, put_request,
-    query, user, NOW, ROOMY,
+    address, at, claim_and_complete, failing_put, home, idempotency_key, kept_answer, namespace,
+    put_ok, put_request, query, user, NOW, NO_QUOTA, ROOMY,
 };
 
 /// A temporary directory private to this user (0700), as a data directory must be: the
@@ -105,7 +107,7 @@ async fn write_known_state(store: Arc<dyn Store>) -> (SealedSecret, SealedSecret
     );
     let answer = kept_answer(3, "sealed", NOW);
     store
-        .idempotency_complete(&ik, answer.clone())
+        .idempotency_complete(&ik, answer.clone(), NO_QUOTA)
         .await
         .expect("complete");
     (a, b, answer)
@@ -175,6 +177,75 @@ async fn data_survives_close_and_reopen() {
     drop(store);
     let store: Arc<dyn Store> = Arc::new(open(&dir));
     check_known_state(store, &a, &b, &answer).await;
+}
+
+/// What an owner keeps is counted in the database, not in the process: its quota holds across
+/// a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_idempotency_quota_holds_across_a_restart() {
+    let tmp = private_tempdir();
+    let dir = tmp.path().join("data");
+    let first = idempotency_key("sk_test_quota", "k1");
+    let answer = kept_answer(1, "kept", NOW);
+    let quota = answer.bytes(&first);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    assert_eq!(
+        claim_and_complete(&store, &first, answer, quota).await,
+        Completed::Kept
+    );
+    store.close().await.expect("close");
+    drop(store);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    let second = idempotency_key("sk_test_quota", "k2");
+    assert_eq!(
+        claim_and_complete(&store, &second, kept_answer(2, "kept", NOW), quota).await,
+        Completed::OverQuota
+    );
+}
+
+/// Answers kept before the quota existed (schema 4) count towards it once the database is
+/// upgraded: migration 5 counts what is already stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgraded_database_counts_the_answers_it_already_kept() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = private_tempdir();
+    let database = tmp.path().join(DATABASE_FILE);
+    let old = idempotency_key("sk_test_upgrade", "old");
+    let kept = kept_answer(1, &"x".repeat(100), NOW);
+    {
+        let db = rusqlite::Connection::open(&database).expect("sqlite");
+        for script in &MIGRATIONS[..4] {
+            db.execute_batch(script).expect("migration");
+        }
+        db.execute_batch("PRAGMA user_version = 4")
+            .expect("version");
+        db.execute(
+            "INSERT INTO idempotency (credential, key, fingerprint, sealed, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                &old.credential.as_bytes()[..],
+                old.key,
+                &kept.fingerprint[..],
+                kept.sealed,
+                kept.created
+            ],
+        )
+        .expect("an answer kept by schema 4");
+    }
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let store: Arc<dyn Store> = Arc::new(open(tmp.path()));
+    let new = idempotency_key("sk_test_upgrade", "new");
+    let answer = kept_answer(2, "y", NOW);
+    let both = kept.bytes(&old) + answer.bytes(&new);
+    assert_eq!(
+        claim_and_complete(&store, &new, answer.clone(), both - 1).await,
+        Completed::OverQuota,
+        "the answer kept before the upgrade counts"
+    );
+    assert_eq!(
+        claim_and_complete(&store, &new, answer, both).await,
+        Completed::Kept
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use secretstore_core::{
-    AccountId, AppId, ClaimTimes, CredentialId, IdempotencyKey, KeptAnswer, ListCursor, ListQuery,
-    Mode, Namespace, PutRequest, Scope, SealError, SealedSecret, SecretAddress, SecretId,
-    SecretName, Store, StoreError, StoredList, UserId,
+    AccountId, AppId, ClaimTimes, Completed, CredentialId, IdempotencyClaim, IdempotencyKey,
+    KeptAnswer, ListCursor, ListQuery, Mode, Namespace, PutRequest, Scope, SealError, SealedSecret,
+    SecretAddress, SecretId, SecretName, Store, StoreError, StoredList, UserId,
 };
 
 /// The instant most checks run at; any fixed value works because time is passed in.
@@ -187,6 +187,26 @@ pub fn kept_answer(tag: u8, body: &str, created: i64) -> KeptAnswer {
         fingerprint: [tag; 32],
         sealed: body.as_bytes().to_vec(),
         created,
+    }
+}
+
+/// A quota no check reaches, for checks that are not about the quota.
+pub const NO_QUOTA: u64 = u64::MAX;
+
+/// Claims `key` (it must be free) and completes it with `answer` under `quota`.
+pub async fn claim_and_complete(
+    store: &Arc<dyn Store>,
+    key: &IdempotencyKey,
+    answer: KeptAnswer,
+    quota: u64,
+) -> Completed {
+    match store.idempotency_claim(key, at(answer.created)).await {
+        Ok(IdempotencyClaim::Claimed) => {}
+        other => panic!("claim {:?}: {other:?}", key.key),
+    }
+    match store.idempotency_complete(key, answer, quota).await {
+        Ok(completed) => completed,
+        Err(e) => panic!("complete {:?} failed: {e:?}", key.key),
     }
 }
 

@@ -117,6 +117,9 @@ macro_rules! __every_check {
                 idempotency_answers_expire_after_their_ttl,
                 idempotency_keys_are_per_credential,
                 idempotency_concurrent_claims_have_one_winner,
+                idempotency_quota_bounds_what_one_owner_keeps,
+                idempotency_quota_counts_stored_answers_until_purged,
+                idempotency_quota_holds_under_concurrent_completes,
                 commit_applies_every_write_in_order,
                 commit_is_all_or_nothing,
                 directory_accounts_round_trip_and_page,
@@ -132,7 +135,8 @@ macro_rules! __every_check {
                 two_handles_never_overshoot_the_maximum,
                 two_handles_one_name_makes_one_secret,
                 two_handles_share_idempotency_claims,
-                a_claim_of_a_vanished_handle_frees_after_its_lease
+                a_claim_of_a_vanished_handle_frees_after_its_lease,
+                two_handles_share_an_idempotency_quota
             ]
         );
     };

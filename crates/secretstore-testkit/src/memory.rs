@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use secretstore_core::{
     is_live, Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes,
-    Credential, CredentialId, CursorKind, Directory, DirectoryPage, IdempotencyClaim,
+    Completed, Credential, CredentialId, CursorKind, Directory, DirectoryPage, IdempotencyClaim,
     IdempotencyKey, IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer,
     Lifecycle, ListCursor, ListQuery, Listed, MetaStore, PutRequest, Removed, Scope, SealedSecret,
     SecretAddress, SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession,
@@ -317,11 +317,21 @@ impl IdempotencyStore for MemoryStore {
         &self,
         key: &IdempotencyKey,
         answer: KeptAnswer,
-    ) -> Result<(), StoreError> {
+        quota: u64,
+    ) -> Result<Completed, StoreError> {
         let mut data = self.open()?;
         data.claims.remove(key);
+        let owners: u64 = data
+            .kept
+            .iter()
+            .filter(|(other, _)| other.credential == key.credential && *other != key)
+            .map(|(other, kept)| kept.bytes(other))
+            .sum();
+        if owners.saturating_add(answer.bytes(key)) > quota {
+            return Ok(Completed::OverQuota);
+        }
         data.kept.insert(key.clone(), answer);
-        Ok(())
+        Ok(Completed::Kept)
     }
 
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {

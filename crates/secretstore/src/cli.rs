@@ -136,6 +136,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_MAX_BODY_BYTES", default_value_t = secretstore_api::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Bytes of kept idempotent answers (the answers replayed, for 24 hours, to a retry with
+    /// the same Idempotency-Key) each credential may have stored on each account, counted in
+    /// storage (across restarts, and across servers on one database). Past it a request runs
+    /// as usual, but its answer is not kept: it carries `Idempotent-Kept: false`, and a retry
+    /// with its key runs it again. 0 turns the quota off.
+    #[arg(long, env = "SECRETSTORE_IDEMPOTENCY_QUOTA_BYTES", value_name = "N",
+          default_value_t = secretstore_api::idempotency::DEFAULT_QUOTA_BYTES)]
+    pub idempotency_quota_bytes: u64,
+
     /// Requests a second each credential may make on each account (bursts of twice as many);
     /// over it, requests are answered 429 rate_limit with Retry-After. 0 turns the limit off.
     /// Default: 100 in production mode (Stripe's live-mode figure), off in dev mode.

@@ -195,6 +195,7 @@ fn config(
         },
         rate_limit: std::num::NonZeroU32::new(rate_limit),
         sweep_interval: Duration::from_secs(args.sweep_interval),
+        idempotency_quota_bytes: std::num::NonZeroU64::new(args.idempotency_quota_bytes),
     })
 }
 

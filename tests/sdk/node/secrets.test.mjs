@@ -159,6 +159,22 @@ describe('deleteWhere', () => {
     assert.equal(deleted.payload, value);
     assert.equal(deleted.deleted, true);
   });
+
+  test('a replayed delete answers payload null: no kept answer outlives its secret', async () => {
+    const stripeAccount = freshAccount();
+    const name = unique();
+    const value = payload();
+    await stripe.apps.secrets.create({ name, payload: value, scope: ACCOUNT }, { stripeAccount });
+    const params = { name, scope: ACCOUNT, expand: ['payload'] };
+    const options = { stripeAccount, idempotencyKey: unique('idem') };
+    const first = await stripe.apps.secrets.deleteWhere(params, options);
+    assert.equal(first.payload, value);
+    const again = await stripe.apps.secrets.deleteWhere(params, options);
+    assert.equal(again.lastResponse.headers['idempotent-replayed'], 'true');
+    assert.equal(again.payload, null);
+    assert.equal(again.deleted, true);
+    assert.equal(again.id, first.id);
+  });
 });
 
 describe('isolation', () => {

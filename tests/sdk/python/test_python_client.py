@@ -161,3 +161,42 @@ def test_request_api_key_option_overrides_client_key(client):
         status=404,
         code="resource_missing",
     )
+
+
+def test_a_replayed_delete_answers_no_payload_since_its_secret_is_gone(client):
+    secrets = client.v1.apps.secrets
+    acct, name, value = fresh_account(), unique(), payload()
+    secrets.create(params={"name": name, "payload": value, "scope": ACCOUNT}, options={"stripe_account": acct})
+    params = {"name": name, "scope": ACCOUNT, "expand": ["payload"]}
+    opts = {"stripe_account": acct, "idempotency_key": unique("idem")}
+    first = secrets.delete_where(params=params, options=opts)
+    assert first.payload == value
+    again = secrets.delete_where(params=params, options=opts)
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert again.payload is None
+    assert again.deleted is True and again.id == first.id
+
+
+def test_past_its_quota_a_request_runs_and_its_answer_is_not_kept(new_server):
+    srv = new_server(extra_args=["--idempotency-quota-bytes", "2000"])
+    secrets = stripe.StripeClient(
+        "sk_test_pyquota", base_addresses={"api": srv.url}, max_network_retries=0
+    ).v1.apps.secrets
+    name, sent = unique(), []
+    # A kept answer of a set is some 400 bytes: a few fit under 2,000.
+    for _ in range(20):
+        params = {"name": name, "payload": payload(), "scope": ACCOUNT}
+        opts = {"idempotency_key": unique("idem")}
+        made = secrets.create(params=params, options=opts)
+        sent.append((params, opts, made.last_response.headers.get("Idempotent-Kept")))
+        if sent[-1][2] == "false":
+            break
+    kept = [s for s in sent if s[2] is None]
+    assert kept and sent[-1][2] == "false", sent
+    # What was kept replays; what was not runs again, and succeeds.
+    params, opts, _ = kept[0]
+    assert secrets.create(params=params, options=opts).last_response.headers.get("Idempotent-Replayed") == "true"
+    params, opts, _ = sent[-1]
+    again = secrets.create(params=params, options=opts)
+    assert again.last_response.headers.get("Idempotent-Replayed") is None
+    assert again.last_response.headers.get("Idempotent-Kept") == "false"

@@ -3,10 +3,10 @@
 //! `name`, `scope`, optionally `expand`.
 
 use secretstore_core::{Access, DeleteRequest, Namespace, RequestContext, SecretService};
-use zeroize::Zeroizing;
 
 use super::Operation;
 use crate::error::ApiError;
+use crate::idempotency::Answered;
 use crate::params::{self, Params};
 use crate::render;
 
@@ -29,8 +29,11 @@ impl Operation for Delete {
         service: SecretService,
         ctx: RequestContext,
         request: DeleteRequest,
-    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    ) -> Result<Answered, ApiError> {
         let secret = service.delete(&ctx, request).await?;
-        Ok(render::deleted(&secret))
+        Ok(Answered::kept_as(
+            render::deleted(&secret),
+            render::without_payload(&secret, true),
+        ))
     }
 }

@@ -2,10 +2,10 @@
 //! only when asked (`expand[]=payload`). Parameters: `name`, `scope`, optionally `expand`.
 
 use secretstore_core::{Access, FindRequest, Namespace, RequestContext, SecretService};
-use zeroize::Zeroizing;
 
 use super::Operation;
 use crate::error::ApiError;
+use crate::idempotency::Answered;
 use crate::params::{self, Params};
 use crate::render;
 
@@ -28,8 +28,8 @@ impl Operation for Find {
         service: SecretService,
         ctx: RequestContext,
         request: FindRequest,
-    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    ) -> Result<Answered, ApiError> {
         let secret = service.find(&ctx, request).await?;
-        Ok(render::secret(&secret))
+        Ok(Answered::new(render::secret(&secret)))
     }
 }

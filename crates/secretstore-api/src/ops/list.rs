@@ -4,10 +4,10 @@
 
 use secretstore_core::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MIN_LIST_LIMIT};
 use secretstore_core::{Access, ListCursor, ListRequest, Namespace, RequestContext, SecretService};
-use zeroize::Zeroizing;
 
 use super::Operation;
 use crate::error::{ApiError, Code};
+use crate::idempotency::Answered;
 use crate::params::{self, Params, LIST_ITEM_FIELDS};
 use crate::render;
 
@@ -74,8 +74,8 @@ impl Operation for List {
         service: SecretService,
         ctx: RequestContext,
         request: ListRequest,
-    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    ) -> Result<Answered, ApiError> {
         let page = service.list(&ctx, request).await?;
-        Ok(render::list(&page))
+        Ok(Answered::new(render::list(&page)))
     }
 }

@@ -19,13 +19,14 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use axum::{Extension, Router};
-use secretstore_core::{authorize, Access, Namespace, RequestContext, RequestId, SecretService};
-use zeroize::Zeroizing;
+use secretstore_core::{
+    authorize, Access, Namespace, Payload, RequestContext, RequestId, SecretService,
+};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::StripeForm;
-use crate::idempotency::KeyHeader;
+use crate::idempotency::{Answered, KeyHeader};
 use crate::params::Params;
 use crate::AppState;
 
@@ -46,12 +47,20 @@ pub trait Operation: Send + Sync + 'static {
     /// What the request would do, for `authorize`.
     fn access(request: &Self::Request) -> Access<'_>;
 
-    /// Runs the request; the answer is the 200 body (which may hold a payload, hence wiped).
+    /// The payload a replay of this request shows, where the answer kept for it has none
+    /// (`Answered`): a set's own, which the request carries. None by default: a delete's
+    /// secret is gone, and its replay shows `"payload": null`.
+    fn replayed_payload(_request: &Self::Request) -> Option<Payload> {
+        None
+    }
+
+    /// Runs the request; the answer is the 200 body (which may hold a payload, hence wiped),
+    /// and how it is kept for a replay.
     fn run(
         service: SecretService,
         ctx: RequestContext,
         request: Self::Request,
-    ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Answered, ApiError>> + Send;
 }
 
 /// The pipeline every operation runs through.
@@ -72,10 +81,14 @@ pub async fn handle<O: Operation>(
         request_id,
         credential: principal.credential,
     };
+    let replayed_payload = keyed
+        .is_keyed()
+        .then(|| O::replayed_payload(&request))
+        .flatten();
     let work = O::run(state.service.clone(), ctx, request);
     state
         .idempotency
-        .run(&principal, keyed, request_id, work)
+        .run(&principal, keyed, request_id, replayed_payload, work)
         .await
 }
 

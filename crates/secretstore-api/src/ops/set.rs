@@ -3,10 +3,10 @@
 //! `payload`, `scope`, and optionally `expires_at` and `expand`.
 
 use secretstore_core::{Access, Namespace, Payload, RequestContext, SecretService, SetRequest};
-use zeroize::Zeroizing;
 
 use super::Operation;
 use crate::error::ApiError;
+use crate::idempotency::Answered;
 use crate::params::{self, Params, SECRET_FIELDS};
 use crate::render;
 
@@ -46,12 +46,19 @@ impl Operation for Set {
         request.access()
     }
 
+    fn replayed_payload(request: &SetRequest) -> Option<Payload> {
+        request.reveal.then(|| request.payload.clone())
+    }
+
     async fn run(
         service: SecretService,
         ctx: RequestContext,
         request: SetRequest,
-    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    ) -> Result<Answered, ApiError> {
         let secret = service.set(&ctx, request).await?;
-        Ok(render::secret(&secret))
+        Ok(Answered::kept_as(
+            render::secret(&secret),
+            render::without_payload(&secret, false),
+        ))
     }
 }

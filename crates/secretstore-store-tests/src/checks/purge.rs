@@ -102,7 +102,7 @@ pub async fn purge_removes_stale_idempotency_records(store: Arc<dyn Store>) {
             let k = idempotency_key("sk_test_purge", &format!("old-{n}"));
             store.idempotency_claim(&k, at(NOW)).await.expect("claim");
             store
-                .idempotency_complete(&k, kept_answer(1, "{}", NOW))
+                .idempotency_complete(&k, kept_answer(1, "{}", NOW), NO_QUOTA)
                 .await
                 .expect("complete");
         });
@@ -117,7 +117,7 @@ pub async fn purge_removes_stale_idempotency_records(store: Arc<dyn Store>) {
         .expect("claim");
     let answer = kept_answer(2, "{}", NOW + 10);
     store
-        .idempotency_complete(&young, answer.clone())
+        .idempotency_complete(&young, answer.clone(), NO_QUOTA)
         .await
         .expect("complete");
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use secretstore_core::{IdempotencyClaim, Scope, Store, StoreError};
+use secretstore_core::{Completed, IdempotencyClaim, Scope, Store, StoreError};
 use tokio::task::JoinSet;
 
 use crate::fixtures::*;
@@ -93,7 +93,7 @@ pub async fn two_handles_share_idempotency_claims(one: Arc<dyn Store>, two: Arc<
         IdempotencyClaim::InFlight
     );
     let answer = kept_answer(7, "done", NOW);
-    one.idempotency_complete(&k, answer.clone())
+    one.idempotency_complete(&k, answer.clone(), NO_QUOTA)
         .await
         .expect("complete");
     assert_eq!(
@@ -136,4 +136,21 @@ pub async fn a_claim_of_a_vanished_handle_frees_after_its_lease(
         "and the new claim holds"
     );
     two.idempotency_release(&k).await.expect("release");
+}
+
+/// An owner's quota is one, whichever handles its answers are kept through: concurrent
+/// completes through both keep exactly what fits, and an answer kept through one counts
+/// against a complete through the other.
+pub async fn two_handles_share_an_idempotency_quota(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    let stores = [Arc::clone(&one), Arc::clone(&two)];
+    let quota = 5 * super::idempotency::QUOTA_ANSWER_BYTES;
+    assert_eq!(
+        super::idempotency::complete_at_once(&stores, 20, quota).await,
+        5
+    );
+    let k = idempotency_key("sk_test_quota_race", "one-more");
+    assert_eq!(
+        claim_and_complete(&two, &k, kept_answer(1, "y", NOW), quota).await,
+        Completed::OverQuota
+    );
 }

@@ -2,9 +2,11 @@
 //! the test fills up. Read-only: a loop-mounted ext4 that the kernel forces read-only under the
 //! running server (ext4's `trigger_fs_error` with `errors=remount-ro`, what a failing disk
 //! does). In both, writes answer 503 api_error with `Stripe-Should-Retry: true`, reads keep
-//! working and nothing stored is damaged. Once space returns, writes work again without a
-//! restart. A filesystem the kernel forced read-only stays so until it is unmounted (ext4's
-//! emergency read-only state), so that recovery is a remount and a restart, also checked here.
+//! working, nothing stored is damaged, and `/readyz` says not ready (503) even before a client
+//! write has failed. Once space returns, `/readyz` is ready again by itself and writes work
+//! again, without a restart. A filesystem the kernel forced read-only stays so until it is
+//! unmounted (ext4's emergency read-only state), so that recovery is a remount and a restart,
+//! also checked here.
 //!
 //! Mounting needs root (CI runs as root). Set SECRETSTORE_SKIP_ROOT_TESTS=1 to skip these
 //! where that is impossible; otherwise a missing privilege fails the test loudly.
@@ -87,6 +89,39 @@ async fn try_set(http: &reqwest::Client, url: &str, name: &str, payload: &str) -
     status
 }
 
+/// `/readyz` answers 503 `storage_unavailable` within 5 seconds (the outcome of a write stands
+/// for a second), with nothing but readiness checks sent meanwhile.
+async fn wait_not_ready(http: &reqwest::Client, url: &str, when: &str) {
+    for _ in 0..50 {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        let status = ready.status().as_u16();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        if status == 503 {
+            eprintln!("readyz {when}: {status} {body}");
+            assert_eq!(
+                body["error"]["code"], "storage_unavailable",
+                "{when}: {body}"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/readyz stayed ready {when}");
+}
+
+/// Polls `/readyz` until it answers 200, for up to 10 seconds.
+async fn wait_ready(http: &reqwest::Client, url: &str, when: &str) {
+    for _ in 0..100 {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        if ready.status().as_u16() == 200 {
+            eprintln!("readyz {when}: 200");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/readyz did not become ready {when}");
+}
+
 async fn assert_all_readable(http: &reqwest::Client, url: &str, acked: &[(String, String)]) {
     for (name, payload) in acked {
         let query = [
@@ -143,14 +178,11 @@ async fn disk_full_refuses_writes_keeps_reads_and_recovers_without_restart() {
     }
     assert!(refused >= 20, "writes kept succeeding on a full disk");
     assert_all_readable(&http, &server.url, &acked).await;
-    let ready = http
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    eprintln!("readyz on a full disk: {}", ready.status());
+    wait_not_ready(&http, &server.url, "on a full disk").await;
 
+    // Ready again by itself once space returns, before any write has to show it.
     std::fs::remove_file(&filler).unwrap();
+    wait_ready(&http, &server.url, "once space returned").await;
     for i in 0..20 {
         let name = format!("after-{i}");
         assert_eq!(
@@ -266,6 +298,7 @@ async fn storage_forced_read_only_refuses_writes_keeps_reads_and_damages_nothing
         acked.push((name, "payload".to_owned()));
     }
     fs.fail();
+    wait_not_ready(&http, &server.url, "on a disk forced read-only").await;
     for i in 0..5 {
         assert_eq!(
             try_set(&http, &server.url, &format!("ro-{i}"), "payload").await,
@@ -290,6 +323,7 @@ async fn storage_forced_read_only_refuses_writes_keeps_reads_and_damages_nothing
     let _ = server.terminate();
     fs.repair();
     let server = site.start(&[]);
+    wait_ready(&http, &server.url, "after the repair").await;
     assert_all_readable(&http, &server.url, &acked).await;
     assert_eq!(
         try_set(&http, &server.url, "after-repair", "payload").await,
