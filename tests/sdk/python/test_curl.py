@@ -237,16 +237,39 @@ def test_health_endpoints(server):
 
 
 def test_largest_valid_request_is_admitted(server, key):
-    big = "😀" * 5000
+    # A name and a payload of 5,000 four-byte characters, and the longest user id with which a
+    # find can still carry both in its URL (docs/api.md §3); found back whole.
+    big, user = "😀" * 5000, "😀" * 450
     answer = requests.post(
         server.url + "/v1/apps/secrets",
-        data={"name": big, "payload": big, "scope[type]": "user", "scope[user]": big},
+        data={"name": big, "payload": big, "scope[type]": "user", "scope[user]": user},
         auth=(key, ""),
         timeout=60,
     )
     assert answer.status_code == 200, answer.text[:500]
     assert answer.json()["name"] == big
-    assert answer.json()["scope"] == {"type": "user", "user": big}
+    assert answer.json()["scope"] == {"type": "user", "user": user}
+    found = requests.get(
+        server.url + "/v1/apps/secrets/find",
+        params={"name": big, "scope[type]": "user", "scope[user]": user, "expand[]": "payload"},
+        auth=(key, ""),
+        timeout=60,
+    )
+    assert found.status_code == 200, found.text[:500]
+    assert found.json()["payload"] == big
+
+
+def test_a_name_and_user_too_long_together_to_find_are_refused_at_set(server, key):
+    big = "😀" * 5000
+    answer = requests.post(
+        server.url + "/v1/apps/secrets",
+        data={"name": big, "payload": "p", "scope[type]": "user", "scope[user]": big},
+        auth=(key, ""),
+        timeout=60,
+    )
+    assert answer.status_code == 400, answer.text[:500]
+    assert answer.json()["error"]["code"] == "parameter_invalid_string_too_long"
+    assert answer.json()["error"]["param"] == "name"
 
 
 def test_oversized_body_is_413(server, key):
