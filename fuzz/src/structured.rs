@@ -513,11 +513,52 @@ fn build_valid(v: &Valid) -> (Vec<(String, String)>, Expect) {
         pairs.push((key, item));
     }
 
+    // A set whose name and user id could not both fit in a find's URL is refused (docs/api.md
+    // §3), after the checks of the name and the scope and before those of the payload, the
+    // expiry and `expand`.
+    let checked_later = matches!(
+        defect,
+        None | Some(
+            Defect::Empty(Required::Payload)
+                | Defect::TooLong(Required::Payload)
+                | Defect::BadInteger
+                | Defect::BadExpand
+        )
+    );
+    if op == Op::Set && checked_later && !findable(&pairs) {
+        expect = refuse("parameter_invalid_string_too_long", "name");
+    }
+
     if matches!(defect, Some(Defect::Unknown)) {
         pairs.push(("metadata[color]".into(), "blue".into()));
         expect = refuse("parameter_unknown", "metadata[color]");
     }
     (pairs, expect)
+}
+
+/// Whether the name and the user id among `pairs` fit together in a find's URL: 65,534 bytes of
+/// request target, less 128 for the rest of it, each byte percent-encoded (3 bytes) unless it is
+/// an ASCII letter, digit or `-._~`.
+fn findable(pairs: &[(String, String)]) -> bool {
+    let encoded = |key: &str| -> usize {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, value)| {
+                value
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                            1
+                        } else {
+                            3
+                        }
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    encoded("name") + encoded("scope[user]") <= 65_534 - 128
 }
 
 fn run_valid(v: &Valid) {

@@ -177,31 +177,7 @@ async fn a_revoked_key_or_ended_session_is_refused_by_every_server_within_two_se
     let servers = site.start_together(3, &["--database-url", database.url()]);
     let admin = Admin::of(&site, &servers[0]);
     admin
-        .ok("POST", "/v1/accounts", json!({"id": "acct_owner"}))
-        .await;
-    admin
-        .ok("POST", "/v1/accounts", json!({"id": "acct_cust"}))
-        .await;
-    admin
-        .ok(
-            "POST",
-            "/v1/apps",
-            json!({"id": "app.pg", "name": "PG", "account": "acct_owner"}),
-        )
-        .await;
-    admin
-        .ok(
-            "POST",
-            "/v1/installations",
-            json!({"app": "app.pg", "account": "acct_cust"}),
-        )
-        .await;
-    admin
-        .ok(
-            "POST",
-            "/v1/accounts/acct_cust/users",
-            json!({"id": "usr_u"}),
-        )
+        .tenants("app.pg", "acct_owner", &["acct_cust"], &["usr_u"])
         .await;
     let key = admin.key("app.pg", "test", "secret", &[]).await;
     let key_id = {
@@ -259,16 +235,7 @@ async fn a_removal_killed_midway_is_all_or_nothing_on_postgres() {
     let mut site = Site::production(BIN);
     let mut server = site.start(&extra);
     let admin = Admin::of(&site, &server);
-    admin
-        .ok("POST", "/v1/accounts", json!({"id": "acct_big"}))
-        .await;
-    admin
-        .ok(
-            "POST",
-            "/v1/apps",
-            json!({"id": "app.big", "name": "Big", "account": "acct_big"}),
-        )
-        .await;
+    admin.tenants("app.big", "acct_big", &[], &[]).await;
     // Many secrets, written straight into the database (the removal never opens a payload, so
     // any bytes will do), so that the removal takes a while.
     let total: i64 = 1_000_000;

@@ -53,6 +53,39 @@ impl Admin {
         answer
     }
 
+    /// An app of `owner` (made first) installed on each of `installed` (made first), and the
+    /// users of the first of them: the usual tenants of a test.
+    pub async fn tenants(&self, app: &str, owner: &str, installed: &[&str], users: &[&str]) {
+        for account in std::iter::once(&owner).chain(installed) {
+            self.ok("POST", "/v1/accounts", json!({"id": account}))
+                .await;
+        }
+        self.ok(
+            "POST",
+            "/v1/apps",
+            json!({"id": app, "name": app, "account": owner}),
+        )
+        .await;
+        for account in installed {
+            self.ok(
+                "POST",
+                "/v1/installations",
+                json!({"app": app, "account": account}),
+            )
+            .await;
+        }
+        if let Some(first) = installed.first() {
+            for user in users {
+                self.ok(
+                    "POST",
+                    &format!("/v1/accounts/{first}/users"),
+                    json!({"id": user}),
+                )
+                .await;
+            }
+        }
+    }
+
     pub async fn key(&self, app: &str, mode: &str, kind: &str, permissions: &[&str]) -> String {
         let mut body = json!({"mode": mode, "type": kind});
         if !permissions.is_empty() {
