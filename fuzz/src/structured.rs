@@ -514,17 +514,16 @@ fn build_valid(v: &Valid) -> (Vec<(String, String)>, Expect) {
     }
 
     // A set whose name and user id could not both fit in a find's URL is refused (docs/api.md
-    // §3), after the checks of the name and the scope and before those of the payload, the
-    // expiry and `expand`.
-    let checked_later = matches!(
-        defect,
-        None | Some(
-            Defect::Empty(Required::Payload)
-                | Defect::TooLong(Required::Payload)
-                | Defect::BadInteger
-                | Defect::BadExpand
-        )
-    );
+    // §3), after the checks of the name and the scope and before those of the payload's value,
+    // the expiry and `expand`: it replaces an acceptance or one of those later refusals.
+    let checked_later = match &expect {
+        Expect::Accepted => true,
+        Expect::Refused { code, param } => {
+            (param == "payload" && *code != "parameter_missing")
+                || param == "expires_at"
+                || param == "expand"
+        }
+    };
     if op == Op::Set && checked_later && !findable(&pairs) {
         expect = refuse("parameter_invalid_string_too_long", "name");
     }

@@ -39,7 +39,7 @@ pub use auth::{Authenticator, DevAuthenticator};
 pub use error::ApiError;
 pub use idempotency::Idempotency;
 pub use rate_limit::RateLimit;
-pub use server::{serve, Shutdown};
+pub use server::{serve, Shutdown, MAX_LINGERING};
 
 /// The largest valid request is three 5,000-character fields of 4-byte characters, each byte
 /// percent-encoded (12 bytes a character): 180,000 bytes plus names and brackets.

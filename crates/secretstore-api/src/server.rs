@@ -14,7 +14,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -72,8 +72,10 @@ impl Shutdown {
 const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_IDLE: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
-/// Connections lingering at once; past it a connection closes without lingering.
-const MAX_LINGERING: usize = 1024;
+/// Connections lingering at once; past it a connection closes without lingering. Lingering
+/// sockets hold descriptors beyond `--max-connections`, so this is small, and it is part of the
+/// descriptors `secretstore serve` keeps aside from connections.
+pub const MAX_LINGERING: usize = 64;
 /// How long a new connection waits for the slot an idle one was asked to give up.
 const ROOM_PATIENCE: Duration = Duration::from_millis(500);
 
@@ -230,8 +232,9 @@ impl Backoff {
     }
 }
 
-/// Serves one connection (plain or TLS) until it ends, it is asked to close (to make room, or
-/// at shutdown), then lingers.
+/// Serves one connection (plain or TLS) until it ends or it is asked to close (to make room, or
+/// at shutdown). It lingers only when it may end with input unread: an error answered to a
+/// request that came with a body (the body may be unread), or a request hyper refused itself.
 async fn connection<I>(
     io: I,
     router: Router,
@@ -243,15 +246,21 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let registration = Arc::new(registration);
+    let unread_input = Arc::new(AtomicBool::new(false));
     let service = {
-        let registration = Arc::clone(&registration);
+        let (registration, unread_input) = (Arc::clone(&registration), Arc::clone(&unread_input));
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = registration.busy();
+            let with_body = !hyper::body::Body::is_end_stream(request.body());
             let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+            let unread_input = Arc::clone(&unread_input);
             // Boxed so that the connection can be driven by `poll_without_shutdown`, which
             // gives the socket back for the lingering close.
             Box::pin(async move {
                 let answer = answer.await;
+                if with_body && answer.as_ref().is_ok_and(|a| !a.status().is_success()) {
+                    unread_input.store(true, Ordering::Relaxed);
+                }
                 drop(busy);
                 answer
             })
@@ -276,11 +285,14 @@ async fn connection<I>(
         // Clients going away or timing out; nothing to answer.
         tracing::debug!(error = %err, "connection ended with an error");
     }
-    let io = conn.into_parts().io.into_inner().inner;
+    let io = conn.into_parts().io.into_inner();
+    let unread_input = io.replaced || unread_input.load(Ordering::Relaxed);
     // The slot is free from here: lingering holds a socket, bounded by `MAX_LINGERING`.
     drop(registration);
-    if let Ok(_permit) = lingering.try_acquire() {
-        linger(io).await;
+    if unread_input {
+        if let Ok(_permit) = lingering.try_acquire() {
+            linger(io.inner).await;
+        }
     }
 }
 
@@ -335,6 +347,8 @@ struct HyperRefusals<I> {
     /// A replacement being written, and the length of what it replaces (reported as written
     /// once the replacement is).
     pending: Option<(Vec<u8>, usize, usize)>,
+    /// A refusal was replaced: the request it refused may still be arriving.
+    replaced: bool,
 }
 
 impl<I> HyperRefusals<I> {
@@ -342,6 +356,7 @@ impl<I> HyperRefusals<I> {
         Self {
             inner,
             pending: None,
+            replaced: false,
         }
     }
 }
@@ -429,7 +444,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HyperRefusals<I> {
         let this = self.get_mut();
         if this.pending.is_none() {
             match hypers_own_refusal(buf) {
-                Some(code) => this.pending = Some((refusal_for(code), 0, buf.len())),
+                Some(code) => {
+                    this.pending = Some((refusal_for(code), 0, buf.len()));
+                    this.replaced = true;
+                }
                 None => return Pin::new(&mut this.inner).poll_write(cx, buf),
             }
         }
@@ -451,6 +469,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HyperRefusals<I> {
                 Some(code) => {
                     let total = bufs.iter().map(|b| b.len()).sum();
                     this.pending = Some((refusal_for(code), 0, total));
+                    this.replaced = true;
                 }
                 None => return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
             }

@@ -200,8 +200,9 @@ fn config(
 }
 
 /// Descriptors kept for everything but connections: storage (SQLite's files, a database
-/// pool), listeners, TLS certificates read again, logs.
-const RESERVED_DESCRIPTORS: u64 = 64;
+/// pool), listeners, TLS certificates read again, logs (64), and the connections lingering
+/// after they closed.
+const RESERVED_DESCRIPTORS: u64 = 64 + secretstore_api::MAX_LINGERING as u64;
 
 /// `--max-connections`, or fewer when the open-files limit cannot hold that many beside what
 /// storage needs: a server that let connections take its last descriptor could not open the
