@@ -124,6 +124,14 @@ fn hex_digit(byte: u8) -> Option<u8> {
 /// digits itself. Decoding never lengthens, so one buffer of the encoded length holds the
 /// result and no outgrown copy is left behind; it is wiped if the text is not UTF-8.
 fn decode_component(raw: &[u8]) -> Result<Text, FormError> {
+    // Most components (names, scope types, SDK-encoded tokens) have nothing to decode: checked
+    // first, they are copied once into a buffer of their exact size, with no byte-by-byte pass.
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return match std::str::from_utf8(raw) {
+            Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+            Err(_) => Err(FormError::NotUtf8),
+        };
+    }
     let mut bytes = Zeroizing::new(Vec::with_capacity(raw.len()));
     let mut rest = raw;
     while let Some((&byte, tail)) = rest.split_first() {
@@ -235,23 +243,23 @@ impl Form {
                 param: shorten(base),
             });
         }
-        let mut wire = base.to_owned();
-        let slot = self.root.entry(base.to_owned());
-        let mut node: &mut Node = match slot {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => v.insert(empty_for(segments.first())),
-        };
+        // Looked up before inserting, so that a name already present (every pair after the
+        // first of `scope[...]` or `expand[]`) costs no allocation.
+        if !self.root.contains_key(base) {
+            self.root
+                .insert(base.to_owned(), empty_for(segments.first()));
+        }
+        let mut node: &mut Node = self.root.get_mut(base).expect("just inserted");
         for (i, segment) in segments.iter().enumerate() {
             let next = empty_for(segments.get(i + 1));
             node = match (segment, node) {
                 (Segment::Name(name), Node::Map(map)) => {
-                    wire.push('[');
-                    wire.push_str(name);
-                    wire.push(']');
-                    map.entry((*name).to_owned()).or_insert(next)
+                    if !map.contains_key(*name) {
+                        map.insert((*name).to_owned(), next);
+                    }
+                    map.get_mut(*name).expect("just inserted")
                 }
                 (Segment::Append, Node::List(items)) => {
-                    wire.push_str("[]");
                     if items.len() >= MAX_ARRAY_ITEMS {
                         return Err(FormError::TooManyItems {
                             param: shorten(base),
@@ -261,7 +269,6 @@ impl Form {
                     &mut items.last_mut().expect("just pushed").1
                 }
                 (Segment::Index(index), Node::List(items)) => {
-                    wire.push_str(&format!("[{index}]"));
                     match items.iter().position(|(i, _)| *i == Some(*index)) {
                         Some(at) => &mut items[at].1,
                         None => {
@@ -277,7 +284,7 @@ impl Form {
                 }
                 (_, other) => {
                     return Err(FormError::Conflict {
-                        param: shorten(&wire),
+                        param: shorten(&wire(base, &segments[..i])),
                         detail: format!("given both as {} and with brackets", other.kind()),
                     })
                 }
@@ -289,15 +296,33 @@ impl Form {
                 Ok(())
             }
             Node::Text(_) => Err(FormError::Conflict {
-                param: shorten(&wire),
+                param: shorten(&wire(base, &segments)),
                 detail: "given more than once with different values".to_owned(),
             }),
             other => Err(FormError::Conflict {
-                param: shorten(&wire),
+                param: shorten(&wire(base, &segments)),
                 detail: format!("given both as {} and as a string", other.kind()),
             }),
         }
     }
+}
+
+/// A key's path in wire form (`scope[user]`, `expand[]`, `expand[3]`), for an error message;
+/// built only when there is one.
+fn wire(base: &str, segments: &[Segment<'_>]) -> String {
+    let mut wire = base.to_owned();
+    for segment in segments {
+        match segment {
+            Segment::Name(name) => {
+                wire.push('[');
+                wire.push_str(name);
+                wire.push(']');
+            }
+            Segment::Append => wire.push_str("[]"),
+            Segment::Index(index) => wire.push_str(&format!("[{index}]")),
+        }
+    }
+    wire
 }
 
 fn empty_for(segment: Option<&Segment<'_>>) -> Node {

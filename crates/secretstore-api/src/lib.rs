@@ -89,9 +89,29 @@ impl Default for HttpLimits {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for every extractor of
+/// every request, and cloning the parts one by one (a dozen reference counts, each touched
+/// twice) showed up as 6% of a find's CPU.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl From<AppParts> for AppState {
+    fn from(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of `AppState`.
+#[derive(Debug)]
+pub struct AppParts {
     pub service: SecretService,
     pub idempotency: Idempotency,
     /// Storage as a whole, for the readiness check.

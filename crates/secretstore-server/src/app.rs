@@ -9,7 +9,7 @@ use secretstore_api::auth::DirectoryAuthenticator;
 use secretstore_api::extract::BodyBudget;
 use secretstore_api::tls::{ReloadingCert, TlsError};
 use secretstore_api::{
-    AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
+    AppParts, AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
 };
 use secretstore_core::{
     verify_root_key, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
@@ -196,7 +196,7 @@ impl AppBuilder {
             clock: Arc::clone(&clock),
             limits: config.http,
         });
-        let state = AppState {
+        let state = AppState::from(AppParts {
             service,
             idempotency: Idempotency::new(
                 Arc::clone(&storage.idempotency),
@@ -210,7 +210,7 @@ impl AppBuilder {
             limits: config.http,
             rate_limit: config.rate_limit.map(RateLimit::per_second),
             bodies: BodyBudget::new(config.http.max_body_bytes_in_flight),
-        };
+        });
         let certs = Certs {
             public: config.tls.clone().map(ReloadingCert::load).transpose()?,
             admin: config
