@@ -12,6 +12,13 @@ mod secrets;
 mod serve;
 
 use clap::Parser;
+
+/// mimalloc rather than glibc's malloc: a find allocates and frees a few dozen small blocks, and
+/// with mimalloc it takes 13% fewer instructions (callgrind, 68.0k -> 58.8k a find) and 12% less
+/// server CPU (18.6 against 21.1 us a find under wrk, three interleaved runs each), for about
+/// 14 MiB more resident memory at start.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// The async runtime a command runs on, or the exit code of failing to build it (said once).
