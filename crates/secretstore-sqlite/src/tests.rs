@@ -121,3 +121,30 @@ async fn a_full_disk_is_unavailable_and_writes_resume_when_space_returns() {
     assert_eq!(stored.sealed.len(), 256 * 1024);
     assert_ne!(stored.id, SecretId::generate());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_store_leaves_its_writes_in_the_database_file_not_the_wal() {
+    use secretstore_core::Lifecycle as _;
+    let tmp = private_tempdir();
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    let ns = home();
+    for i in 0..50 {
+        let at = address(&ns, &Scope::Account, &format!("secret-{i}"));
+        store
+            .put(put_bytes(&at, NOW, vec![7; 1000]))
+            .await
+            .expect("put");
+    }
+    // A read, so that a reader connection is open too and may close after the writer.
+    let first = address(&ns, &Scope::Account, "secret-0");
+    assert!(store.get(&first, NOW).await.expect("get").is_some());
+    store.close().await.expect("close");
+
+    let wal = tmp
+        .path()
+        .join(format!("{}-wal", crate::data_dir::DATABASE_FILE));
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_bytes, 0, "the WAL is checkpointed and emptied at close");
+    let db = tmp.path().join(crate::data_dir::DATABASE_FILE);
+    assert!(std::fs::metadata(&db).expect("database file").len() > 50 * 1000);
+}
