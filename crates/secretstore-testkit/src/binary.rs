@@ -137,6 +137,47 @@ impl Site {
         self.data().join(secretstore_sqlite::DATABASE_FILE)
     }
 
+    /// Writes `count` secrets of `app` and `account` (test mode) straight into the database of
+    /// this site's stopped server, in one transaction: far faster than the API, for tests that
+    /// need a large store and never open a payload (each one's sealed bytes are a single zero,
+    /// which no key opens). `row(n)` gives the n-th one's user (`None`: the account scope), name
+    /// and expiry; its id is `appsecret_` and n on 30 digits.
+    pub fn insert_bare_secrets(
+        &self,
+        app: &str,
+        account: &str,
+        count: u64,
+        row: impl Fn(u64) -> (Option<String>, String, Option<i64>),
+    ) {
+        let mut conn = rusqlite::Connection::open(self.db()).unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO secrets (id, app, account, livemode, scope_type, scope_user, name,
+                                          created, expires_at, sealed)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, 1, ?7, x'00')",
+                )
+                .unwrap();
+            for n in 0..count {
+                let (user, name, expires_at) = row(n);
+                let scope_type = if user.is_some() { "user" } else { "account" };
+                insert
+                    .execute(rusqlite::params![
+                        format!("appsecret_{n:030}"),
+                        app,
+                        account,
+                        scope_type,
+                        user.unwrap_or_default(),
+                        name,
+                        expires_at
+                    ])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
     /// The command that starts a server over this site (see `serve_command`).
     pub fn command(&self, extra: &[&str]) -> Command {
         serve_command(&self.bin, &self.data(), &self.root_key, &self.mode, extra)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use secretstore_testkit::binary::Site;
 
 const BIN: &str = env!("CARGO_BIN_EXE_secretstore");
-const BACKLOG: i64 = 1_000_000;
+const BACKLOG: u64 = 1_000_000;
 
 /// Whether any expired row is still stored (read-only, beside the running server: WAL lets
 /// another process read).
@@ -38,29 +38,13 @@ async fn a_million_expired_secrets_are_swept_within_a_minute_while_writes_stay_f
     // The schema first, then the backlog straight into the file while no server runs: rows
     // that expired long ago (the sweep never opens a payload, so any bytes will do).
     site.start(&[]).terminate();
-    {
-        let mut conn = rusqlite::Connection::open(site.db()).unwrap();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO secrets (id, app, account, livemode, scope_type, scope_user, name,
-                                          created, expires_at, sealed)
-                     VALUES (?1, 'backlog', 'acct_backlog', 0, 'user', ?2, ?3, 1, 50, x'00')",
-                )
-                .unwrap();
-            for n in 0..BACKLOG {
-                insert
-                    .execute(rusqlite::params![
-                        format!("appsecret_{n:030}"),
-                        format!("usr_{}", n / 10),
-                        format!("s{}", n % 10)
-                    ])
-                    .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
+    site.insert_bare_secrets("backlog", "acct_backlog", BACKLOG, |n| {
+        (
+            Some(format!("usr_{}", n / 10)),
+            format!("s{}", n % 10),
+            Some(50),
+        )
+    });
     let began = Instant::now();
     let server = site.start(&["--sweep-interval", "1"]);
 

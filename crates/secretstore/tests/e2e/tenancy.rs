@@ -782,29 +782,10 @@ async fn a_removal_killed_midway_is_all_or_nothing() {
     // Many secrets, written straight into the database while the server is stopped (the
     // removal never opens a payload, so any bytes will do), so the removal takes a while.
     server.terminate();
-    let total: i64 = 200_000;
-    {
-        let mut conn = rusqlite::Connection::open(site.db()).unwrap();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO secrets (id, app, account, livemode, scope_type, scope_user, name,
-                                          created, expires_at, sealed)
-                     VALUES (?1, 'app.big', 'acct_big', 0, 'account', '', ?2, 1, NULL, x'00')",
-                )
-                .unwrap();
-            for n in 0..total {
-                insert
-                    .execute(rusqlite::params![
-                        format!("appsecret_{n:030}"),
-                        format!("s{n}")
-                    ])
-                    .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
+    let total: u64 = 200_000;
+    site.insert_bare_secrets("app.big", "acct_big", total, |n| {
+        (None, format!("s{n}"), None)
+    });
     let mut server = site.start(&[]);
     let admin = Admin::of(&site, &server);
     // Remove the account (its app and every secret), and kill the server while it works.
@@ -840,7 +821,7 @@ async fn a_removal_killed_midway_is_all_or_nothing() {
         .unwrap();
     match status {
         // Not removed: everything is still there.
-        200 => assert_eq!((left, apps), (total, 1), "{account}"),
+        200 => assert_eq!((left, apps), (total as i64, 1), "{account}"),
         // Removed: nothing is.
         404 => assert_eq!((left, apps), (0, 0)),
         other => panic!("unexpected {other}: {account}"),
