@@ -8,6 +8,7 @@
 //! sees sealed bytes. Nothing here knows HTTP or which database it runs on. docs/api.md describes
 //! the API these types serve.
 
+pub mod audit;
 pub mod clock;
 pub mod context;
 pub mod directory_cache;
@@ -23,6 +24,10 @@ pub mod store;
 pub mod tenancy;
 pub mod write_health;
 
+pub use audit::{
+    AuditAnchor, AuditChain, AuditEntry, AuditEvent, AuditFilter, AuditSlot, AuditTicket, Break,
+    ChainHash, Outcome, Verified, Verifier,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
 pub use directory_cache::DirectoryCache;
@@ -42,9 +47,9 @@ pub use service::{
     DeleteRequest, FindRequest, ListPage, ListRequest, Secret, SecretService, SetRequest,
 };
 pub use store::{
-    seal_once, AtomicWrites, Directory, IdempotencyStore, InstallationFilter, Lifecycle,
-    ListCursor, ListQuery, MetaStore, PutRequest, Seal, SealedSecret, SecretStore, Store,
-    StoredList, Write, Written,
+    seal_once, AtomicWrites, AuditAppend, AuditStore, Directory, IdempotencyStore,
+    InstallationFilter, Lifecycle, ListCursor, ListQuery, MetaStore, PutRequest, Seal,
+    SealedSecret, SecretStore, Store, StoredList, Write, Written, AUDIT_SYNC_WITHIN_MS,
 };
 pub use tenancy::{
     Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,

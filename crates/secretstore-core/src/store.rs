@@ -1,6 +1,6 @@
 //! The narrow interfaces a storage backend implements, and the records that cross them: one
 //! trait per kind of record (`SecretStore`, `IdempotencyStore`, `MetaStore`, `Directory` of
-//! tenants; later the audit log and namespace keys), `AtomicWrites` to commit writes of several
+//! tenants; `AuditStore`, the audit log; later namespace keys), `AtomicWrites` to commit writes of several
 //! records as one transaction, and `Lifecycle`. A backend implements them all, which makes it a
 //! `Store`; each trait has its own module of the conformance suite, which is the executable form
 //! of the documentation below.
@@ -26,8 +26,11 @@
 //!   once its lease is over (`ClaimTimes::held_after`);
 //! - an owner's quota of kept answers is one, whichever handles its answers are kept through.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
+use crate::audit::{AuditAnchor, AuditChain, AuditEntry, AuditEvent, AuditFilter};
 use crate::error::{CursorKind, SealError, StoreError};
 use crate::idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 use crate::ids::{AccountId, AppId, UserId};
@@ -304,6 +307,50 @@ pub trait Directory: Send + Sync + std::fmt::Debug + 'static {
     async fn credential(&self, hash: &CredentialId) -> Result<Option<Credential>, StoreError>;
 }
 
+/// A record to append to the audit chain: the backend gives it the next seq and links it to
+/// the record before (`AuditChain::entry`), in the transaction that appends it, so that the
+/// chain has one order however many handles append.
+#[derive(Debug, Clone)]
+pub struct AuditAppend {
+    pub event: AuditEvent,
+    pub chain: Arc<AuditChain>,
+}
+
+/// The audit log (`audit`): an append-only chain of records, in the same database as the
+/// secrets. A record appended with a write (`Write::Audit` in a `commit`) is durable with it;
+/// one appended alone (`audit_append`, the record of a read or a refusal) is visible to every
+/// reader when the call returns and durable within `AUDIT_SYNC_WITHIN_MS`, without waiting for a
+/// sync of its own.
+#[async_trait]
+pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends one record; answers it as stored.
+    async fn audit_append(&self, append: AuditAppend) -> Result<AuditEntry, StoreError>;
+
+    /// Up to `limit` records with seq above `after`, oldest first: the chain as stored, for
+    /// verification.
+    async fn audit_scan(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Records matching `filter`, newest first, at most `filter.limit`.
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The anchor the chain starts from, if it was pruned.
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError>;
+
+    /// Deletes every record older than `before_ms` (unix milliseconds), except the newest
+    /// record (the chain's head stays, so the next append still links to it), and replaces the
+    /// anchor with one at the last record deleted, sealed by `chain`, in one transaction.
+    /// Answers how many records went.
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        chain: Arc<AuditChain>,
+    ) -> Result<u64, StoreError>;
+}
+
+/// How long a record appended alone may take to reach the disk (`AuditStore`).
+pub const AUDIT_SYNC_WITHIN_MS: u64 = 100;
+
 /// One write of a `commit`. Each kind of record that must commit together with others (a put
 /// with its audit record; a removal of an installation with all its secrets) has a variant.
 #[derive(Debug)]
@@ -312,6 +359,11 @@ pub enum Write {
     PutSecret(PutRequest),
     /// As `SecretStore::delete`.
     DeleteSecret { address: SecretAddress, now: i64 },
+    /// As `DeleteSecret`, but a delete that finds no live secret fails the commit with
+    /// `StoreError::Missing` (so that nothing else in it, its audit record, stays either).
+    DeleteLive { address: SecretAddress, now: i64 },
+    /// As `AuditStore::audit_append`, but durable with the writes beside it.
+    Audit(AuditAppend),
 }
 
 /// What one write of a `commit` did, in the order the writes were given.
@@ -319,6 +371,7 @@ pub enum Write {
 pub enum Written {
     PutSecret(SealedSecret),
     DeleteSecret(Option<SealedSecret>),
+    Audit(AuditEntry),
 }
 
 /// Writes of several records as one transaction.
@@ -347,11 +400,17 @@ pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
 
 /// A complete backend: every storage trait. Implemented for any type that implements them all.
 pub trait Store:
-    SecretStore + IdempotencyStore + MetaStore + Directory + AtomicWrites + Lifecycle
+    SecretStore + IdempotencyStore + MetaStore + Directory + AtomicWrites + AuditStore + Lifecycle
 {
 }
 
 impl<T> Store for T where
-    T: SecretStore + IdempotencyStore + MetaStore + Directory + AtomicWrites + Lifecycle
+    T: SecretStore
+        + IdempotencyStore
+        + MetaStore
+        + Directory
+        + AtomicWrites
+        + AuditStore
+        + Lifecycle
 {
 }

@@ -18,6 +18,7 @@
 //! `secretstore_core::store` and passes the conformance suite, the checks of two handles on one
 //! database included (`tests/conformance.rs`).
 
+mod audit;
 mod directory;
 mod errors;
 mod idempotency;
@@ -33,12 +34,12 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
-    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
-    Credential, CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim,
-    IdempotencyKey, IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer,
-    Lifecycle, ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress,
-    SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession, Write, WriteHealth,
-    Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, AuditAnchor, AuditAppend,
+    AuditChain, AuditEntry, AuditFilter, AuditStore, ClaimTimes, Completed, Credential,
+    CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim, IdempotencyKey,
+    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
+    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
+    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, WriteHealth, Written,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -512,6 +513,40 @@ impl AtomicWrites for PostgresStore {
             })
         }
         .await;
+        self.noted(result)
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn audit_append(&self, append: AuditAppend) -> Result<AuditEntry, StoreError> {
+        let result = async { in_tx!(self, |tx| audit::append(tx, append).await) }.await;
+        self.noted(result)
+    }
+
+    async fn audit_scan(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let client = self.client().await?;
+        audit::scan(&client, after, limit).await
+    }
+
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let client = self.client().await?;
+        audit::search(&client, filter).await
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        let client = self.client().await?;
+        audit::anchor(&client).await
+    }
+
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        chain: Arc<AuditChain>,
+    ) -> Result<u64, StoreError> {
+        let result =
+            async { in_tx!(self, |tx| audit::prune(tx, before_ms, now_ms, &chain).await) }.await;
         self.noted(result)
     }
 }

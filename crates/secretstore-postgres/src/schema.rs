@@ -160,6 +160,42 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX user_sessions_by_account ON user_sessions (account, user_id);
     CREATE INDEX user_sessions_by_app ON user_sessions (app);",
+    // 2: the audit log (`secretstore_core::audit`), as in the embedded store, and the chain's
+    // head: one row every appending transaction locks (`FOR UPDATE`) before it takes the next
+    // seq, which gives the chain one order across servers, at the price of serialising every
+    // audited request's append (docs/audit.md).
+    "CREATE TABLE audit (
+        seq BIGINT PRIMARY KEY,
+        time_ms BIGINT NOT NULL,
+        request_id TEXT NOT NULL,
+        credential_kind TEXT,
+        credential TEXT,
+        app TEXT,
+        account TEXT,
+        mode TEXT,
+        scope_type TEXT,
+        user_id TEXT,
+        operation TEXT NOT NULL,
+        secret_name TEXT,
+        client TEXT,
+        status INTEGER NOT NULL,
+        code TEXT,
+        prev BYTEA NOT NULL,
+        hash BYTEA NOT NULL
+    );
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        hash BYTEA NOT NULL
+    );
+    INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
+    CREATE TABLE audit_anchor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        hash BYTEA NOT NULL,
+        pruned_at_ms BIGINT NOT NULL,
+        mac BYTEA NOT NULL
+    );",
 ];
 
 /// The schema version this binary writes.

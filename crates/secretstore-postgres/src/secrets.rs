@@ -205,7 +205,7 @@ pub fn scope_lock_keys(writes: &[Write]) -> Vec<i64> {
             Write::PutSecret(request) => Some(
                 ScopeColumns::new(&request.address.namespace, &request.address.scope).lock_key(),
             ),
-            Write::DeleteSecret { .. } => None,
+            Write::DeleteSecret { .. } | Write::DeleteLive { .. } | Write::Audit(_) => None,
         })
         .collect();
     keys.sort_unstable();
@@ -403,6 +403,16 @@ pub async fn commit<C: GenericClient>(
             Write::DeleteSecret { address, now } => {
                 Written::DeleteSecret(delete(tx, &address, now).await?)
             }
+            Write::DeleteLive { address, now } => match delete(tx, &address, now).await? {
+                Some(secret) => Written::DeleteSecret(Some(secret)),
+                None => {
+                    return Err(StoreError::Missing(format!(
+                        "secret {}",
+                        address.name.as_str()
+                    )))
+                }
+            },
+            Write::Audit(append) => Written::Audit(crate::audit::append(tx, append).await?),
         });
     }
     Ok(done)

@@ -11,6 +11,7 @@
 //! (`tests/conformance.rs`); the checks that need two handles on one database are skipped, since
 //! the lock allows only one.
 
+mod audit;
 mod cache;
 mod data_dir;
 mod directory;
@@ -34,11 +35,12 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
 use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
-    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes, Completed,
-    Credential, CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey,
-    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
-    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
-    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, Written,
+    Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, AuditAnchor, AuditAppend,
+    AuditChain, AuditEntry, AuditFilter, AuditStore, ClaimTimes, Completed, Credential,
+    CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
+    Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle, ListQuery, Listed,
+    MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore, SessionId,
+    StoreError, StoredList, User, UserId, UserSession, Write, Written,
 };
 use tokio::sync::oneshot;
 
@@ -161,8 +163,16 @@ impl SqliteStore {
         let started = (|| -> std::io::Result<()> {
             let thread_state = Arc::clone(&state);
             let max_batch = options.max_batch;
+            let mut wal = database.clone().into_os_string();
+            wal.push("-wal");
             workers.push(spawn("secretstore-sqlite-writer".into(), move || {
-                writer::run(writer_conn, write_rx, max_batch, &thread_state)
+                writer::run(
+                    writer_conn,
+                    write_rx,
+                    max_batch,
+                    &thread_state,
+                    Path::new(&wal),
+                )
             })?);
             for (n, conn) in readers.into_iter().enumerate() {
                 let jobs = read_rx.clone();
@@ -213,7 +223,7 @@ impl SqliteStore {
     }
 
     /// Queues `work` for the writer and awaits its answer, which comes only after its batch
-    /// committed.
+    /// committed and was synced to disk.
     async fn write<T, F>(
         &self,
         name: &'static str,
@@ -225,15 +235,25 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        {
-            let channels = self.channels.read();
-            let channels = channels.as_ref().ok_or_else(shutting_down)?;
-            channels
-                .writer
-                .send(Job::new(name, touches, work, reply))
-                .map_err(|_| thread_stopped())?;
-        }
+        self.queue(Job::new(name, touches, work, reply))?;
         answer.await.map_err(|_| thread_stopped())?
+    }
+
+    /// As `write`, but answered once committed, before the sync (`writer::Job::lazy`).
+    async fn write_lazy<T, F>(&self, name: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.queue(Job::new(name, Touches::default(), work, reply).lazy())?;
+        answer.await.map_err(|_| thread_stopped())?
+    }
+
+    fn queue(&self, job: Job) -> Result<(), StoreError> {
+        let channels = self.channels.read();
+        let channels = channels.as_ref().ok_or_else(shutting_down)?;
+        channels.writer.send(job).map_err(|_| thread_stopped())
     }
 
     /// Queues `work` for the reader pool and awaits its answer.
@@ -698,15 +718,51 @@ impl AtomicWrites for SqliteStore {
         let touches = Touches {
             secrets: writes
                 .iter()
-                .map(|write| match write {
-                    Write::PutSecret(request) => request.address.clone(),
-                    Write::DeleteSecret { address, .. } => address.clone(),
+                .filter_map(|write| match write {
+                    Write::PutSecret(request) => Some(request.address.clone()),
+                    Write::DeleteSecret { address, .. } | Write::DeleteLive { address, .. } => {
+                        Some(address.clone())
+                    }
+                    Write::Audit(_) => None,
                 })
                 .collect(),
             ..Touches::default()
         };
         self.write("commit", touches, move |conn| writes::commit(conn, writes))
             .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn audit_append(&self, append: AuditAppend) -> Result<AuditEntry, StoreError> {
+        self.write_lazy("audit", move |conn| audit::append(conn, append))
+            .await
+    }
+
+    async fn audit_scan(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(move |conn| audit::scan(conn, after, limit)).await
+    }
+
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn| audit::search(conn, &filter)).await
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        self.read(|conn| audit::anchor(conn)).await
+    }
+
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        chain: Arc<AuditChain>,
+    ) -> Result<u64, StoreError> {
+        self.write("audit prune", Touches::default(), move |conn| {
+            audit::prune(conn, before_ms, now_ms, &chain)
+        })
+        .await
     }
 }
 

@@ -169,6 +169,36 @@ pub const MIGRATIONS: &[&str] = &[
         INSERT INTO idempotency_usage (credential, bytes) VALUES (NEW.credential, NEW.bytes)
             ON CONFLICT (credential) DO UPDATE SET bytes = bytes + excluded.bytes;
     END;",
+    // 6: the audit log (`secretstore_core::audit`): one row per request, hash-chained. `seq`
+    // is given by the writer (the last one plus one), never reused, so a gap is a removal.
+    // `audit_anchor` holds the one anchor a prune leaves. No index beyond the seq: appends sit
+    // on every request's path, and a search reads newest first.
+    "CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        time_ms INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        credential_kind TEXT,
+        credential TEXT,
+        app TEXT,
+        account TEXT,
+        mode TEXT,
+        scope_type TEXT,
+        user_id TEXT,
+        operation TEXT NOT NULL,
+        secret_name TEXT,
+        client TEXT,
+        status INTEGER NOT NULL,
+        code TEXT,
+        prev BLOB NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE audit_anchor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        pruned_at_ms INTEGER NOT NULL,
+        mac BLOB NOT NULL
+    );",
 ];
 
 /// The schema version this binary writes.

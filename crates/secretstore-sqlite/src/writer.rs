@@ -20,12 +20,16 @@
 //! both before it answers.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use secretstore_core::{DirectoryCache, IdempotencyKey, SecretAddress, StoreError, WriteHealth};
+use secretstore_core::{
+    DirectoryCache, IdempotencyKey, SecretAddress, StoreError, WriteHealth, AUDIT_SYNC_WITHIN_MS,
+};
 use tokio::sync::oneshot;
 
 use crate::cache::SecretCache;
@@ -108,6 +112,10 @@ type Ran = (Box<dyn Pending>, Option<StoreError>);
 pub struct Job {
     name: &'static str,
     touches: Touches,
+    /// Whether its answer waits for the batch to be synced to disk. A batch of jobs that do
+    /// not (audit records of reads) commits without a sync, and the WAL is synced within
+    /// `LAZY_SYNC` after (or by the next batch that does sync).
+    durable: bool,
     step: Box<dyn for<'a, 'conn> FnOnce(Step<'a, 'conn>) -> Ran + Send>,
 }
 
@@ -131,6 +139,7 @@ impl Job {
         Self {
             name,
             touches,
+            durable: true,
             step: Box::new(move |step| match step {
                 Step::Run(tx) => {
                     let (result, abort) = in_savepoint(tx, work);
@@ -148,11 +157,47 @@ impl Job {
     }
 }
 
+impl Job {
+    /// This job's answer need not wait for a sync to disk (see `durable`).
+    pub fn lazy(mut self) -> Self {
+        self.durable = false;
+        self
+    }
+}
+
+/// How long a batch committed without a sync may stay unsynced.
+pub const LAZY_SYNC: Duration = Duration::from_millis(AUDIT_SYNC_WITHIN_MS);
+
 /// The writer thread's body: returns when every sender is gone and the queue is drained, which
-/// is how `close` lets queued writes finish.
-pub fn run(mut conn: Connection, jobs: Receiver<Job>, max_batch: usize, state: &WriterState) {
+/// is how `close` lets queued writes finish. `wal` is the database's write-ahead log, which it
+/// syncs itself after batches committed without a sync.
+pub fn run(
+    mut conn: Connection,
+    jobs: Receiver<Job>,
+    max_batch: usize,
+    state: &WriterState,
+    wal: &Path,
+) {
     let max_batch = max_batch.max(1);
-    while let Ok(first) = jobs.recv() {
+    let mut sync = Sync::default();
+    loop {
+        let first = match sync.unsynced_since {
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(since) => {
+                let left = LAZY_SYNC.saturating_sub(since.elapsed());
+                match jobs.recv_timeout(left) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        sync.wal(wal);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
         while batch.len() < max_batch {
@@ -161,8 +206,23 @@ pub fn run(mut conn: Connection, jobs: Receiver<Job>, max_batch: usize, state: &
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch, state);
+        let durable = batch.iter().any(|job| job.durable);
+        sync.set_mode(&conn, durable);
+        let committed = run_batch(&mut conn, batch, state, !sync.lazy);
+        if committed && !durable {
+            sync.unsynced_since.get_or_insert_with(Instant::now);
+        } else if committed {
+            // A synced commit syncs the whole WAL, the frames of unsynced ones before it too.
+            sync.unsynced_since = None;
+        }
+        if sync
+            .unsynced_since
+            .is_some_and(|since| since.elapsed() >= LAZY_SYNC)
+        {
+            sync.wal(wal);
+        }
     }
+    sync.wal(wal);
     // Every write is in the WAL and durable already; moving it into the database file leaves a
     // closed store as one file. SQLite does this by itself when the last connection closes,
     // but that may be a reader's, which cannot. Busy (a reader still finishing) is harmless:
@@ -175,7 +235,61 @@ pub fn run(mut conn: Connection, jobs: Receiver<Job>, max_batch: usize, state: &
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
+/// Whether batches commit with a sync (`synchronous = FULL`) or without (`NORMAL`, which in WAL
+/// mode still never corrupts: an unsynced commit is lost only with the machine, never with
+/// the process), and since when commits wait for a sync.
+#[derive(Debug, Default)]
+struct Sync {
+    lazy: bool,
+    unsynced_since: Option<Instant>,
+}
+
+impl Sync {
+    fn set_mode(&mut self, conn: &Connection, durable: bool) {
+        if self.lazy == !durable {
+            return;
+        }
+        let mode = if durable { "FULL" } else { "NORMAL" };
+        match conn.pragma_update(None, "synchronous", mode) {
+            Ok(()) => self.lazy = !durable,
+            // Staying in FULL only costs time; staying in NORMAL for a durable batch is not
+            // allowed, so a failed switch back is retried by the next batch and meanwhile
+            // the WAL is synced by hand below.
+            Err(e) => tracing::warn!(error = %e, mode, "cannot switch the sync mode"),
+        }
+    }
+
+    fn wal(&mut self, wal: &Path) {
+        if self.unsynced_since.is_none() {
+            return;
+        }
+        match std::fs::File::open(wal).and_then(|file| file.sync_data()) {
+            Ok(()) => self.unsynced_since = None,
+            // No WAL: everything was checkpointed into the database, which syncs it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.unsynced_since = None,
+            Err(e) => tracing::warn!(error = %e, "cannot sync the write-ahead log"),
+        }
+    }
+}
+
+/// Runs one batch, committing with a sync if `synced`; answers whether it committed.
+fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState, synced: bool) -> bool {
+    let durable = batch.iter().any(|job| job.durable);
+    if durable && !synced {
+        // Never answer a durable job from a commit that did not sync.
+        let err = StoreError::Unavailable("cannot make the write durable".into());
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut touched = Vec::with_capacity(batch.len());
+        for job in batch {
+            touched.push(job.touches);
+            answers.push((job.step)(Step::Refuse(&err)).0);
+        }
+        settle(&touched, state);
+        for answer in answers {
+            answer.send();
+        }
+        return false;
+    }
     state.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
     let mut touched = Vec::with_capacity(batch.len());
     let mut answers: Vec<Box<dyn Pending>> = Vec::with_capacity(batch.len());
@@ -228,6 +342,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
     for answer in answers {
         answer.send();
     }
+    failure.is_none()
 }
 
 /// Notes whether the batch could write: any job refused by storage (disk full, read-only, I/O)

@@ -141,6 +141,14 @@ pub fn commit(conn: &Connection, writes: Vec<Write>) -> Result<Vec<Written>, Sto
             Write::DeleteSecret { address, now } => {
                 delete(conn, &address, now).map(Written::DeleteSecret)
             }
+            Write::DeleteLive { address, now } => match delete(conn, &address, now)? {
+                Some(secret) => Ok(Written::DeleteSecret(Some(secret))),
+                None => Err(StoreError::Missing(format!(
+                    "secret {}",
+                    address.name.as_str()
+                ))),
+            },
+            Write::Audit(append) => crate::audit::append(conn, append).map(Written::Audit),
         })
         .collect()
 }

@@ -122,6 +122,11 @@ macro_rules! __every_check {
                 idempotency_quota_holds_under_concurrent_completes,
                 commit_applies_every_write_in_order,
                 commit_is_all_or_nothing,
+                audit_appends_form_a_chain_that_verifies,
+                audit_records_of_failed_writes_are_not_kept,
+                concurrent_audit_appends_make_one_chain,
+                audit_search_returns_what_the_filter_matches,
+                audit_prune_leaves_an_anchor_the_rest_verifies_from,
                 directory_accounts_round_trip_and_page,
                 directory_apps_and_installations_refer_to_what_exists,
                 directory_users_keys_and_sessions,
@@ -136,7 +141,8 @@ macro_rules! __every_check {
                 two_handles_one_name_makes_one_secret,
                 two_handles_share_idempotency_claims,
                 a_claim_of_a_vanished_handle_frees_after_its_lease,
-                two_handles_share_an_idempotency_quota
+                two_handles_share_an_idempotency_quota,
+                two_handles_append_to_one_chain
             ]
         );
     };

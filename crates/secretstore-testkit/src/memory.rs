@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use secretstore_core::audit::GENESIS;
 use secretstore_core::{
     is_live, Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes,
     Completed, Credential, CredentialId, CursorKind, Directory, DirectoryPage, IdempotencyClaim,
@@ -19,6 +20,7 @@ use secretstore_core::{
     SecretAddress, SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession,
     Write, Written,
 };
+use secretstore_core::{AuditAnchor, AuditAppend, AuditChain, AuditEntry, AuditFilter, AuditStore};
 
 /// A stored secret and its place in the order of creation.
 #[derive(Debug, Clone)]
@@ -47,6 +49,25 @@ struct Data {
     users: Vec<User>,
     keys: Vec<ApiKeyRecord>,
     sessions: Vec<UserSession>,
+    /// The audit chain, oldest first, and the anchor a prune left.
+    audit: Vec<AuditEntry>,
+    anchor: Option<AuditAnchor>,
+}
+
+/// Appends to `audit` (a chain that starts after `anchor`).
+fn audit_append(
+    audit: &mut Vec<AuditEntry>,
+    anchor: Option<&AuditAnchor>,
+    append: AuditAppend,
+) -> AuditEntry {
+    let head = match (audit.last(), anchor) {
+        (Some(last), _) => (last.seq, last.hash),
+        (None, Some(anchor)) => (anchor.seq, anchor.hash),
+        (None, None) => (0, GENESIS),
+    };
+    let entry = append.chain.entry(head, append.event);
+    audit.push(entry.clone());
+    entry
 }
 
 /// A page of `items` (oldest first), newest first after the one whose id is `after`.
@@ -696,6 +717,8 @@ impl AtomicWrites for MemoryStore {
         let mut data = self.open()?;
         // Applied to a copy, which replaces the data only if every write succeeded.
         let mut staged = data.secrets.clone();
+        let mut audit = data.audit.clone();
+        let anchor = data.anchor.clone();
         let written = writes
             .into_iter()
             .map(|write| match write {
@@ -703,10 +726,80 @@ impl AtomicWrites for MemoryStore {
                 Write::DeleteSecret { address, now } => {
                     Ok(Written::DeleteSecret(staged.delete(&address, now)))
                 }
+                Write::DeleteLive { address, now } => match staged.delete(&address, now) {
+                    Some(secret) => Ok(Written::DeleteSecret(Some(secret))),
+                    None => Err(StoreError::Missing(format!(
+                        "secret {}",
+                        address.name.as_str()
+                    ))),
+                },
+                Write::Audit(append) => Ok(Written::Audit(audit_append(
+                    &mut audit,
+                    anchor.as_ref(),
+                    append,
+                ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         data.secrets = staged;
+        data.audit = audit;
         Ok(written)
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn audit_append(&self, append: AuditAppend) -> Result<AuditEntry, StoreError> {
+        let mut data = self.open()?;
+        let anchor = data.anchor.clone();
+        Ok(audit_append(&mut data.audit, anchor.as_ref(), append))
+    }
+
+    async fn audit_scan(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self
+            .open()?
+            .audit
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self
+            .open()?
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| filter.matches(e.seq, &e.event))
+            .take(filter.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        Ok(self.open()?.anchor.clone())
+    }
+
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        chain: Arc<AuditChain>,
+    ) -> Result<u64, StoreError> {
+        let mut data = self.open()?;
+        let keep_from = data.audit.len().saturating_sub(1);
+        let doomed = data.audit[..keep_from]
+            .iter()
+            .take_while(|e| e.event.time_ms < before_ms)
+            .count();
+        if doomed == 0 {
+            return Ok(0);
+        }
+        let last = &data.audit[doomed - 1];
+        data.anchor = Some(chain.anchor(last.seq, last.hash, now_ms));
+        data.audit.drain(..doomed);
+        Ok(doomed as u64)
     }
 }
 

@@ -3,6 +3,7 @@
 //! rule.
 
 mod atomic;
+mod audit;
 mod directory;
 mod idempotency;
 mod isolation;
@@ -13,6 +14,7 @@ mod secrets;
 mod shared;
 
 pub use atomic::*;
+pub use audit::*;
 pub use directory::*;
 pub use idempotency::*;
 pub use isolation::*;

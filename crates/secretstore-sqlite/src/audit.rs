@@ -1,0 +1,253 @@
+//! The audit log's SQL: appending a record to the chain (on the writer, so the single writer
+//! thread orders the chain), reading it back for verification and search (on the readers), and
+//! pruning it behind an anchor.
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension as _, Row};
+use secretstore_core::audit::{AuditAnchor, ChainHash, Outcome, GENESIS};
+use secretstore_core::{AuditAppend, AuditEntry, AuditEvent, AuditFilter, StoreError};
+
+use crate::errors::sql_failure;
+
+const COLUMNS: &str = "seq, time_ms, request_id, credential_kind, credential, app, account, \
+                       mode, scope_type, user_id, operation, secret_name, client, status, code, \
+                       prev, hash";
+
+/// The seq and hash the next record follows: the newest record's, else the anchor's, else the
+/// beginning.
+fn head(conn: &Connection) -> Result<(i64, ChainHash), StoreError> {
+    let newest = conn
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut stmt| {
+            stmt.query_row([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(|e| sql_failure(&e))?;
+    let (seq, hash) = match newest {
+        Some(found) => found,
+        None => match anchor(conn)? {
+            Some(anchor) => return Ok((anchor.seq, anchor.hash)),
+            None => return Ok((0, GENESIS)),
+        },
+    };
+    Ok((seq, hash_of(hash)?))
+}
+
+fn hash_of(bytes: Vec<u8>) -> Result<ChainHash, StoreError> {
+    // A hash of another length was written by hand; verification names the record, and a
+    // new record still links to what is there.
+    let mut hash = [0u8; 32];
+    let n = bytes.len().min(32);
+    hash[..n].copy_from_slice(&bytes[..n]);
+    Ok(hash)
+}
+
+/// Appends one record after the chain's head, in the caller's transaction.
+pub fn append(conn: &Connection, append: AuditAppend) -> Result<AuditEntry, StoreError> {
+    let AuditAppend { event, chain } = append;
+    let entry = chain.entry(head(conn)?, event);
+    let e = &entry.event;
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, time_ms, request_id, credential_kind, credential, app, account,
+             mode, scope_type, user_id, operation, secret_name, client, status, code, prev, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            entry.seq,
+            e.time_ms,
+            e.request_id,
+            e.credential_kind,
+            e.credential,
+            e.app,
+            e.account,
+            e.mode,
+            e.scope_type,
+            e.user,
+            e.operation,
+            e.secret_name,
+            e.client,
+            e.status,
+            e.code,
+            &entry.prev[..],
+            &entry.hash[..],
+        ])
+    })
+    .map_err(|e| sql_failure(&e))?;
+    Ok(entry)
+}
+
+fn entry(row: &Row<'_>) -> rusqlite::Result<(i64, AuditEvent, Vec<u8>, Vec<u8>)> {
+    Ok((
+        row.get(0)?,
+        AuditEvent {
+            time_ms: row.get(1)?,
+            request_id: row.get(2)?,
+            credential_kind: row.get(3)?,
+            credential: row.get(4)?,
+            app: row.get(5)?,
+            account: row.get(6)?,
+            mode: row.get(7)?,
+            scope_type: row.get(8)?,
+            user: row.get(9)?,
+            operation: row.get(10)?,
+            secret_name: row.get(11)?,
+            client: row.get(12)?,
+            status: row.get(13)?,
+            code: row.get(14)?,
+        },
+        row.get(15)?,
+        row.get(16)?,
+    ))
+}
+
+fn collect(
+    rows: impl Iterator<Item = rusqlite::Result<(i64, AuditEvent, Vec<u8>, Vec<u8>)>>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    rows.map(|row| {
+        let (seq, event, prev, hash) = row.map_err(|e| sql_failure(&e))?;
+        Ok(AuditEntry {
+            seq,
+            event,
+            prev: hash_of(prev)?,
+            hash: hash_of(hash)?,
+        })
+    })
+    .collect()
+}
+
+/// Records after `after`, oldest first.
+pub fn scan(conn: &Connection, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_failure(&e))?;
+    let rows = stmt
+        .query_map(params![after, limit], entry)
+        .map_err(|e| sql_failure(&e))?;
+    collect(rows)
+}
+
+/// Records matching `filter`, newest first.
+pub fn search(conn: &Connection, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let mut add = |clause: &str, value: Value| {
+        values.push(value);
+        clauses.push(clause.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(t) = filter.since_ms {
+        add("time_ms >= ?", Value::Integer(t));
+    }
+    if let Some(t) = filter.until_ms {
+        add("time_ms < ?", Value::Integer(t));
+    }
+    for (column, want) in [
+        ("app", &filter.app),
+        ("account", &filter.account),
+        ("user_id", &filter.user),
+        ("secret_name", &filter.secret_name),
+        ("operation", &filter.operation),
+        ("credential", &filter.credential),
+    ] {
+        if let Some(want) = want {
+            add(&format!("{column} = ?"), Value::Text(want.clone()));
+        }
+    }
+    match &filter.outcome {
+        None => {}
+        Some(Outcome::Success) => add("status < ?", Value::Integer(400)),
+        Some(Outcome::Failure) => add("status >= ?", Value::Integer(400)),
+        Some(Outcome::Status(status)) => add("status = ?", Value::Integer(i64::from(*status))),
+        Some(Outcome::Code(code)) => add("code = ?", Value::Text(code.clone())),
+    }
+    if let Some(before) = filter.before_seq {
+        add("seq < ?", Value::Integer(before));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit {filter_sql} ORDER BY seq DESC LIMIT {}",
+        filter.limit
+    );
+    let mut stmt = conn.prepare(&sql).map_err(|e| sql_failure(&e))?;
+    let rows = stmt
+        .query_map(params_from_iter(values), entry)
+        .map_err(|e| sql_failure(&e))?;
+    collect(rows)
+}
+
+pub fn anchor(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
+    let found = conn
+        .prepare_cached("SELECT seq, hash, pruned_at_ms, mac FROM audit_anchor WHERE id = 1")
+        .and_then(|mut stmt| {
+            stmt.query_row([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(|e| sql_failure(&e))?;
+    found
+        .map(|(seq, hash, pruned_at_ms, mac)| {
+            Ok(AuditAnchor {
+                seq,
+                hash: hash_of(hash)?,
+                pruned_at_ms,
+                mac: hash_of(mac)?,
+            })
+        })
+        .transpose()
+}
+
+/// Deletes records older than `before_ms` (never the newest) and moves the anchor to the last
+/// one deleted.
+pub fn prune(
+    conn: &Connection,
+    before_ms: i64,
+    now_ms: i64,
+    chain: &secretstore_core::AuditChain,
+) -> Result<u64, StoreError> {
+    // The last record to go: the newest older than the limit, short of the head.
+    let last: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT seq, hash FROM audit
+             WHERE time_ms < ?1 AND seq < (SELECT MAX(seq) FROM audit)
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([before_ms], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| sql_failure(&e))?;
+    let Some((seq, hash)) = last else {
+        return Ok(0);
+    };
+    let anchor = chain.anchor(seq, hash_of(hash)?, now_ms);
+    let removed = conn
+        .prepare_cached("DELETE FROM audit WHERE seq <= ?1")
+        .and_then(|mut stmt| stmt.execute([seq]))
+        .map_err(|e| sql_failure(&e))?;
+    conn.prepare_cached(
+        "INSERT INTO audit_anchor (id, seq, hash, pruned_at_ms, mac) VALUES (1, ?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+             pruned_at_ms = excluded.pruned_at_ms, mac = excluded.mac",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            anchor.seq,
+            &anchor.hash[..],
+            anchor.pruned_at_ms,
+            &anchor.mac[..]
+        ])
+    })
+    .map_err(|e| sql_failure(&e))?;
+    Ok(removed as u64)
+}
