@@ -13,8 +13,8 @@ use base64::Engine as _;
 use http::request::Parts;
 use http::HeaderMap;
 use secretstore_core::{
-    AccountId, AppId, Clock, Credential, CredentialHint, CredentialId, Directory, KeyType, Mode,
-    Namespace, Permissions, Principal, StoreError,
+    AccountId, AppId, AuditSlot, Clock, Credential, CredentialHint, CredentialId, Directory,
+    KeyType, Mode, Namespace, Permissions, Principal, StoreError,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +31,17 @@ pub enum KeyKind {
     Secret,
     Restricted,
     Session,
+}
+
+impl KeyKind {
+    /// The kind as the audit log records it (`Principal::credential_ref`).
+    pub fn audit_name(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "secret_key",
+            KeyKind::Restricted => "restricted_key",
+            KeyKind::Session => "user_session",
+        }
+    }
 }
 
 /// An API key taken apart. Its text is wiped on drop and never printed whole.
@@ -261,6 +272,7 @@ impl Authenticator for DevAuthenticator {
             shown: key.hint(),
             permissions,
             session_user: None,
+            issued: None,
         })
     }
 }
@@ -386,6 +398,7 @@ impl Authenticator for DirectoryAuthenticator {
                     shown: key.hint(),
                     permissions,
                     session_user: None,
+                    issued: Some(record.id.as_str().to_owned()),
                 })
             }
             Some(Credential::Session(session))
@@ -412,6 +425,7 @@ impl Authenticator for DirectoryAuthenticator {
                     shown: key.hint(),
                     permissions: Permissions::ALL,
                     session_user: Some(session.user),
+                    issued: Some(session.id.as_str().to_owned()),
                 })
             }
             _ => Err(self.refuse(key, "unknown credential", unknown())),
@@ -428,9 +442,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let slot = parts.extensions.get::<Arc<AuditSlot>>().cloned();
         let key = api_key_from_headers(&parts.headers)?;
+        if let Some(slot) = &slot {
+            // Until authenticated, the credential is known only by its hint.
+            let hint = key.hint();
+            slot.note(|event| {
+                event.credential_kind = Some(key.kind.audit_name().to_owned());
+                event.credential = Some(hint.to_string());
+            });
+        }
         let account = stripe_account(&parts.headers)?;
         let principal = state.auth.authenticate(&key, account.as_deref()).await?;
+        if let Some(slot) = &slot {
+            crate::audit::note_principal(slot, &principal);
+        }
         if let Some(limit) = &state.rate_limit {
             limit.check(&principal.credential, &principal.namespace.account)?;
         }

@@ -124,6 +124,7 @@ error_codes! {
     TooManyConnections => SERVICE_UNAVAILABLE, ApiError, Some("too_many_connections"), retry Some(true);
     ServerBusy => SERVICE_UNAVAILABLE, ApiError, Some("server_busy"), retry Some(true);
     StorageUnavailable => SERVICE_UNAVAILABLE, ApiError, Some("storage_unavailable"), retry Some(true);
+    AuditUnavailable => SERVICE_UNAVAILABLE, ApiError, Some("audit_unavailable"), retry Some(true);
 }
 
 /// An error answer, ready to render.
@@ -291,6 +292,16 @@ impl ApiError {
             Code::StorageUnavailable,
             "The secret store cannot accept this request right now (its storage is unavailable); \
              nothing stored was affected. Retry later.",
+        )
+        .with_cause(cause)
+    }
+
+    /// The request's audit record could not be written, so it did not happen (docs/audit.md).
+    pub fn audit_unavailable(cause: impl std::fmt::Display) -> Self {
+        Self::new(
+            Code::AuditUnavailable,
+            "The secret store cannot record this request in its audit log right now, so it did \
+             not carry it out. Retry later.",
         )
         .with_cause(cause)
     }

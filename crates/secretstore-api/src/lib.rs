@@ -10,6 +10,7 @@
 //! codes. docs/api.md describes the API; docs/errors.md the errors.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 mod connections;
 pub mod error;
@@ -122,10 +123,13 @@ pub struct AppParts {
     pub rate_limit: Option<RateLimit>,
     /// The bytes of request bodies that may be in flight at once (`limits`).
     pub bodies: extract::BodyBudget,
+    /// Writes every request's audit record; `None` when auditing is off (`--no-audit`).
+    pub auditor: Option<Arc<audit::Auditor>>,
 }
 
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
+    let auditor = state.auditor.clone();
     ops::router()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -137,6 +141,7 @@ pub fn router(state: AppState) -> Router {
             middleware::Edge {
                 limits,
                 stripe: true,
+                auditor,
             },
             middleware::stamp,
         ))

@@ -5,11 +5,15 @@
 //! it may carry parameters), status, latency, error code and, for an unexpected failure, its
 //! cause (logged here and only here).
 //!
+//! It also drafts and finally writes the request's audit record (`audit`), before the answer
+//! leaves.
+//!
 //! On the public API (not the admin API, which is not Stripe's) it refuses a `Stripe-Version`
 //! that cannot be a version, as Stripe does (`api_version`), and every answer echoes the Stripe
 //! headers of its request that the SDKs read back (`Echoes`): `Stripe-Version`,
 //! `Stripe-Account`, and on a POST its `Idempotency-Key`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -20,8 +24,9 @@ use http::{HeaderMap, HeaderValue};
 use secretstore_core::ids::ALPHANUMERIC;
 use secretstore_core::RequestId;
 
+use crate::audit::{Auditor, ClientAddr};
 use crate::error::{ApiError, Code};
-use crate::{idempotency, HttpLimits};
+use crate::{admin, idempotency, ops, HttpLimits};
 
 /// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
 /// need to be unique, not secret, so this spares every request a `getrandom` call.
@@ -121,11 +126,24 @@ fn api_version(headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
 const MAX_ACCOUNT_LEN: usize = 255;
 
 /// What `stamp` needs to know about the listener it serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Edge {
     pub limits: HttpLimits,
     /// The public API speaks Stripe's headers (docs/api.md §5); the admin API does not.
     pub stripe: bool,
+    /// Writes each request's audit record; `None` when auditing is off.
+    pub auditor: Option<Arc<Auditor>>,
+}
+
+/// The operation a request reaches, as the audit log names it.
+fn operation(edge: &Edge, request: &Request) -> String {
+    if edge.stripe {
+        return ops::operation_name(request.method(), request.uri().path()).to_owned();
+    }
+    match admin::route_of(request.method(), request.uri().path()) {
+        Some(route) => format!("admin {} {route}", request.method()),
+        None => "unknown".to_owned(),
+    }
 }
 
 /// The request headers an answer of the public API echoes, as Stripe's answers do: the SDKs
@@ -214,11 +232,24 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
         (Echoes::default(), None)
     };
 
+    // Probes of a load balancer or orchestrator are not requests of the API: not audited.
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let auditor = edge.auditor.as_ref().filter(|_| !probe);
+    let slot = auditor.map(|auditor| {
+        let client = request.extensions().get::<ClientAddr>().copied();
+        let slot = auditor.begin(id, client, operation(&edge, &request));
+        request.extensions_mut().insert(Arc::clone(&slot));
+        slot
+    });
+
     let refusal = headers_too_large(&request, &edge.limits).or(bad_version);
     let mut response = match refusal {
         Some(refusal) => refusal.into_response(),
         None => next.run(request).await,
     };
+    if let (Some(auditor), Some(slot)) = (auditor, &slot) {
+        response = auditor.finish(slot, response).await;
+    }
 
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {

@@ -29,6 +29,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use crate::audit::ClientAddr;
 use crate::connections::{Connections, Refusal, Registration};
 use crate::error::{ApiError, Code};
 use crate::middleware::new_request_id;
@@ -149,12 +150,14 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let client = ClientAddr(peer.ip());
         let (router, http, shutdown) = (router.clone(), http.clone(), shutdown.clone());
         let lingering = Arc::clone(&lingering);
         match &tls {
             None => {
                 tokio::spawn(connection(
                     stream,
+                    client,
                     router,
                     http,
                     registration,
@@ -170,8 +173,16 @@ pub async fn serve(
                     // sends its headers.
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            connection(stream, router, http, registration, shutdown, lingering)
-                                .await
+                            connection(
+                                stream,
+                                client,
+                                router,
+                                http,
+                                registration,
+                                shutdown,
+                                lingering,
+                            )
+                            .await
                         }
                         Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -237,6 +248,7 @@ impl Backoff {
 /// request that came with a body (the body may be unread), or a request hyper refused itself.
 async fn connection<I>(
     io: I,
+    client: ClientAddr,
     router: Router,
     http: hyper::server::conn::http1::Builder,
     registration: Registration,
@@ -252,7 +264,9 @@ async fn connection<I>(
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = registration.busy();
             let with_body = !hyper::body::Body::is_end_stream(request.body());
-            let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(client);
+            let answer = router.clone().oneshot(request);
             let unread_input = Arc::clone(&unread_input);
             // Boxed so that the connection can be driven by `poll_without_shutdown`, which
             // gives the socket back for the lingering close.

@@ -16,7 +16,6 @@
 //! caller, the operation and its target) and written once: by the service, in the same
 //! transaction as the write it records, or by the HTTP layer before the answer leaves.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use secretstore_crypto::DigestKey;
@@ -410,14 +409,14 @@ impl AuditFilter {
 #[derive(Debug, Default)]
 pub struct AuditSlot {
     event: Mutex<AuditEvent>,
-    written: AtomicBool,
+    written: Mutex<Option<AuditEntry>>,
 }
 
 impl AuditSlot {
     pub fn new(event: AuditEvent) -> Self {
         Self {
             event: Mutex::new(event),
-            written: AtomicBool::new(false),
+            written: Mutex::new(None),
         }
     }
 
@@ -432,13 +431,17 @@ impl AuditSlot {
         self.event.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The record was written in the transaction of the write it records.
-    pub fn mark_written(&self) {
-        self.written.store(true, Ordering::Release);
+    /// The record was written in the transaction of the write it records, as `entry`.
+    pub fn mark_written(&self, entry: AuditEntry) {
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry);
     }
 
-    pub fn written(&self) -> bool {
-        self.written.load(Ordering::Acquire)
+    /// The record, if it was written with its write.
+    pub fn take_written(&self) -> Option<AuditEntry> {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 

@@ -7,6 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Unix seconds, the unit of `created` and `expires_at` on the wire.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> i64;
+
+    /// Unix milliseconds, for the audit log; whole seconds unless the clock knows better.
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The wall clock.
@@ -18,6 +23,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

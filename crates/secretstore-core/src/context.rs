@@ -3,6 +3,7 @@
 //! call, so that what must be recorded per request (an audit record, a trace) can be added there
 //! without changing every signature again.
 
+use crate::audit::AuditTicket;
 use crate::principal::CredentialId;
 
 /// `req_` + 20 alphanumerics, made by the HTTP layer for every request. Fixed-size and `Copy`,
@@ -38,9 +39,12 @@ impl std::fmt::Debug for RequestId {
 }
 
 /// The request a service call serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     /// `None` for work no request asked for (the sweep).
     pub request_id: Option<RequestId>,
     pub credential: CredentialId,
+    /// Where the request's audit record goes, when auditing is on: a write commits it with
+    /// the write.
+    pub audit: Option<AuditTicket>,
 }

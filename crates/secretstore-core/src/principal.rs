@@ -145,6 +145,31 @@ pub struct Principal {
     pub permissions: Permissions,
     /// A user session reaches only the account scope and this user's scope.
     pub session_user: Option<UserId>,
+    /// The id the admin API gave the credential (`key_...`, `uss_...`), for the audit log;
+    /// `None` in dev mode, where keys are not issued.
+    pub issued: Option<String>,
+}
+
+impl Principal {
+    /// The credential's kind and id as the audit log records them: the issued id, or where
+    /// there is none the hint (never the credential).
+    pub fn credential_ref(&self) -> (&'static str, String) {
+        let prefix = self.shown.prefix;
+        let kind = if prefix.starts_with("sk_") {
+            "secret_key"
+        } else if prefix.starts_with("rk_") {
+            "restricted_key"
+        } else if prefix.starts_with("ek_") {
+            "user_session"
+        } else {
+            "unknown"
+        };
+        let id = self
+            .issued
+            .clone()
+            .unwrap_or_else(|| self.shown.to_string());
+        (kind, id)
+    }
 }
 
 /// What a parsed request would do, as far as authorisation cares.
@@ -204,6 +229,7 @@ mod tests {
             shown: CredentialHint::new("sk_test_", Some(*b"WXYZ")),
             permissions,
             session_user: session_user.map(|u| UserId::parse(u).unwrap()),
+            issued: None,
         }
     }
 

@@ -8,14 +8,18 @@ use std::sync::Arc;
 use secretstore_crypto::{CryptoError, Envelope};
 use zeroize::Zeroizing;
 
+use crate::audit::AuditTicket;
 use crate::clock::Clock;
 use crate::context::RequestContext;
-use crate::error::{CoreError, SealError};
+use crate::error::{CoreError, SealError, StoreError};
 use crate::ids::{Namespace, SecretId};
 use crate::limits::Limits;
 use crate::principal::{Access, Permission};
 use crate::secret::{ExpiresAt, Payload, Scope, SecretAddress};
-use crate::store::{ListCursor, ListQuery, PutRequest, SealedSecret, SecretStore};
+use crate::store::{
+    AtomicWrites, AuditAppend, ListCursor, ListQuery, PutRequest, SealedSecret, SecretStore, Write,
+    Written,
+};
 
 /// A secret as answered: metadata, plus the payload when the caller expanded it.
 #[derive(Debug, Clone)]
@@ -126,9 +130,17 @@ fn payload_aad(address: &SecretAddress, id: &SecretId) -> Vec<u8> {
     aad
 }
 
+/// A commit that answered another kind of write than it was given: a backend's bug.
+fn unexpected(written: &Written) -> CoreError {
+    CoreError::Store(StoreError::Internal(format!(
+        "a commit answered an unexpected write: {written:?}"
+    )))
+}
+
 #[derive(Debug, Clone)]
 pub struct SecretService {
     secrets: Arc<dyn SecretStore>,
+    writes: Arc<dyn AtomicWrites>,
     envelope: Arc<Envelope>,
     clock: Arc<dyn Clock>,
     limits: Limits,
@@ -137,12 +149,14 @@ pub struct SecretService {
 impl SecretService {
     pub fn new(
         secrets: Arc<dyn SecretStore>,
+        writes: Arc<dyn AtomicWrites>,
         envelope: Arc<Envelope>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {
         Self {
             secrets,
+            writes,
             envelope,
             clock,
             limits,
@@ -151,7 +165,7 @@ impl SecretService {
 
     pub async fn set(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         request: SetRequest,
     ) -> Result<Secret, CoreError> {
         let now = self.clock.now();
@@ -162,21 +176,25 @@ impl SecretService {
         let envelope = Arc::clone(&self.envelope);
         let seal_address = request.address.clone();
         let plaintext = Zeroizing::new(request.payload.expose().as_bytes().to_vec());
-        let stored = self
-            .secrets
-            .put(PutRequest {
-                address: request.address,
-                new_id: SecretId::generate(),
-                now,
-                expires_at,
-                max_per_scope: self.limits.max_secrets_per_scope,
-                seal: Box::new(move |id: &SecretId| {
-                    envelope
-                        .seal(&payload_aad(&seal_address, id), &plaintext)
-                        .map_err(SealError::from)
-                }),
-            })
-            .await?;
+        let put = PutRequest {
+            address: request.address,
+            new_id: SecretId::generate(),
+            now,
+            expires_at,
+            max_per_scope: self.limits.max_secrets_per_scope,
+            seal: Box::new(move |id: &SecretId| {
+                envelope
+                    .seal(&payload_aad(&seal_address, id), &plaintext)
+                    .map_err(SealError::from)
+            }),
+        };
+        let stored = match &ctx.audit {
+            None => self.secrets.put(put).await?,
+            Some(ticket) => match self.audited(ticket, Write::PutSecret(put)).await? {
+                Written::PutSecret(stored) => stored,
+                other => return Err(unexpected(&other)),
+            },
+        };
         Ok(Secret {
             id: stored.id,
             address: stored.address,
@@ -201,18 +219,53 @@ impl SecretService {
 
     pub async fn delete(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         request: DeleteRequest,
     ) -> Result<Secret, CoreError> {
-        match self
-            .secrets
-            .delete(&request.address, self.clock.now())
-            .await?
-        {
+        let now = self.clock.now();
+        let deleted = match &ctx.audit {
+            None => self.secrets.delete(&request.address, now).await?,
+            Some(ticket) => {
+                let delete = Write::DeleteLive {
+                    address: request.address.clone(),
+                    now,
+                };
+                match self.audited(ticket, delete).await {
+                    Ok(Written::DeleteSecret(deleted)) => deleted,
+                    Ok(other) => return Err(unexpected(&other)),
+                    // Nothing live there: nothing was deleted, and the record went with it.
+                    Err(CoreError::Store(StoreError::Missing(_))) => None,
+                    Err(err) => return Err(err),
+                }
+            }
+        };
+        match deleted {
             Some(stored) => self.answer(stored, request.reveal),
             None => Err(CoreError::NotFound {
                 name: request.address.name,
             }),
+        }
+    }
+
+    /// Commits `write` with the request's audit record (a success, as it will be answered),
+    /// and notes the record as written.
+    async fn audited(&self, ticket: &AuditTicket, write: Write) -> Result<Written, CoreError> {
+        let mut event = ticket.slot.draft();
+        event.status = 200;
+        event.code = None;
+        let record = Write::Audit(AuditAppend {
+            event,
+            chain: Arc::clone(&ticket.chain),
+        });
+        let mut written = self.writes.commit(vec![write, record]).await?.into_iter();
+        match (written.next(), written.next()) {
+            (Some(done), Some(Written::Audit(entry))) => {
+                ticket.slot.mark_written(entry);
+                Ok(done)
+            }
+            (done, _) => Err(CoreError::Store(StoreError::Internal(format!(
+                "a commit answered {done:?} without its audit record"
+            )))),
         }
     }
 

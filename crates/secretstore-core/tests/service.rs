@@ -14,7 +14,10 @@ use secretstore_core::{
     Payload, PutRequest, RequestContext, Scope, SealedSecret, SecretAddress, SecretName,
     SecretService, SecretStore, SetRequest, StoreError, StoredList,
 };
-use secretstore_crypto::{Envelope, RootKey};
+use secretstore_core::{
+    AtomicWrites, AuditChain, AuditEvent, AuditSlot, AuditStore, AuditTicket, Write, Written,
+};
+use secretstore_crypto::{DigestKey, Envelope, RootKey};
 use secretstore_testkit::MemoryStore;
 
 const NOW: i64 = 1_700_000_000;
@@ -35,13 +38,20 @@ fn ctx() -> RequestContext {
     RequestContext {
         request_id: None,
         credential: CredentialId::of(b"sk_test_app"),
+        audit: None,
     }
 }
 
-fn service(secrets: Arc<dyn SecretStore>) -> (SecretService, Arc<ManualClock>) {
+fn service<S: SecretStore + AtomicWrites>(store: Arc<S>) -> (SecretService, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(NOW));
     let envelope = Arc::new(Envelope::new(&RootKey::generate().unwrap()));
-    let service = SecretService::new(secrets, envelope, clock.clone(), Limits::default());
+    let service = SecretService::new(
+        store.clone(),
+        store,
+        envelope,
+        clock.clone(),
+        Limits::default(),
+    );
     (service, clock)
 }
 
@@ -156,6 +166,70 @@ impl SecretStore for Swapped {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.inner.purge_expired(now).await
     }
+}
+
+#[async_trait]
+impl AtomicWrites for Swapped {
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
+        self.inner.commit(writes).await
+    }
+}
+
+/// A context whose audit record goes to a slot drafted with `operation`.
+fn audited(operation: &str) -> (RequestContext, Arc<AuditSlot>) {
+    let slot = Arc::new(AuditSlot::new(AuditEvent {
+        operation: operation.into(),
+        status: 0,
+        ..AuditEvent::default()
+    }));
+    let chain = Arc::new(AuditChain::new(DigestKey::new(
+        &RootKey::generate().unwrap(),
+    )));
+    let ctx = RequestContext {
+        audit: Some(AuditTicket {
+            slot: Arc::clone(&slot),
+            chain,
+        }),
+        ..ctx()
+    };
+    (ctx, slot)
+}
+
+#[tokio::test]
+async fn a_write_commits_its_audit_record_with_it_and_a_refused_one_none() {
+    let store = Arc::new(MemoryStore::new());
+    let (service, _) = service(store.clone());
+    let (ctx, slot) = audited("secrets.set");
+    service.set(&ctx, set("a", "p", None, false)).await.unwrap();
+    let written = slot.take_written().expect("written with the set");
+    assert_eq!((written.seq, written.event.status), (1, 200));
+    assert_eq!(written.event.operation, "secrets.set");
+    assert_eq!(store.audit_scan(0, 10).await.unwrap(), vec![written]);
+
+    let (ctx, slot) = audited("secrets.delete");
+    let gone = DeleteRequest {
+        address: address("never"),
+        reveal: false,
+    };
+    assert!(matches!(
+        service.delete(&ctx, gone).await,
+        Err(CoreError::NotFound { .. })
+    ));
+    assert!(
+        slot.take_written().is_none(),
+        "a 404 is recorded by the caller"
+    );
+    let past = set("b", "p", Some(NOW - 1), false);
+    assert!(service.set(&ctx, past).await.is_err());
+    assert_eq!(store.audit_scan(0, 10).await.unwrap().len(), 1);
+
+    let (ctx, slot) = audited("secrets.delete");
+    let delete = DeleteRequest {
+        address: address("a"),
+        reveal: false,
+    };
+    service.delete(&ctx, delete).await.unwrap();
+    assert_eq!(slot.take_written().map(|e| e.seq), Some(2));
 }
 
 #[tokio::test]

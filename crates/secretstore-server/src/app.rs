@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use secretstore_api::admin::AdminState;
+use secretstore_api::audit::Auditor;
 use secretstore_api::auth::DirectoryAuthenticator;
 use secretstore_api::extract::BodyBudget;
 use secretstore_api::tls::{ReloadingCert, TlsError};
@@ -12,13 +13,13 @@ use secretstore_api::{
     AppParts, AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
 };
 use secretstore_core::{
-    verify_root_key, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
+    verify_root_key, AuditChain, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
 };
 use secretstore_crypto::{CryptoError, DigestKey, Envelope, NotPrivate};
 use tokio::net::TcpListener;
 use zeroize::Zeroize as _;
 
-use crate::config::{Config, RootKeySource, StorageConfig};
+use crate::config::{AuditConfig, Config, RootKeySource, StorageConfig};
 use crate::keys::load_root_key;
 use crate::storage::{check_private, open_store, Storage};
 
@@ -59,6 +60,14 @@ pub enum StartError {
     KeyCheck(#[from] KeyCheckError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(
+        "cannot open the audit log copy {target}: {cause}; give --audit-log a file this user \
+         can append to, or - for standard output"
+    )]
+    AuditLog {
+        target: String,
+        cause: std::io::Error,
+    },
 }
 
 /// Why a running server stopped with an error.
@@ -176,8 +185,29 @@ impl AppBuilder {
             })?),
         };
         verify_root_key(&*storage.meta, &envelope).await?;
+        let auditor = match &config.audit {
+            AuditConfig::Off => {
+                tracing::warn!("auditing is off (--no-audit): no request is recorded");
+                None
+            }
+            AuditConfig::On { log } => Some(Arc::new(
+                Auditor::new(
+                    Arc::clone(&storage.audit),
+                    Arc::new(AuditChain::new((*digest_key).clone())),
+                    Arc::clone(&clock),
+                    log.clone(),
+                )
+                .map_err(|cause| StartError::AuditLog {
+                    target: log
+                        .as_ref()
+                        .map_or_else(String::new, |target| target.to_string()),
+                    cause,
+                })?,
+            )),
+        };
         let service = SecretService::new(
             Arc::clone(&storage.secrets),
+            Arc::clone(&storage.writes),
             Arc::clone(&envelope),
             Arc::clone(&clock),
             config.limits,
@@ -195,6 +225,7 @@ impl AppBuilder {
             token_hash: admin.token_hash,
             clock: Arc::clone(&clock),
             limits: config.http,
+            auditor: auditor.clone(),
         });
         let state = AppState::from(AppParts {
             service,
@@ -210,6 +241,7 @@ impl AppBuilder {
             limits: config.http,
             rate_limit: config.rate_limit.map(RateLimit::per_second),
             bodies: BodyBudget::new(config.http.max_body_bytes_in_flight),
+            auditor,
         });
         let certs = Certs {
             public: config.tls.clone().map(ReloadingCert::load).transpose()?,

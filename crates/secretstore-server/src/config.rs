@@ -5,6 +5,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secretstore_api::audit::AuditLogTarget;
 use secretstore_api::tls::TlsFiles;
 use secretstore_api::HttpLimits;
 use secretstore_core::Limits;
@@ -100,6 +101,17 @@ pub struct Config {
     /// Bytes of kept idempotent answers each credential may have stored on each account;
     /// `None` for no limit.
     pub idempotency_quota_bytes: Option<NonZeroU64>,
+    pub audit: AuditConfig,
+}
+
+/// Whether requests are recorded in the audit log, and where its JSON-lines copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditConfig {
+    On {
+        log: Option<AuditLogTarget>,
+    },
+    /// `--no-audit`.
+    Off,
 }
 
 impl Config {
@@ -122,6 +134,7 @@ impl Config {
             idempotency_quota_bytes: NonZeroU64::new(
                 secretstore_api::idempotency::DEFAULT_QUOTA_BYTES,
             ),
+            audit: AuditConfig::On { log: None },
         }
     }
 }

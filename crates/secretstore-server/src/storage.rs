@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use secretstore_core::{
-    Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore, Store, StoreError,
+    AtomicWrites, AuditStore, Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore,
+    Store, StoreError,
 };
 use secretstore_crypto::NotPrivate;
 use secretstore_postgres::PostgresStore;
@@ -19,6 +20,8 @@ use crate::config::StorageConfig;
 #[derive(Debug, Clone)]
 pub struct Storage {
     pub secrets: Arc<dyn SecretStore>,
+    pub writes: Arc<dyn AtomicWrites>,
+    pub audit: Arc<dyn AuditStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub meta: Arc<dyn MetaStore>,
     pub directory: Arc<dyn Directory>,
@@ -29,6 +32,8 @@ impl Storage {
     pub fn of(store: Arc<dyn Store>) -> Self {
         Self {
             secrets: store.clone(),
+            writes: store.clone(),
+            audit: store.clone(),
             idempotency: store.clone(),
             meta: store.clone(),
             directory: store.clone(),

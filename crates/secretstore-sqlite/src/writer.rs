@@ -246,7 +246,7 @@ struct Sync {
 
 impl Sync {
     fn set_mode(&mut self, conn: &Connection, durable: bool) {
-        if self.lazy == !durable {
+        if self.lazy != durable {
             return;
         }
         let mode = if durable { "FULL" } else { "NORMAL" };

@@ -1,6 +1,6 @@
 //! The test app: the production router, built by `secretstore_server::App` from a dev-mode
 //! `Config` over a fresh data directory, on a manual clock, and driven in-process with requests
-//! as an SDK would send them. `with_config` changes any setting; `wrap_secrets` puts something
+//! as an SDK would send them. `with_config` changes any setting; `wrap_writes` puts something
 //! between the service and the secret store (to hold a request in flight, say).
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::Router;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use secretstore_core::{ManualClock, SecretService, SecretStore};
+use secretstore_core::{AtomicWrites, ManualClock, SecretService};
 use secretstore_crypto::RootKey;
 use secretstore_server::{open_store, App, Config, RootKeySource, Storage};
 use serde_json::Value;
@@ -73,12 +73,12 @@ impl Answer {
     }
 }
 
-type WrapSecrets = Box<dyn FnOnce(Arc<dyn SecretStore>) -> Arc<dyn SecretStore>>;
+type WrapWrites = Box<dyn FnOnce(Arc<dyn AtomicWrites>) -> Arc<dyn AtomicWrites>>;
 
 pub struct TestAppBuilder {
     config: Config,
     dir: tempfile::TempDir,
-    wrap_secrets: Option<WrapSecrets>,
+    wrap_writes: Option<WrapWrites>,
 }
 
 impl std::fmt::Debug for TestAppBuilder {
@@ -96,7 +96,7 @@ pub fn app() -> TestAppBuilder {
     TestAppBuilder {
         config: Config::dev(dir.path().join("data"), RootKeySource::Key(key)),
         dir,
-        wrap_secrets: None,
+        wrap_writes: None,
     }
 }
 
@@ -119,20 +119,21 @@ impl TestAppBuilder {
         self.with_config(|c| c.http.max_body_bytes = max)
     }
 
-    /// Wraps the secret store the service uses (to slow it down or watch it).
-    pub fn wrap_secrets(
+    /// Wraps the transactions the service writes secrets with, each with its audit record
+    /// (to slow them down or watch them).
+    pub fn wrap_writes(
         mut self,
-        wrap: impl FnOnce(Arc<dyn SecretStore>) -> Arc<dyn SecretStore> + 'static,
+        wrap: impl FnOnce(Arc<dyn AtomicWrites>) -> Arc<dyn AtomicWrites> + 'static,
     ) -> Self {
-        self.wrap_secrets = Some(Box::new(wrap));
+        self.wrap_writes = Some(Box::new(wrap));
         self
     }
 
     pub async fn build(self) -> TestApp {
         let clock = Arc::new(ManualClock::new(START));
         let mut storage = Storage::of(open_store(&self.config.storage).await.unwrap());
-        if let Some(wrap) = self.wrap_secrets {
-            storage.secrets = wrap(storage.secrets);
+        if let Some(wrap) = self.wrap_writes {
+            storage.writes = wrap(storage.writes);
         }
         let app = App::builder(self.config)
             .clock(clock.clone())

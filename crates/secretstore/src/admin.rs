@@ -26,6 +26,16 @@ secretstore admin accounts create --id acct_platform\n  \
 secretstore admin apps create --id com.example.app --name Example --account acct_platform\n  \
 KEY=$(secretstore admin keys create --app com.example.app --mode test --type secret)")]
 pub struct AdminArgs {
+    #[command(flatten)]
+    connection: Connection,
+
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+/// How to reach the admin API; `secretstore admin` and `secretstore audit` share it.
+#[derive(Debug, Args)]
+pub struct Connection {
     /// The admin API (the server's --admin-listen). [env: SECRETSTORE_ADMIN_URL] [default:
     /// http://127.0.0.1:12112]
     #[arg(long, global = true, value_name = "URL")]
@@ -38,15 +48,12 @@ pub struct AdminArgs {
 
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 
     /// Trust this certificate authority (PEM) for an admin API served over TLS with a private
     /// certificate. [env: SECRETSTORE_CA_CERT]
     #[arg(long, global = true, value_name = "PATH")]
     ca_cert: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: AdminCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,16 +83,16 @@ enum AdminCommand {
 
 /// Listing options every `list` takes.
 #[derive(Debug, Args)]
-struct ListArgs {
+pub struct ListArgs {
     /// Objects per page, 1 to 100 (default 10).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// The page after this object's id.
     #[arg(long, value_name = "ID")]
-    starting_after: Option<String>,
+    pub starting_after: Option<String>,
     /// Fetch every page.
     #[arg(long)]
-    all: bool,
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -283,11 +290,17 @@ pub fn main(args: AdminArgs) -> ExitCode {
         println!("{}", token.as_str());
         return ExitCode::SUCCESS;
     }
+    block_on(run(args))
+}
+
+/// Runs a command against the admin API and turns its failure into a message and an exit
+/// code: 2 for a usage mistake, 1 for a refused request.
+pub fn block_on(work: impl std::future::Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match crate::runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
             eprintln!("secretstore: {message}");
@@ -304,15 +317,25 @@ pub fn main(args: AdminArgs) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+        Err(Failure::Reported) => ExitCode::FAILURE,
     }
 }
 
-enum Failure {
+pub enum Failure {
     Usage(String),
     Request(Error),
+    /// The command printed why it failed itself.
+    Reported,
 }
 
-fn client(args: &AdminArgs) -> Result<AdminClient, Failure> {
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        Failure::Request(err)
+    }
+}
+
+/// A client of the admin API `args` names.
+pub fn client(args: &Connection) -> Result<AdminClient, Failure> {
     let token = match &args.admin_token_file {
         Some(path) => read_token_file(path).map_err(|e| Failure::Usage(e.to_string()))?,
         None => match std::env::var(TOKEN_ENV) {
@@ -373,7 +396,7 @@ fn query(list: &ListArgs, filters: &[(&str, &Option<String>)]) -> String {
 }
 
 /// Every page of a listing when `--all`, else one.
-async fn listed(
+pub async fn listed(
     client: &AdminClient,
     path: &str,
     list: &ListArgs,
@@ -390,10 +413,13 @@ async fn listed(
             .map_err(Failure::Request)?;
         let items = page["data"].as_array().cloned().unwrap_or_default();
         let more = page["has_more"].as_bool().unwrap_or(false);
-        after = items
-            .last()
-            .and_then(|item| item["id"].as_str())
-            .map(str::to_owned);
+        // Objects page by their id; audit records by their seq.
+        after = items.last().and_then(|item| {
+            item["id"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| item["seq"].as_i64().map(|seq| seq.to_string()))
+        });
         data.extend(items);
         if !list.all || !more || after.is_none() {
             let mut page = page;
@@ -407,7 +433,7 @@ async fn listed(
 }
 
 async fn run(args: AdminArgs) -> Result<(), Failure> {
-    let client = client(&args)?;
+    let client = client(&args.connection)?;
     let c = &client;
     let req = |r: Result<Value, Error>| r.map_err(Failure::Request);
     let answer = match &args.command {
@@ -538,7 +564,7 @@ async fn run(args: AdminArgs) -> Result<(), Failure> {
             }
         },
     };
-    print_answer(&answer, args.json);
+    print_answer(&answer, args.connection.json);
     Ok(())
 }
 
@@ -552,7 +578,7 @@ fn removal(path: &str, confirm: &Confirm) -> String {
 
 /// JSON as is; otherwise a table (the secret alone on standard output, the rest on standard
 /// error, when there is one).
-fn print_answer(answer: &Value, as_json: bool) {
+pub fn print_answer(answer: &Value, as_json: bool) {
     if as_json {
         println!("{answer:#}");
         return;
@@ -623,6 +649,19 @@ fn columns(kind: &str) -> &'static [&'static str] {
             "revoked",
             "expires_at",
         ],
+        "audit_record" => &[
+            "seq",
+            "time",
+            "operation",
+            "status",
+            "code",
+            "credential",
+            "app",
+            "account",
+            "user",
+            "secret_name",
+            "client",
+        ],
         _ => &["id"],
     }
 }
@@ -665,7 +704,7 @@ fn list_table(page: &Value) -> String {
         out.push_str(&line(row));
     }
     if page["has_more"] == true {
-        out.push_str("(more follow: use --all, or --starting-after the last id)\n");
+        out.push_str("(more follow: use --all, or --starting-after the last id or seq)\n");
     }
     out
 }

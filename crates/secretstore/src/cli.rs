@@ -35,6 +35,8 @@ pub enum Command {
     /// Provision a production server over its admin API: accounts, apps, installations, users,
     /// API keys and user sessions; or make an admin token.
     Admin(crate::admin::AdminArgs),
+    /// The audit log of a running server: verify its chain, search it, prune it.
+    Audit(crate::audit::AuditArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,6 +116,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_DEV", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
     pub dev: bool,
+
+    /// Also copy every audit record, as one JSON line, to PATH (appended to), or to standard
+    /// output with `-`, for a log pipeline. The database keeps the records either way
+    /// (docs/audit.md).
+    #[arg(long, env = "SECRETSTORE_AUDIT_LOG", value_name = "PATH|-")]
+    pub audit_log: Option<String>,
+
+    /// Keep no audit log: requests are not recorded, and `secretstore audit` has nothing to
+    /// read. For benchmarks and throwaway experiments only; a store that holds real secrets
+    /// should know who read them. The environment twin takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "SECRETSTORE_NO_AUDIT", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_audit: bool,
 
     /// File holding the 256-bit root key (64 hex digits or base64). Refused unless it belongs
     /// to this user and gives group and others nothing.

@@ -6,6 +6,7 @@
 //! `completions` and `man` print shell completions and the man pages.
 
 mod admin;
+mod audit;
 mod cli;
 mod generate;
 mod secrets;
@@ -42,5 +43,6 @@ fn main() -> ExitCode {
         cli::Command::Completions(args) => generate::completions(args),
         cli::Command::Man(args) => generate::man(args),
         cli::Command::Admin(args) => admin::main(args),
+        cli::Command::Audit(args) => audit::main(args),
     }
 }

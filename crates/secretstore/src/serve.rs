@@ -15,8 +15,8 @@ use anyhow::bail;
 use secretstore_core::Limits;
 use secretstore_postgres::PostgresOptions;
 use secretstore_server::{
-    process, AdminConfig, App, Config, HttpLimits, Listeners, RootKeySource, Shutdown,
-    StorageConfig, TlsFiles,
+    process, AdminConfig, App, AuditConfig, AuditLogTarget, Config, HttpLimits, Listeners,
+    RootKeySource, Shutdown, StorageConfig, TlsFiles,
 };
 use secretstore_sqlite::SqliteOptions;
 use tokio::net::{TcpListener, TcpSocket};
@@ -196,6 +196,19 @@ fn config(
         rate_limit: std::num::NonZeroU32::new(rate_limit),
         sweep_interval: Duration::from_secs(args.sweep_interval),
         idempotency_quota_bytes: std::num::NonZeroU64::new(args.idempotency_quota_bytes),
+        audit: match (args.no_audit, args.audit_log.as_deref()) {
+            (true, Some(_)) => {
+                bail!("--no-audit and --audit-log contradict each other: give one or the other")
+            }
+            (true, None) => AuditConfig::Off,
+            (false, None) => AuditConfig::On { log: None },
+            (false, Some("-")) => AuditConfig::On {
+                log: Some(AuditLogTarget::Stdout),
+            },
+            (false, Some(path)) => AuditConfig::On {
+                log: Some(AuditLogTarget::File(path.into())),
+            },
+        },
     })
 }
 

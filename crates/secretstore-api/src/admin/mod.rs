@@ -7,6 +7,8 @@
 //! reader (`JsonBody`), listing parameters (`page`) and the error table of `crate::error`.
 
 mod accounts;
+mod audit;
+pub use audit::parse_time;
 mod apps;
 mod installations;
 mod keys;
@@ -21,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
-use secretstore_core::{AccountId, AppId, Clock, Directory, DirectoryPage, Listed};
+use secretstore_core::{AccountId, AppId, AuditSlot, Clock, Directory, DirectoryPage, Listed};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -45,6 +47,9 @@ pub struct AdminState {
     pub token_hash: [u8; 32],
     pub clock: Arc<dyn Clock>,
     pub limits: HttpLimits,
+    /// Writes every admin request's audit record, and serves the audit routes; `None` when
+    /// auditing is off.
+    pub auditor: Option<Arc<crate::audit::Auditor>>,
 }
 
 /// The SHA-256 an admin token is kept as.
@@ -96,12 +101,39 @@ admin_routes! {
     "/v1/keys/{id}/revoke" => post(keys::revoke);
     "/v1/user_sessions" => post(sessions::create);
     "/v1/user_sessions/{id}" => get(sessions::retrieve), delete(sessions::remove);
+    "/v1/audit/records" => get(audit::records);
+    "/v1/audit/verify" => get(audit::verify);
+    "/v1/audit/prune" => post(audit::prune);
     "/openapi.json" => get(openapi);
+}
+
+/// The route of `ROUTES` a request reaches (`/v1/accounts/{id}`), for the audit log.
+pub fn route_of(method: &http::Method, path: &str) -> Option<&'static str> {
+    let matches = |route: &str| {
+        let (mut given, mut wanted) = (path.split('/'), route.split('/'));
+        loop {
+            match (given.next(), wanted.next()) {
+                (None, None) => return true,
+                (Some(part), Some(want)) if want.starts_with('{') => {
+                    if part.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(part), Some(want)) if part == want => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTES
+        .iter()
+        .find(|(m, route)| *m == method.as_str() && matches(route))
+        .map(|(_, route)| *route)
 }
 
 /// The admin listener's router.
 pub fn router(state: AdminState) -> Router {
     let limits = state.limits;
+    let auditor = state.auditor.clone();
     routes()
         .fallback(unrecognized)
         .method_not_allowed_fallback(unrecognized)
@@ -113,6 +145,7 @@ pub fn router(state: AdminState) -> Router {
             crate::middleware::Edge {
                 limits,
                 stripe: false,
+                auditor,
             },
             crate::middleware::stamp,
         ))
@@ -165,7 +198,14 @@ impl FromRequestParts<AdminState> for AdminCaller {
                  <admin token>'.",
             ));
         };
+        let slot = parts.extensions.get::<Arc<AuditSlot>>();
+        if let Some(slot) = slot {
+            slot.note(|event| event.credential_kind = Some("admin_token".to_owned()));
+        }
         if bool::from(token_hash(token).ct_eq(&state.token_hash)) {
+            if let Some(slot) = slot {
+                slot.note(|event| event.credential = Some("admin".to_owned()));
+            }
             Ok(AdminCaller)
         } else {
             tracing::warn!("admin request with a wrong token refused");
@@ -238,6 +278,11 @@ impl FromRequest<AdminState> for JsonBody {
 impl JsonBody {
     fn take(&mut self, name: &str) -> Option<Value> {
         self.0.remove(name).filter(|v| !v.is_null())
+    }
+
+    /// A field of any JSON type, for a handler that accepts several.
+    pub fn take_value(&mut self, name: &str) -> Option<Value> {
+        self.take(name)
     }
 
     pub fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
@@ -340,14 +385,17 @@ impl Query {
 
     /// A removal must say `confirm=true`.
     pub fn confirmed(&mut self) -> Result<(), ApiError> {
+        self.confirmed_as(
+            "Removing this object also removes what it owns (see the answer's removed counts). \
+             Repeat the request with ?confirm=true to do it.",
+        )
+    }
+
+    /// What cannot be undone must say `confirm=true`; `why` says what it would do.
+    pub fn confirmed_as(&mut self, why: &str) -> Result<(), ApiError> {
         match self.text("confirm")?.as_deref() {
             Some("true") => Ok(()),
-            _ => Err(ApiError::new(
-                Code::ConfirmationRequired,
-                "Removing this object also removes what it owns (see the answer's removed \
-                 counts). Repeat the request with ?confirm=true to do it.",
-            )
-            .with_param("confirm")),
+            _ => Err(ApiError::new(Code::ConfirmationRequired, why).with_param("confirm")),
         }
     }
 

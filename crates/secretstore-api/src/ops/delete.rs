@@ -2,7 +2,9 @@
 //! answers it as it was, with `"deleted": true` (its payload only when asked). Parameters:
 //! `name`, `scope`, optionally `expand`.
 
-use secretstore_core::{Access, DeleteRequest, Namespace, RequestContext, SecretService};
+use secretstore_core::{
+    Access, DeleteRequest, Namespace, RequestContext, SecretName, SecretService,
+};
 
 use super::Operation;
 use crate::error::ApiError;
@@ -15,6 +17,7 @@ pub struct Delete;
 
 impl Operation for Delete {
     type Request = DeleteRequest;
+    const NAME: &'static str = "secrets.delete";
 
     fn parse(params: Params, namespace: &Namespace) -> Result<DeleteRequest, ApiError> {
         let (address, reveal) = params::named(params, namespace)?;
@@ -23,6 +26,10 @@ impl Operation for Delete {
 
     fn access(request: &DeleteRequest) -> Access<'_> {
         request.access()
+    }
+
+    fn secret_name(request: &DeleteRequest) -> Option<&SecretName> {
+        Some(&request.address.name)
     }
 
     async fn run(

@@ -1,7 +1,7 @@
 //! `GET /v1/apps/secrets/find`: the live secret with this name in the scope, with its payload
 //! only when asked (`expand[]=payload`). Parameters: `name`, `scope`, optionally `expand`.
 
-use secretstore_core::{Access, FindRequest, Namespace, RequestContext, SecretService};
+use secretstore_core::{Access, FindRequest, Namespace, RequestContext, SecretName, SecretService};
 
 use super::Operation;
 use crate::error::ApiError;
@@ -14,6 +14,7 @@ pub struct Find;
 
 impl Operation for Find {
     type Request = FindRequest;
+    const NAME: &'static str = "secrets.find";
 
     fn parse(params: Params, namespace: &Namespace) -> Result<FindRequest, ApiError> {
         let (address, reveal) = params::named(params, namespace)?;
@@ -22,6 +23,10 @@ impl Operation for Find {
 
     fn access(request: &FindRequest) -> Access<'_> {
         request.access()
+    }
+
+    fn secret_name(request: &FindRequest) -> Option<&SecretName> {
+        Some(&request.address.name)
     }
 
     async fn run(

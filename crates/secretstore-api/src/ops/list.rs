@@ -16,6 +16,7 @@ pub struct List;
 
 impl Operation for List {
     type Request = ListRequest;
+    const NAME: &'static str = "secrets.list";
 
     fn parse(mut params: Params, namespace: &Namespace) -> Result<ListRequest, ApiError> {
         let expand = params.expand()?;

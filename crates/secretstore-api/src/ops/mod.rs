@@ -13,14 +13,15 @@ mod list;
 mod set;
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use axum::{Extension, Router};
 use secretstore_core::{
-    authorize, Access, Namespace, Payload, RequestContext, RequestId, SecretService,
+    authorize, Access, AuditSlot, AuditTicket, Namespace, Payload, RequestContext, RequestId,
+    SecretName, SecretService,
 };
 
 use crate::auth::Caller;
@@ -40,12 +41,20 @@ pub trait Operation: Send + Sync + 'static {
     /// The operation's parsed request, as the service takes it.
     type Request: Send + 'static;
 
+    /// The operation's name in the audit log (`secrets.set`).
+    const NAME: &'static str;
+
     /// Takes the operation's parameters (in the caller's namespace); refuses what the contract
     /// refuses, including any parameter left over.
     fn parse(params: Params, namespace: &Namespace) -> Result<Self::Request, ApiError>;
 
     /// What the request would do, for `authorize`.
     fn access(request: &Self::Request) -> Access<'_>;
+
+    /// The secret the request names, for the audit log; none for a list.
+    fn secret_name(_request: &Self::Request) -> Option<&SecretName> {
+        None
+    }
 
     /// The payload a replay of this request shows, where the answer kept for it has none
     /// (`Answered`): a set's own, which the request carries. None by default: a delete's
@@ -67,6 +76,7 @@ pub trait Operation: Send + Sync + 'static {
 pub async fn handle<O: Operation>(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    slot: Option<Extension<Arc<AuditSlot>>>,
     Caller(principal): Caller,
     key: KeyHeader,
     form: StripeForm,
@@ -75,11 +85,29 @@ pub async fn handle<O: Operation>(
         .idempotency
         .keyed(key, &form, &principal.namespace.account);
     let request = O::parse(Params::new(form.form.root), &principal.namespace)?;
+    let slot = slot.map(|Extension(slot)| slot);
+    if let Some(slot) = &slot {
+        let access = O::access(&request);
+        let name = O::secret_name(&request);
+        slot.note(|event| {
+            event.scope_type = Some(access.scope.type_str().to_owned());
+            event.user = access.scope.user().map(|u| u.as_str().to_owned());
+            event.secret_name = name.map(|n| n.as_str().to_owned());
+        });
+    }
     authorize(&principal, &O::access(&request))?;
     let request_id = request_id.map(|Extension(id)| id);
+    let audit = match (slot, &state.auditor) {
+        (Some(slot), Some(auditor)) => Some(AuditTicket {
+            slot,
+            chain: Arc::clone(auditor.chain()),
+        }),
+        _ => None,
+    };
     let ctx = RequestContext {
         request_id,
         credential: principal.credential,
+        audit,
     };
     let replayed_payload = keyed
         .is_keyed()
@@ -97,6 +125,16 @@ pub async fn handle<O: Operation>(
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
+    /// `Operation::NAME`.
+    pub name: &'static str,
+}
+
+/// The name of the operation a request reaches, for the audit log; `unknown` for none.
+pub fn operation_name(method: &http::Method, path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|route| route.path == path && route.method == method.as_str())
+        .map_or("unknown", |route| route.name)
 }
 
 /// Where secrets are set and listed; also the `url` of a list.
@@ -105,7 +143,11 @@ pub const SECRETS_PATH: &str = "/v1/apps/secrets";
 macro_rules! routes {
     ($($method:ident $path:expr => $op:ty;)*) => {
         /// Every operation, by method and path.
-        pub const ROUTES: &[Route] = &[$(Route { method: stringify!($method), path: $path },)*];
+        pub const ROUTES: &[Route] = &[$(Route {
+            method: stringify!($method),
+            path: $path,
+            name: <$op as Operation>::NAME,
+        },)*];
 
         /// The router of every operation.
         pub fn router() -> Router<AppState> {

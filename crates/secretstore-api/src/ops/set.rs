@@ -2,7 +2,9 @@
 //! with the same name in the scope (keeping its id and `created`). Parameters: `name`,
 //! `payload`, `scope`, and optionally `expires_at` and `expand`.
 
-use secretstore_core::{Access, Namespace, Payload, RequestContext, SecretService, SetRequest};
+use secretstore_core::{
+    Access, Namespace, Payload, RequestContext, SecretName, SecretService, SetRequest,
+};
 
 use super::Operation;
 use crate::error::ApiError;
@@ -15,6 +17,7 @@ pub struct Set;
 
 impl Operation for Set {
     type Request = SetRequest;
+    const NAME: &'static str = "secrets.set";
 
     fn parse(mut params: Params, namespace: &Namespace) -> Result<SetRequest, ApiError> {
         let expand = params.expand()?;
@@ -44,6 +47,10 @@ impl Operation for Set {
 
     fn access(request: &SetRequest) -> Access<'_> {
         request.access()
+    }
+
+    fn secret_name(request: &SetRequest) -> Option<&SecretName> {
+        Some(&request.address.name)
     }
 
     fn replayed_payload(request: &SetRequest) -> Option<Payload> {

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Method;
-use secretstore_core::{
-    ListQuery, PutRequest, SealedSecret, SecretAddress, SecretStore, StoreError, StoredList,
-};
+use secretstore_core::{AtomicWrites, StoreError, Write, Written};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::common::{app, contains, files_under, KEY};
@@ -259,41 +257,21 @@ async fn kept_answer_with_a_payload_is_sealed_at_rest() {
 /// A secret store whose puts wait for a permit, so a test can hold a request in flight.
 #[derive(Debug)]
 struct GatedStore {
-    inner: Arc<dyn SecretStore>,
+    inner: Arc<dyn AtomicWrites>,
     gate: Arc<Semaphore>,
     entered: Arc<Notify>,
 }
 
 #[async_trait]
-impl SecretStore for GatedStore {
-    async fn put(&self, request: PutRequest) -> Result<SealedSecret, StoreError> {
+impl AtomicWrites for GatedStore {
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
         self.entered.notify_one();
         let _permit = self
             .gate
             .acquire()
             .await
             .map_err(|_| StoreError::Internal("closed".into()))?;
-        self.inner.put(request).await
-    }
-    async fn get(
-        &self,
-        address: &SecretAddress,
-        now: i64,
-    ) -> Result<Option<SealedSecret>, StoreError> {
-        self.inner.get(address, now).await
-    }
-    async fn delete(
-        &self,
-        address: &SecretAddress,
-        now: i64,
-    ) -> Result<Option<SealedSecret>, StoreError> {
-        self.inner.delete(address, now).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
-        self.inner.list(query).await
-    }
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        self.inner.purge_expired(now).await
+        self.inner.commit(writes).await
     }
 }
 
@@ -303,7 +281,7 @@ async fn concurrent_requests_with_one_key_one_runs_the_other_gets_409() {
     let entered = Arc::new(Notify::new());
     let app = Arc::new(
         app()
-            .wrap_secrets({
+            .wrap_writes({
                 let gate = gate.clone();
                 let entered = entered.clone();
                 move |inner| {

@@ -1,8 +1,10 @@
 //! Storage faults against the real binary. Disk full: a data directory on a small tmpfs that
 //! the test fills up. Read-only: a loop-mounted ext4 that the kernel forces read-only under the
 //! running server (ext4's `trigger_fs_error` with `errors=remount-ro`, what a failing disk
-//! does). In both, writes answer 503 api_error with `Stripe-Should-Retry: true`, reads keep
-//! working, nothing stored is damaged, and `/readyz` says not ready (503) even before a client
+//! does). In both, writes answer 503 api_error with `Stripe-Should-Retry: true`; reads keep
+//! working with `--no-audit`, and with the audit log on (the default) each read is answered
+//! only if its record could be written, else refused with 503 `audit_unavailable` (fail closed,
+//! docs/audit.md); nothing stored is damaged, and `/readyz` says not ready (503) even before a client
 //! write has failed. Once space returns, `/readyz` is ready again by itself and writes work
 //! again, without a restart. A filesystem the kernel forced read-only stays so until it is
 //! unmounted (ext4's emergency read-only state), so that recovery is a remount and a restart,
@@ -136,13 +138,74 @@ async fn assert_all_readable(http: &reqwest::Client, url: &str, acked: &[(String
     }
 }
 
+/// Finds every secret of `acked` once; with `audit`, each must be answered with its payload or
+/// refused with 503 `audit_unavailable` and no payload (its record could not be written);
+/// without, answered. Returns how many were answered.
+async fn assert_reads_fail_closed(
+    http: &reqwest::Client,
+    url: &str,
+    acked: &[(String, String)],
+    audit: bool,
+) -> usize {
+    if !audit {
+        assert_all_readable(http, url, acked).await;
+        return acked.len();
+    }
+    let mut answered = 0;
+    for (name, payload) in acked {
+        let query = [
+            ("name", name.as_str()),
+            ("scope[type]", "user"),
+            ("scope[user]", "usr_1"),
+            ("expand[]", "payload"),
+        ];
+        let (status, body) = find(http, url, KEY, &query).await.unwrap();
+        match status {
+            200 => {
+                assert_eq!(body["payload"].as_str(), Some(payload.as_str()), "{name}");
+                answered += 1;
+            }
+            503 => {
+                assert_eq!(body["error"]["code"], "audit_unavailable", "{name}: {body}");
+                assert!(!body.to_string().contains(payload.as_str()), "{name}");
+            }
+            other => panic!("{name}: a read answered {other}: {body}"),
+        }
+    }
+    answered
+}
+
+/// Audit records of successful finds, in the database of a stopped server.
+fn finds_recorded(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM audit WHERE operation = 'secrets.find' AND status = 200",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .unwrap() as usize
+}
+
 #[tokio::test]
-async fn disk_full_refuses_writes_keeps_reads_and_recovers_without_restart() {
+async fn disk_full_refuses_writes_fails_reads_closed_and_recovers_without_restart() {
+    disk_full(true).await;
+}
+
+#[tokio::test]
+async fn disk_full_without_audit_refuses_writes_keeps_reads_and_recovers_without_restart() {
+    disk_full(false).await;
+}
+
+async fn disk_full(audit: bool) {
     let mut site = site();
     let Some(_fs) = Tmpfs::mount(&site.data(), "6m") else {
         return;
     };
-    let mut server = site.start(&["--max-secrets-per-scope", "1000000"]);
+    let mut args = vec!["--max-secrets-per-scope", "1000000"];
+    if !audit {
+        args.push("--no-audit");
+    }
+    let mut server = site.start(&args);
     let http = client();
     let mut acked = Vec::new();
     let big = "x".repeat(4990);
@@ -177,7 +240,7 @@ async fn disk_full_refuses_writes_keeps_reads_and_recovers_without_restart() {
         }
     }
     assert!(refused >= 20, "writes kept succeeding on a full disk");
-    assert_all_readable(&http, &server.url, &acked).await;
+    let mut reads = assert_reads_fail_closed(&http, &server.url, &acked, audit).await;
     wait_not_ready(&http, &server.url, "on a full disk").await;
 
     // Ready again by itself once space returns, before any write has to show it.
@@ -193,9 +256,17 @@ async fn disk_full_refuses_writes_keeps_reads_and_recovers_without_restart() {
         acked.push((name, "after".to_owned()));
     }
     assert_all_readable(&http, &server.url, &acked).await;
+    reads += acked.len();
     server.terminate();
     assert_eq!(integrity_check(&site.db()), "ok");
-    let server = site.start(&[]);
+    if audit {
+        assert_eq!(
+            finds_recorded(&site.db()),
+            reads,
+            "every read answered has its record, and only those"
+        );
+    }
+    let server = site.start(&args);
     assert_all_readable(&http, &server.url, &acked).await;
 }
 
@@ -283,13 +354,23 @@ impl Drop for LoopExt4 {
 }
 
 #[tokio::test]
-async fn storage_forced_read_only_refuses_writes_keeps_reads_and_damages_nothing() {
+async fn storage_forced_read_only_refuses_writes_fails_reads_closed_and_damages_nothing() {
+    storage_forced_read_only(true).await;
+}
+
+#[tokio::test]
+async fn storage_forced_read_only_without_audit_keeps_reads() {
+    storage_forced_read_only(false).await;
+}
+
+async fn storage_forced_read_only(audit: bool) {
     let mut site = site();
     let image = site.dir.path().join("disk.img");
     let Some(fs) = LoopExt4::create(&site.data(), &image) else {
         return;
     };
-    let mut server = site.start(&[]);
+    let args: &[&str] = if audit { &[] } else { &["--no-audit"] };
+    let mut server = site.start(args);
     let http = client();
     let mut acked = Vec::new();
     for i in 0..5 {
@@ -317,12 +398,15 @@ async fn storage_forced_read_only_refuses_writes_keeps_reads_and_damages_nothing
         .await
         .unwrap();
     assert_eq!(delete.status().as_u16(), 503);
-    assert_all_readable(&http, &server.url, &acked).await;
+    let answered = assert_reads_fail_closed(&http, &server.url, &acked, audit).await;
+    if audit {
+        assert_eq!(answered, 0, "a read answered with no way to record it");
+    }
 
     // Shutdown cannot flush to a read-only disk; it must still exit, not hang.
     let _ = server.terminate();
     fs.repair();
-    let server = site.start(&[]);
+    let server = site.start(args);
     wait_ready(&http, &server.url, "after the repair").await;
     assert_all_readable(&http, &server.url, &acked).await;
     assert_eq!(
