@@ -8,6 +8,7 @@
 mod server;
 
 mod abuse;
+mod audit;
 mod durability;
 mod faults;
 mod postgres;
