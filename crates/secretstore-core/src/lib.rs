@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod keycheck;
 pub mod limits;
+pub mod metrics;
 pub mod principal;
 pub mod secret;
 pub mod service;
