@@ -171,6 +171,11 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes secrets expired at `now`; returns how many went.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// How many secrets are stored, every namespace, expired ones not yet purged included (the
+    /// `secretstore_secrets_stored` gauge). Read once a metrics scrape, not per request: it may
+    /// count the whole table, but must not hold writes up while it does.
+    async fn count_secrets(&self) -> Result<u64, StoreError>;
 }
 
 /// Idempotency records: claims of requests running, and answers kept for replay.
@@ -396,6 +401,10 @@ pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
     /// Finishes queued writes and stops accepting new ones; for a clean shutdown. Later calls
     /// of any trait fail with `StoreError::Unavailable`; closing twice is harmless.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Sets the gauges of `crate::metrics` that only this backend knows (PostgreSQL's
+    /// connection pool), just before a scrape reads them. Nothing by default.
+    fn record_gauges(&self) {}
 }
 
 /// A complete backend: every storage trait. Implemented for any type that implements them all.

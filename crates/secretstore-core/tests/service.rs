@@ -166,6 +166,9 @@ impl SecretStore for Swapped {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.inner.purge_expired(now).await
     }
+    async fn count_secrets(&self) -> Result<u64, StoreError> {
+        self.inner.count_secrets().await
+    }
 }
 
 #[async_trait]

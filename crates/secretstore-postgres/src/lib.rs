@@ -293,6 +293,11 @@ impl SecretStore for PostgresStore {
         self.purge_in_steps("expired secrets", secrets::PURGE, now)
             .await
     }
+
+    async fn count_secrets(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        secrets::count(&client).await
+    }
 }
 
 #[async_trait]
@@ -596,6 +601,15 @@ impl Lifecycle for PostgresStore {
         }
         tracing::info!("postgres store closed");
         Ok(())
+    }
+
+    /// The pool as deadpool sees it: connections open and waiting in it (idle), open and
+    /// taken (in use), and the most it opens (the directory listener's own connection is not
+    /// one of them).
+    fn record_gauges(&self) {
+        let status = self.pool.status();
+        let idle = status.available;
+        secretstore_core::metrics::pg_pool(idle, status.size.saturating_sub(idle), status.max_size);
     }
 }
 

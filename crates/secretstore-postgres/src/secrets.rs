@@ -372,6 +372,19 @@ pub async fn get<C: GenericClient>(
         .transpose()
 }
 
+/// Every row of `secrets`, expired or not. A read of its own: under MVCC it waits for no
+/// write and holds none up.
+pub async fn count<C: GenericClient>(client: &C) -> Result<u64, StoreError> {
+    let rows = query(client, "SELECT COUNT(*) FROM secrets", &[]).await?;
+    let count: i64 = rows
+        .first()
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(|e| pg_failure(&e))?
+        .unwrap_or(0);
+    Ok(count.max(0) as u64)
+}
+
 /// Removes the live secret at this address in one statement; an expired one stays for the
 /// sweep.
 pub async fn delete<C: GenericClient>(

@@ -450,6 +450,10 @@ impl SecretStore for SqliteStore {
         }
         Ok(removed)
     }
+
+    async fn count_secrets(&self) -> Result<u64, StoreError> {
+        self.read(reader::count_secrets).await
+    }
 }
 
 #[async_trait]

@@ -142,6 +142,16 @@ pub fn meta_get(conn: &mut Connection, name: &str) -> Result<Option<Vec<u8>>, St
     Ok(value.flatten())
 }
 
+/// Every row of `secrets`, expired or not. SQLite counts the pages of the table's smallest
+/// index, without reading rows; on a reader's connection it never holds up the writer.
+pub fn count_secrets(conn: &mut Connection) -> Result<u64, StoreError> {
+    let count: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM secrets")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(|e| sql_failure(&e))?;
+    Ok(count.max(0) as u64)
+}
+
 /// Touches the database file, not just the connection, so a vanished or unreadable file shows.
 pub fn ping(conn: &mut Connection) -> Result<(), StoreError> {
     conn.prepare_cached("SELECT COUNT(*) FROM meta")

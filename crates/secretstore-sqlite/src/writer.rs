@@ -291,6 +291,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState, synced
         return false;
     }
     state.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    secretstore_core::metrics::group_commit(batch.len());
     let mut touched = Vec::with_capacity(batch.len());
     let mut answers: Vec<Box<dyn Pending>> = Vec::with_capacity(batch.len());
     let failure = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {

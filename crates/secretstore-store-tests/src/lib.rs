@@ -111,6 +111,7 @@ macro_rules! __every_check {
                 list_has_more_counts_only_live_secrets,
                 purge_removes_exactly_the_expired_secrets,
                 purge_removes_many_expired_secrets,
+                count_secrets_counts_every_stored_secret,
                 purge_removes_stale_idempotency_records,
                 idempotency_claim_complete_replay,
                 idempotency_release_lets_a_retry_claim,

@@ -310,6 +310,10 @@ impl SecretStore for MemoryStore {
             .retain(|_, row| is_live(row.secret.expires_at, now));
         Ok((before - data.secrets.rows.len()) as u64)
     }
+
+    async fn count_secrets(&self) -> Result<u64, StoreError> {
+        Ok(self.open()?.secrets.rows.len() as u64)
+    }
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
 //! `purge_expired`: removes exactly the secrets expired at `now` (however many, across every
-//! tenant); `idempotency_purge`: exactly the kept answers at or before its cut.
+//! tenant); `idempotency_purge`: exactly the kept answers at or before its cut; `count_secrets`:
+//! every row stored, expired or not, until it is purged.
 
 use std::sync::Arc;
 
@@ -151,4 +152,32 @@ pub async fn purge_removes_stale_idempotency_records(store: Arc<dyn Store>) {
         IdempotencyClaim::Kept(answer),
         "an answer younger than the cut survives"
     );
+}
+
+/// `count_secrets` counts every stored secret of every namespace and scope once: a replace adds
+/// none, an expired secret counts until it is purged, and a delete or purge takes its rows off.
+pub async fn count_secrets_counts_every_stored_secret(store: Arc<dyn Store>) {
+    assert_eq!(stored(&store).await, 0, "an empty store");
+    let ns = home();
+    let elsewhere = namespace("app_other", "acct_9", Mode::Live);
+    let kept = address(&ns, &Scope::Account, "kept");
+    let expiring = address(&ns, &user("usr_c"), "expiring");
+    let deleted = address(&elsewhere, &Scope::Account, "deleted");
+    put_ok(&store, &kept, NOW, None, ROOMY, "k").await;
+    put_ok(&store, &expiring, NOW, Some(NOW + 5), ROOMY, "e").await;
+    put_ok(&store, &deleted, NOW, None, ROOMY, "d").await;
+    assert_eq!(stored(&store).await, 3);
+    put_ok(&store, &kept, NOW + 1, None, ROOMY, "k2").await;
+    assert_eq!(stored(&store).await, 3, "a replace adds nothing");
+
+    assert!(delete_ok(&store, &deleted, NOW + 1).await.is_some());
+    assert_eq!(stored(&store).await, 2, "a delete takes its row");
+    assert_eq!(get_ok(&store, &expiring, NOW + 5).await, None);
+    assert_eq!(stored(&store).await, 2, "expired, but stored until purged");
+    assert_eq!(store.purge_expired(NOW + 5).await.expect("purge"), 1);
+    assert_eq!(stored(&store).await, 1, "purged");
+}
+
+async fn stored(store: &Arc<dyn Store>) -> u64 {
+    store.count_secrets().await.expect("count_secrets")
 }
