@@ -16,7 +16,6 @@ use secretstore_core::{
     AccountId, AppId, AuditSlot, Clock, Credential, CredentialHint, CredentialId, Directory,
     KeyType, Mode, Namespace, Permissions, Principal, StoreError,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
@@ -277,14 +276,6 @@ impl Authenticator for DevAuthenticator {
     }
 }
 
-/// Failed authentications since start, by reason (the metrics endpoint will read them).
-#[derive(Debug, Default)]
-pub struct AuthFailures {
-    pub unknown: AtomicU64,
-    pub ended: AtomicU64,
-    pub account_denied: AtomicU64,
-}
-
 /// Production mode: every credential is checked against the directory, looked up by its
 /// SHA-256 and the stored hash compared in constant time. A key reaches its app's namespaces on
 /// the accounts that installed the app (`Stripe-Account`; without it, the app's owner); a user
@@ -293,30 +284,16 @@ pub struct AuthFailures {
 pub struct DirectoryAuthenticator {
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
-    failures: Arc<AuthFailures>,
 }
 
 impl DirectoryAuthenticator {
     pub fn new(directory: Arc<dyn Directory>, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            directory,
-            clock,
-            failures: Arc::default(),
-        }
+        Self { directory, clock }
     }
 
-    pub fn failures(&self) -> Arc<AuthFailures> {
-        Arc::clone(&self.failures)
-    }
-
-    /// Logs (prefix and last four characters only) and counts a refusal.
+    /// Logs a refusal (prefix and last four characters only); `crate::metrics` counts it by
+    /// reason once it becomes the answer.
     fn refuse(&self, key: &ApiKey, reason: &'static str, err: AuthError) -> AuthError {
-        let counter = match &err {
-            AuthError::Ended { .. } => &self.failures.ended,
-            AuthError::AccountDenied { .. } => &self.failures.account_denied,
-            _ => &self.failures.unknown,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(credential = %key.hint(), reason, "authentication failed");
         err
     }

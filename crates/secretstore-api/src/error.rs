@@ -403,6 +403,7 @@ impl From<FormError> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
+        crate::metrics::auth_failed(&err);
         match err {
             AuthError::Missing => Self::new(
                 Code::Unauthenticated,
@@ -469,6 +470,7 @@ impl From<Denied> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        secretstore_core::metrics::storage_error(&err);
         match err {
             StoreError::ScopeFull { max } => Self::new(
                 Code::ScopeFull,
@@ -512,7 +514,10 @@ impl From<CoreError> for ApiError {
                 "Invalid expires_at: must be at most 100 years in the future.".to_owned(),
             ),
             CoreError::Store(err) => err.into(),
-            other @ CoreError::Unsealable { .. } => Self::internal(other),
+            other @ CoreError::Unsealable { .. } => {
+                secretstore_core::metrics::payload_unsealable();
+                Self::internal(other)
+            }
         }
     }
 }

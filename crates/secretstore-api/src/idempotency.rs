@@ -349,6 +349,7 @@ impl Idempotency {
                     (Some(payload), StatusCode::OK) => render::with_payload(&opened.body, payload),
                     _ => opened.body,
                 };
+                secretstore_core::metrics::idempotent_replay();
                 let source = Source::Replay {
                     original: opened.original,
                 };

@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod form;
 pub mod idempotency;
+pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod params;

@@ -277,6 +277,7 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
             request_id = %id, %method, path = %shown_path, status, latency_ms, "request"
         ),
     }
+    crate::metrics::request_served(edge.stripe, &method, &path, status, started.elapsed());
     response
 }
 

@@ -74,6 +74,7 @@ impl RateLimit {
         limiter
             .check_key(&(*credential, account.clone()))
             .map_err(|_| {
+                secretstore_core::metrics::rate_limited();
                 let mut err = ApiError::new(
                     Code::RateLimit,
                     format!(

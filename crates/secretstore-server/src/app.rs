@@ -8,12 +8,14 @@ use secretstore_api::admin::AdminState;
 use secretstore_api::audit::Auditor;
 use secretstore_api::auth::DirectoryAuthenticator;
 use secretstore_api::extract::BodyBudget;
+use secretstore_api::metrics::Exposition;
 use secretstore_api::tls::{ReloadingCert, TlsError};
 use secretstore_api::{
     AppParts, AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
 };
 use secretstore_core::{
-    verify_root_key, AuditChain, Clock, KeyCheckError, SecretService, StoreError, SystemClock,
+    metrics, verify_root_key, AuditChain, Clock, KeyCheckError, SecretService, StoreError,
+    SystemClock,
 };
 use secretstore_crypto::{CryptoError, DigestKey, Envelope, NotPrivate};
 use tokio::net::TcpListener;
@@ -220,12 +222,18 @@ impl AppBuilder {
                 Arc::clone(&clock),
             ))
         };
+        // Metrics are recorded only where they can be read: on the admin listener.
         let admin = config.admin.as_ref().map(|admin| AdminState {
             directory: Arc::clone(&storage.directory),
             token_hash: admin.token_hash,
             clock: Arc::clone(&clock),
             limits: config.http,
             auditor: auditor.clone(),
+            metrics: Exposition::new(
+                secretstore_api::metrics::install(),
+                Arc::clone(&storage.secrets),
+                Arc::clone(&storage.lifecycle),
+            ),
         });
         let state = AppState::from(AppParts {
             service,
@@ -327,6 +335,10 @@ pub struct Listeners {
 /// in-flight requests and closes storage (flushing queued writes).
 pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(), RunError> {
     let sweeper = tokio::spawn(sweep(app.state.clone(), app.config.sweep_interval));
+    let upkeep = app
+        .admin
+        .as_ref()
+        .map(|a| tokio::spawn(upkeep(a.metrics.clone())));
     // Always: SIGHUP's default would end the process, which an operator's reload must not.
     let reloader = tokio::spawn(reload_on_sighup(app.certs.clone()));
     let acceptor =
@@ -361,6 +373,9 @@ pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(
         }
     }
     sweeper.abort();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
     served?;
     tracing::info!("in-flight requests finished; flushing storage");
     app.storage.lifecycle.close().await.map_err(RunError::Close)
@@ -382,6 +397,17 @@ async fn reload_on_sighup(certs: Certs) {
     }
 }
 
+/// Folds the metrics' histogram samples into their buckets now and then, so they take bounded
+/// memory however long nobody scrapes.
+async fn upkeep(metrics: Exposition) {
+    let mut ticks = tokio::time::interval(secretstore_api::metrics::UPKEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        metrics.run_upkeep();
+    }
+}
+
 /// Deletes expired secrets and stale kept answers on a fixed interval (they are already
 /// invisible to every request; the sweep reclaims the space), and lets the rate limiter forget
 /// idle credentials.
@@ -392,7 +418,10 @@ async fn sweep(state: AppState, every: Duration) {
         ticks.tick().await;
         match state.service.purge_expired().await {
             Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "swept expired secrets"),
+            Ok(removed) => {
+                metrics::expired_secrets_purged(removed);
+                tracing::info!(removed, "swept expired secrets");
+            }
             Err(err) => tracing::warn!(error = %err, "sweeping expired secrets failed"),
         }
         if let Err(err) = state.idempotency.purge_stale().await {

@@ -166,8 +166,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRETSTORE_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
 
-    /// Address of the admin API (provisioning). Default 127.0.0.1:12112 in production mode; in
-    /// dev mode the admin API is off unless this is given. Never the public listener's address.
+    /// Address of the admin API (provisioning, and Prometheus metrics at GET /metrics). Default
+    /// 127.0.0.1:12112 in production mode; in dev mode the admin API is off unless this is
+    /// given. Never the public listener's address.
     #[arg(long, env = "SECRETSTORE_ADMIN_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 

@@ -5,6 +5,8 @@
 //! SHA-256 and compares in constant time. Handlers are grouped by resource, one file each, as
 //! crates.io groups its controllers; they share the token check (`AdminCaller`), the JSON body
 //! reader (`JsonBody`), listing parameters (`page`) and the error table of `crate::error`.
+//! `GET /metrics` (Prometheus's text format, `crate::metrics`) is served here too, behind the
+//! same token.
 
 mod accounts;
 mod audit;
@@ -23,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
+use secretstore_core::metrics::AuthFailure;
 use secretstore_core::{AccountId, AppId, AuditSlot, Clock, Directory, DirectoryPage, Listed};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -50,6 +53,8 @@ pub struct AdminState {
     /// Writes every admin request's audit record, and serves the audit routes; `None` when
     /// auditing is off.
     pub auditor: Option<Arc<crate::audit::Auditor>>,
+    /// What `GET /metrics` renders.
+    pub metrics: crate::metrics::Exposition,
 }
 
 /// The SHA-256 an admin token is kept as.
@@ -105,6 +110,7 @@ admin_routes! {
     "/v1/audit/verify" => get(audit::verify);
     "/v1/audit/prune" => post(audit::prune);
     "/openapi.json" => get(openapi);
+    "/metrics" => get(crate::metrics::scrape);
 }
 
 /// The route of `ROUTES` a request reaches (`/v1/accounts/{id}`), for the audit log.
@@ -192,6 +198,7 @@ impl FromRequestParts<AdminState> for AdminCaller {
             })
             .filter(|token| !token.is_empty());
         let Some(token) = given else {
+            secretstore_core::metrics::auth_failure(AuthFailure::AdminToken);
             return Err(ApiError::new(
                 Code::Unauthenticated,
                 "You did not provide the admin token. Send it as 'Authorization: Bearer \
@@ -209,6 +216,7 @@ impl FromRequestParts<AdminState> for AdminCaller {
             Ok(AdminCaller)
         } else {
             tracing::warn!("admin request with a wrong token refused");
+            secretstore_core::metrics::auth_failure(AuthFailure::AdminToken);
             Err(ApiError::new(
                 Code::AdminTokenInvalid,
                 "The admin token provided is not this server's admin token.",
