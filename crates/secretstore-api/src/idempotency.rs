@@ -459,6 +459,7 @@ impl Idempotency {
             .envelope
             .open(&aad(key, &kept.fingerprint, kept.created), &kept.sealed)
             .map_err(|e| {
+                secretstore_core::metrics::payload_unsealable();
                 ApiError::internal(format!("a kept idempotent answer failed to open: {e}"))
             })?;
         if plain.len() < KEPT_HEADER_LEN {

@@ -182,7 +182,8 @@ pub enum StorageFailure {
     Internal,
     /// `StoreError::Seal`: sealing a payload failed inside a write (500).
     Seal,
-    /// A stored payload failed to open: tampering, or another root key's data (500).
+    /// A stored payload or kept idempotent answer failed to open: tampering, or another root
+    /// key's data (500).
     Unsealable,
 }
 
@@ -334,7 +335,7 @@ pub fn storage_error(err: &StoreError) {
     }
 }
 
-/// A stored payload failed to open, and the request is answered 500.
+/// A stored payload or kept idempotent answer failed to open, and the request is answered 500.
 pub fn payload_unsealable() {
     if let Some(h) = handles() {
         h.storage[StorageFailure::Unsealable as usize].increment(1);
