@@ -123,7 +123,11 @@ impl Auditor {
             event,
             chain: Arc::clone(&self.chain),
         };
-        match self.store.audit_append(append).await {
+        let appended = self.store.audit_append(append).await;
+        if appended.is_err() {
+            secretstore_core::metrics::audit_write_failed();
+        }
+        match appended {
             Ok(entry) => {
                 self.copy(&entry);
                 response

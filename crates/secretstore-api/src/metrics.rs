@@ -5,13 +5,13 @@
 //! route; docs/api.md §9). What each metric means, and the recording functions the other layers
 //! call, are in `secretstore_core::metrics`.
 //!
-//! A request's `operation` label is its route, `METHOD /path` as the route tables write it
-//! (`GET /v1/apps/secrets/find`, `DELETE /v1/keys/{id}`), or `unknown` for anything no route
-//! serves, so what a client puts in a path never becomes a label. The table of operations, and
-//! of statuses, is built once from the route tables and the error table, and each
-//! (operation, status) pair registers its handle the first time it is answered: a request
-//! costs a short walk of its listener's routes, two atomic loads and the two recordings, with
-//! no allocation and no look-up by name.
+//! A request's `operation` label is the audit log's name for it (docs/audit.md: `secrets.find`,
+//! `admin DELETE /v1/keys/{id}`), found by the same route look-ups; `healthz` and `readyz` for
+//! the probes; `unknown` for anything no route serves, so what a client puts in a path never
+//! becomes a label. The table of operations, and of statuses, is built once from the route
+//! tables and the error table, and each (operation, status) pair registers its handle the first
+//! time it is answered: a request costs a short walk of its listener's routes, two atomic loads
+//! and the two recordings, with no allocation and no look-up by name.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -153,47 +153,12 @@ pub fn auth_failed(err: &AuthError) {
     recorded::auth_failure(reason);
 }
 
-/// Routes served beside the operations and admin routes, by `crate::router`.
-const HEALTH_ROUTES: [(&str, &str); 2] = [("GET", "/healthz"), ("GET", "/readyz")];
+/// The probes `crate::router` serves beside the operations, by path, and their labels: a load
+/// balancer's probes are not operations of the API (the audit log does not record them).
+const PROBES: [(&str, &str); 2] = [("/healthz", "healthz"), ("/readyz", "readyz")];
 
 /// The `operation` label of a request no route serves.
 const UNKNOWN: &str = "unknown";
-
-/// A route as its table writes it.
-#[derive(Debug)]
-struct Route {
-    method: &'static str,
-    path: &'static str,
-    /// Whether the path has `{parameters}`; one without is matched by equality alone.
-    parameters: bool,
-    operation: usize,
-}
-
-impl Route {
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        if method.as_str() != self.method {
-            return false;
-        }
-        if !self.parameters {
-            return path == self.path;
-        }
-        let mut wanted = self.path.split('/');
-        let mut given = path.split('/');
-        loop {
-            match (wanted.next(), given.next()) {
-                (None, None) => return true,
-                // The router matches a parameter to one non-empty segment.
-                (Some(w), Some(g)) if w.starts_with('{') => {
-                    if g.is_empty() {
-                        return false;
-                    }
-                }
-                (Some(w), Some(g)) if w == g => {}
-                _ => return false,
-            }
-        }
-    }
-}
 
 /// One `operation` label and its handles, one per status, registered when first used.
 #[derive(Debug)]
@@ -206,10 +171,11 @@ struct Operation {
 /// Everything `request_served` needs, built once.
 #[derive(Debug)]
 struct Http {
-    /// The public listener's routes: the operations first (a find is found in three steps),
-    /// then the health checks.
-    public: Vec<Route>,
-    admin: Vec<Route>,
+    /// The public listener's operations by name (`Operation::NAME`), then its probes: the
+    /// first labels.
+    public: Vec<&'static str>,
+    /// The admin routes, as `admin::ROUTES` has them: the labels after the public ones.
+    admin: &'static [(&'static str, &'static str)],
     /// Every label; the last is `unknown`.
     operations: Vec<Operation>,
     /// The `status` labels: every status this server answers with, then `other`.
@@ -222,28 +188,22 @@ static HTTP: OnceLock<Http> = OnceLock::new();
 
 impl Http {
     fn new() -> Self {
-        let mut operations = Vec::new();
-        let mut table = |routes: &mut dyn Iterator<Item = (&'static str, &'static str)>| {
-            routes
-                .map(|(method, path)| {
-                    operations.push(format!("{method} {path}"));
-                    Route {
-                        method,
-                        path,
-                        parameters: path.contains('{'),
-                        operation: operations.len() - 1,
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
-        let public = table(
-            &mut crate::ops::ROUTES
-                .iter()
-                .map(|r| (r.method, r.path))
-                .chain(HEALTH_ROUTES),
-        );
-        let admin = table(&mut crate::admin::ROUTES.iter().copied());
-        operations.push(UNKNOWN.to_owned());
+        let public: Vec<&'static str> = crate::ops::ROUTES
+            .iter()
+            .map(|route| route.name)
+            .chain(PROBES.iter().map(|(_, label)| *label))
+            .collect();
+        let admin = crate::admin::ROUTES;
+        // The audit log's names for the same operations (docs/audit.md).
+        let labels = public
+            .iter()
+            .map(|name| (*name).to_owned())
+            .chain(
+                admin
+                    .iter()
+                    .map(|(method, path)| format!("admin {method} {path}")),
+            )
+            .chain([UNKNOWN.to_owned()]);
 
         let mut codes: Vec<u16> = Code::ALL.iter().map(|c| c.status().as_u16()).collect();
         codes.push(200);
@@ -256,8 +216,7 @@ impl Http {
         for (slot, &code) in codes.iter().enumerate() {
             status_slot[usize::from(code)] = slot as u8;
         }
-        let operations = operations
-            .into_iter()
+        let operations = labels
             .map(|label| Operation {
                 label,
                 duration: OnceLock::new(),
@@ -274,13 +233,23 @@ impl Http {
     }
 
     /// The index of the operation a request to `path` is, on the public listener or the admin
-    /// one.
+    /// one: found by the same route look-ups the audit log names operations by.
     fn operation(&self, public: bool, method: &Method, path: &str) -> usize {
-        let routes = if public { &self.public } else { &self.admin };
-        routes
-            .iter()
-            .find(|route| route.matches(method, path))
-            .map_or(self.operations.len() - 1, |route| route.operation)
+        let found = if public {
+            let name = PROBES
+                .iter()
+                .find(|(probe, _)| *probe == path && method == Method::GET)
+                .map_or_else(|| crate::ops::operation_name(method, path), |p| p.1);
+            self.public.iter().position(|label| *label == name)
+        } else {
+            crate::admin::route_of(method, path).and_then(|route| {
+                self.admin
+                    .iter()
+                    .position(|(m, r)| *m == method.as_str() && *r == route)
+                    .map(|n| self.public.len() + n)
+            })
+        };
+        found.unwrap_or(self.operations.len() - 1)
     }
 
     fn status(&self, status: u16) -> usize {
@@ -332,8 +301,8 @@ mod tests {
     fn recording_moves_what_the_exposition_renders() {
         let handle = install();
         let audit = "secretstore_audit_write_failures_total";
-        let find = r#"secretstore_http_requests_total{operation="GET /v1/apps/secrets/find",status="404"}"#;
-        let took = r#"secretstore_http_request_duration_seconds_count{operation="GET /v1/apps/secrets/find"}"#;
+        let find = r#"secretstore_http_requests_total{operation="secrets.find",status="404"}"#;
+        let took = r#"secretstore_http_request_duration_seconds_count{operation="secrets.find"}"#;
         let before = handle.render();
         recorded::audit_write_failed();
         recorded::audit_write_failed();
@@ -353,7 +322,9 @@ mod tests {
         assert_eq!(sample(&after, find), sample(&before, find) + 1.0, "{after}");
         assert_eq!(sample(&after, took), sample(&before, took) + 1.0, "{after}");
         assert!(after.contains("# TYPE secretstore_http_request_duration_seconds histogram"));
-        assert!(after.contains(r#"secretstore_http_request_duration_seconds_bucket{operation="GET /v1/apps/secrets/find",le="0.00005"}"#));
+        assert!(after.contains(
+            r#"secretstore_http_request_duration_seconds_bucket{operation="secrets.find",le="0.00005"}"#
+        ));
     }
 
     #[test]
@@ -386,40 +357,31 @@ mod tests {
     }
 
     #[test]
-    fn operations_are_routes_never_paths() {
+    fn operations_are_named_as_the_audit_log_names_them_never_by_path() {
         for (public, method, path, operation) in [
-            (
-                true,
-                Method::GET,
-                "/v1/apps/secrets/find",
-                "GET /v1/apps/secrets/find",
-            ),
-            (
-                true,
-                Method::POST,
-                "/v1/apps/secrets",
-                "POST /v1/apps/secrets",
-            ),
-            (true, Method::GET, "/readyz", "GET /readyz"),
+            (true, Method::GET, "/v1/apps/secrets/find", "secrets.find"),
+            (true, Method::POST, "/v1/apps/secrets", "secrets.set"),
+            (true, Method::GET, "/readyz", "readyz"),
             (
                 false,
                 Method::POST,
                 "/v1/keys/key_1/roll",
-                "POST /v1/keys/{id}/roll",
+                "admin POST /v1/keys/{id}/roll",
             ),
             (
                 false,
                 Method::GET,
                 "/v1/accounts/acct_1/users/usr_2",
-                "GET /v1/accounts/{account}/users/{id}",
+                "admin GET /v1/accounts/{account}/users/{id}",
             ),
-            (false, Method::GET, "/metrics", "GET /metrics"),
+            (false, Method::GET, "/metrics", "admin GET /metrics"),
         ] {
             assert_eq!(label(public, method, path), operation, "{path}");
         }
         for (public, method, path) in [
             (true, Method::GET, "/v1/apps/secrets/find/"),
             (true, Method::PUT, "/v1/apps/secrets"),
+            (true, Method::POST, "/healthz"),
             (true, Method::GET, "/v1/accounts"),
             (true, Method::GET, "/anything/a/client/sends"),
             (false, Method::GET, "/v1/apps/secrets/find"),

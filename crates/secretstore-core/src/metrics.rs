@@ -20,7 +20,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 
 use crate::error::StoreError;
 
-/// Requests answered, by operation (`METHOD /route`, or `unknown`) and status.
+/// Requests answered, by operation (the audit log's name, a probe's, or `unknown`) and status.
 pub const HTTP_REQUESTS: &str = "secretstore_http_requests_total";
 /// Time from a request's arrival to its answer, by operation.
 pub const HTTP_REQUEST_DURATION: &str = "secretstore_http_request_duration_seconds";
@@ -60,7 +60,7 @@ pub const CATALOGUE: &[(&str, Kind, &[&str], &str)] = &[
         HTTP_REQUESTS,
         Kind::Counter,
         &["operation", "status"],
-        "Requests answered, by operation (METHOD /route, or unknown) and HTTP status.",
+        "Requests answered, by operation (as the audit log names it, healthz, readyz or unknown) and HTTP status.",
     ),
     (
         HTTP_REQUEST_DURATION,

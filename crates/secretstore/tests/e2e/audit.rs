@@ -15,7 +15,7 @@ use crate::tenancy::Admin;
 use secretstore_testkit::binary::Site;
 use secretstore_testkit::postgres::{available, ScratchDatabase};
 
-const APP: &str = "com.example.audited";
+pub const APP: &str = "com.example.audited";
 const OWNER: &str = "acct_owner";
 const PAYLOAD: &str = "pw-9f3c1e2d-never-in-the-log";
 
@@ -55,7 +55,7 @@ fn all_records(site: &Site, server: &Server) -> Vec<Value> {
 }
 
 /// A production server with an app, its key, and a user on the owner account.
-async fn provisioned(site: &mut Site, extra: &[&str]) -> (Server, String) {
+pub async fn provisioned(site: &mut Site, extra: &[&str]) -> (Server, String) {
     let server = site.start(extra);
     let admin = Admin::of(site, &server);
     admin.tenants(APP, OWNER, &[], &[]).await;
@@ -299,13 +299,13 @@ async fn every_request_leaves_one_record_of_who_what_where_and_how_it_ended() {
 }
 
 /// The database's shell, as an operator (or an attacker) would use it.
-enum Shell<'a> {
+pub enum Shell<'a> {
     Sqlite(&'a std::path::Path),
     Postgres(&'a str),
 }
 
 impl Shell<'_> {
-    fn run(&self, sql: &str) -> String {
+    pub fn run(&self, sql: &str) -> String {
         let output = match self {
             Shell::Sqlite(db) => Command::new("sqlite3")
                 .args(["-bail", "-cmd", ".timeout 5000"])
@@ -457,6 +457,14 @@ async fn audit_verify_names_the_row_edited_removed_moved_or_inserted_with_psql()
     .await;
 }
 
+/// PostgreSQL refuses every new audit record from here on (a trigger), until
+/// `DROP TRIGGER refuse_audit ON audit`.
+pub const REFUSE_AUDIT_RECORDS: &str =
+    "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+     $$ BEGIN RAISE EXCEPTION 'the audit log refuses this record'; END $$; \
+     CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
+     FOR EACH ROW EXECUTE FUNCTION refuse_audit();";
+
 /// On PostgreSQL, a record that cannot be written (a trigger refuses it) means no answer for a
 /// read and no write; the chain stays whole.
 #[tokio::test]
@@ -480,12 +488,7 @@ async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() 
     .unwrap();
     assert_eq!(status, 200);
     let shell = Shell::Postgres(database.url());
-    shell.run(
-        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN RAISE EXCEPTION 'the audit log refuses this record'; END $$; \
-         CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
-         FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
-    );
+    shell.run(REFUSE_AUDIT_RECORDS);
     let query = [
         ("name", "kept"),
         ("scope[type]", "account"),

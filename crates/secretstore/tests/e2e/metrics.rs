@@ -4,19 +4,18 @@
 //! refusals, refused credentials, a damaged row answered 500, an expired secret swept,
 //! concurrent sets sharing a group commit), moves its metric between two scrapes, by exactly
 //! as much where nothing else can move it. On PostgreSQL, the pool's gauges and the count of
-//! stored secrets come from the database.
+//! stored secrets come from the database, and an audit record the database refuses (a trigger,
+//! as in the audit tests) is counted.
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
+use crate::audit::{provisioned, Shell, APP, REFUSE_AUDIT_RECORDS};
 use crate::server::{client, find, set, Server, BIN};
 use crate::tenancy::Admin;
 use secretstore_testkit::binary::Site;
 use secretstore_testkit::postgres::{available, ScratchDatabase};
-
-const APP: &str = "com.example.metrics";
-const OWNER: &str = "acct_metrics";
 
 /// One exposition of `GET /metrics`.
 struct Scrape(String);
@@ -49,9 +48,11 @@ fn auth_failures(reason: &str) -> String {
     format!(r#"secretstore_auth_failures_total{{reason="{reason}"}}"#)
 }
 
-const FIND: &str = "GET /v1/apps/secrets/find";
-const SET: &str = "POST /v1/apps/secrets";
-const LIST: &str = "GET /v1/apps/secrets";
+const FIND: &str = "secrets.find";
+const SET: &str = "secrets.set";
+const LIST: &str = "secrets.list";
+const SCRAPE: &str = "admin GET /metrics";
+const AUDIT_FAILURES: &str = "secretstore_audit_write_failures_total";
 const STORED: &str = "secretstore_secrets_stored";
 const PURGED: &str = "secretstore_expired_secrets_purged_total";
 const BATCHES: &str = "secretstore_group_commit_batch_size_count";
@@ -117,15 +118,6 @@ async fn idempotent_set(url: &str, key: &str, idempotency_key: &str) -> bool {
     response.headers().get("idempotent-replayed").is_some()
 }
 
-/// A production server over SQLite with the app provisioned, and its secret key.
-async fn provisioned(site: &mut Site, flags: &[&str]) -> (Server, String) {
-    let server = site.start(flags);
-    let admin = Admin::of(site, &server);
-    admin.tenants(APP, OWNER, &[], &[]).await;
-    let key = admin.key(APP, "test", "secret", &[]).await;
-    (server, key)
-}
-
 #[tokio::test]
 async fn each_event_moves_its_metric() {
     let flags = [
@@ -142,15 +134,7 @@ async fn each_event_moves_its_metric() {
     // A damaged row, made while the server is stopped: its find is a storage failure (500).
     set_named(&server.url, &key, "damaged", &[]).await;
     server.terminate();
-    let db = rusqlite::Connection::open(site.db()).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE secrets SET id = 'not-an-id' WHERE name = 'damaged'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
-    drop(db);
+    Shell::Sqlite(&site.db()).run("UPDATE secrets SET id = 'not-an-id' WHERE name = 'damaged'");
     let server = site.start(&flags);
     let admin = Admin::of(&site, &server);
     let url = server.url.clone();
@@ -170,8 +154,7 @@ async fn each_event_moves_its_metric() {
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 403);
     assert!(!wrong.text().await.unwrap().contains("secretstore_"));
-    let audit = "secretstore_audit_write_failures_total";
-    assert_eq!(before.find(audit), Some(0.0), "{}", before.0);
+    assert_eq!(before.find(AUDIT_FAILURES), Some(0.0), "{}", before.0);
     assert_eq!(before.find(STORED), Some(1.0), "the damaged row");
 
     set_named(&url, &key, "plain", &[]).await;
@@ -236,19 +219,14 @@ async fn each_event_moves_its_metric() {
     exactly(&requests(LIST, 200), listed);
     exactly(&requests(LIST, 429), refused);
     exactly(&requests("unknown", 404), 1.0);
-    exactly(&requests("GET /metrics", 200), 1.0);
-    exactly(&requests("GET /metrics", 401), 1.0);
-    exactly(&requests("GET /metrics", 403), 1.0);
-    exactly(
-        r#"secretstore_http_request_duration_seconds_count{operation="GET /v1/apps/secrets/find"}"#,
-        5.0,
-    );
-    assert!(
-        after.moved(
-            &before,
-            r#"secretstore_http_request_duration_seconds_sum{operation="GET /v1/apps/secrets/find"}"#
-        ) > 0.0
-    );
+    exactly(&requests(SCRAPE, 200), 1.0);
+    exactly(&requests(SCRAPE, 401), 1.0);
+    exactly(&requests(SCRAPE, 403), 1.0);
+    let took = |part: &str| {
+        format!(r#"secretstore_http_request_duration_seconds_{part}{{operation="{FIND}"}}"#)
+    };
+    exactly(&took("count"), 5.0);
+    assert!(after.moved(&before, &took("sum")) > 0.0);
     exactly("secretstore_idempotent_replays_total", 1.0);
     exactly("secretstore_rate_limited_total", refused);
     exactly(&auth_failures("unknown"), 1.0);
@@ -257,7 +235,7 @@ async fn each_event_moves_its_metric() {
     exactly(r#"secretstore_storage_errors_total{kind="internal"}"#, 1.0);
     // plain, idem (once: the replay stored nothing) and expiring.
     exactly(STORED, 3.0);
-    exactly(audit, 0.0);
+    exactly(AUDIT_FAILURES, 0.0);
     assert!(after.moved(&before, BATCHES) >= 1.0);
     assert!(after.moved(&before, BATCHED_WRITES) >= 3.0);
     assert_eq!(
@@ -343,4 +321,22 @@ async fn on_postgresql_the_pool_and_the_stored_secrets_come_from_the_database() 
     );
     // No group commit on PostgreSQL.
     assert_eq!(after.value(BATCHES), 0.0);
+
+    // A read whose audit record the database refuses is not answered, and the failure counts.
+    // (Scrapes are audited too: none while the trigger is there.)
+    let shell = Shell::Postgres(database.url());
+    shell.run(REFUSE_AUDIT_RECORDS);
+    let (status, body) = find(
+        &client(),
+        &server.url,
+        &key,
+        &[("name", "one"), ("scope[type]", "account")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    shell.run("DROP TRIGGER refuse_audit ON audit;");
+    let refused = scrape(&site, &server).await;
+    assert_eq!(refused.moved(&after, AUDIT_FAILURES), 1.0, "{}", refused.0);
+    assert_eq!(refused.moved(&after, &requests(FIND, 503)), 1.0);
 }
