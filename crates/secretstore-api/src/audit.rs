@@ -111,7 +111,7 @@ impl Auditor {
             self.copy(&entry);
             return response;
         }
-        let mut event = slot.draft();
+        let mut event = slot.take_draft();
         event.status = response.status().as_u16();
         event.code = response
             .extensions()

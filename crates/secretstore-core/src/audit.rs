@@ -92,50 +92,53 @@ impl std::fmt::Debug for AuditChain {
     }
 }
 
-/// A field in the hashed message: absent and empty must differ.
-fn optional(field: &Option<String>) -> (&[u8], &[u8]) {
-    match field {
-        Some(text) => (b"\x01", text.as_bytes()),
-        None => (b"\x00", b""),
-    }
-}
-
 impl AuditChain {
     pub fn new(key: DigestKey) -> Self {
         Self { key }
     }
 
-    /// The hash of the record at `seq` whose predecessor's hash is `prev`.
+    /// The hash of the record at `seq` whose predecessor's hash is `prev`: one HMAC over one
+    /// message of every field, each length-prefixed (and an absent one marked apart from an
+    /// empty one), so that no two records give the same message.
     pub fn link(&self, seq: i64, prev: &ChainHash, event: &AuditEvent) -> ChainHash {
-        let seq = seq.to_be_bytes();
-        let time = event.time_ms.to_be_bytes();
-        let status = event.status.to_be_bytes();
-        let optionals = [
-            optional(&event.credential_kind),
-            optional(&event.credential),
-            optional(&event.app),
-            optional(&event.account),
-            optional(&event.mode),
-            optional(&event.scope_type),
-            optional(&event.user),
-            optional(&event.secret_name),
-            optional(&event.client),
-            optional(&event.code),
+        let texts = [
+            Some(event.request_id.as_str()),
+            Some(event.operation.as_str()),
+            event.credential_kind.as_deref(),
+            event.credential.as_deref(),
+            event.app.as_deref(),
+            event.account.as_deref(),
+            event.mode.as_deref(),
+            event.scope_type.as_deref(),
+            event.user.as_deref(),
+            event.secret_name.as_deref(),
+            event.client.as_deref(),
+            event.code.as_deref(),
         ];
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(6 + 2 * optionals.len());
-        parts.extend_from_slice(&[
-            &seq,
-            prev,
-            &time,
-            event.request_id.as_bytes(),
-            event.operation.as_bytes(),
-            &status,
-        ]);
-        for (present, text) in &optionals {
-            parts.push(present);
-            parts.push(text);
+        let size = 8
+            + 32
+            + 8
+            + 2
+            + texts
+                .iter()
+                .map(|t| 5 + t.map_or(0, str::len))
+                .sum::<usize>();
+        let mut message = Vec::with_capacity(size);
+        message.extend_from_slice(&seq.to_be_bytes());
+        message.extend_from_slice(prev);
+        message.extend_from_slice(&event.time_ms.to_be_bytes());
+        message.extend_from_slice(&event.status.to_be_bytes());
+        for text in texts {
+            match text {
+                Some(text) => {
+                    message.push(1);
+                    message.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                    message.extend_from_slice(text.as_bytes());
+                }
+                None => message.extend_from_slice(&[0; 5]),
+            }
         }
-        self.key.digest("secretstore/audit-record/v1", &parts)
+        self.key.digest("secretstore/audit-record/v1", &[&message])
     }
 
     /// An anchor at the record `seq` with hash `hash`.
@@ -429,6 +432,12 @@ impl AuditSlot {
     /// The record as drafted so far.
     pub fn draft(&self) -> AuditEvent {
         self.event.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The record as drafted, taken out of the slot: for its writer, once nothing more is
+    /// noted.
+    pub fn take_draft(&self) -> AuditEvent {
+        std::mem::take(&mut *self.event.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The record was written in the transaction of the write it records, as `entry`.

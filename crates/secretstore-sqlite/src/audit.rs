@@ -2,6 +2,8 @@
 //! thread orders the chain), reading it back for verification and search (on the readers), and
 //! pruning it behind an anchor.
 
+use std::cell::Cell;
+
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension as _, Row};
 use secretstore_core::audit::{AuditAnchor, ChainHash, Outcome, GENESIS};
@@ -13,9 +15,32 @@ const COLUMNS: &str = "seq, time_ms, request_id, credential_kind, credential, ap
                        mode, scope_type, user_id, operation, secret_name, client, status, code, \
                        prev, hash";
 
+thread_local! {
+    /// The chain's head as the writer last left it (only the writer thread appends). It spares
+    /// every append a look-up; `forget_head` drops it whenever a write of the writer is undone,
+    /// and an append that finds its seq taken (the table changed under the server, by hand)
+    /// reads the head again.
+    static HEAD: Cell<Option<(i64, ChainHash)>> = const { Cell::new(None) };
+}
+
+/// Drops the remembered head: the writer calls it when a job or a batch is rolled back, since
+/// an append it undid may have moved the head.
+pub fn forget_head() {
+    HEAD.with(|head| head.set(None));
+}
+
 /// The seq and hash the next record follows: the newest record's, else the anchor's, else the
 /// beginning.
 fn head(conn: &Connection) -> Result<(i64, ChainHash), StoreError> {
+    if let Some(head) = HEAD.with(Cell::get) {
+        return Ok(head);
+    }
+    let found = read_head(conn)?;
+    HEAD.with(|head| head.set(Some(found)));
+    Ok(found)
+}
+
+fn read_head(conn: &Connection) -> Result<(i64, ChainHash), StoreError> {
     let newest = conn
         .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .and_then(|mut stmt| {
@@ -48,6 +73,31 @@ fn hash_of(bytes: Vec<u8>) -> Result<ChainHash, StoreError> {
 pub fn append(conn: &Connection, append: AuditAppend) -> Result<AuditEntry, StoreError> {
     let AuditAppend { event, chain } = append;
     let entry = chain.entry(head(conn)?, event);
+    match insert(conn, &entry) {
+        Ok(()) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            // The seq is taken: rows were added by hand. Link to what is there now.
+            forget_head();
+            let entry = chain.entry(head(conn)?, entry.event);
+            insert(conn, &entry).map_err(|e| {
+                forget_head();
+                sql_failure(&e)
+            })?;
+            HEAD.with(|head| head.set(Some((entry.seq, entry.hash))));
+            return Ok(entry);
+        }
+        Err(e) => {
+            forget_head();
+            return Err(sql_failure(&e));
+        }
+    }
+    HEAD.with(|head| head.set(Some((entry.seq, entry.hash))));
+    Ok(entry)
+}
+
+fn insert(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     let e = &entry.event;
     conn.prepare_cached(
         "INSERT INTO audit (seq, time_ms, request_id, credential_kind, credential, app, account,
@@ -75,8 +125,7 @@ pub fn append(conn: &Connection, append: AuditAppend) -> Result<AuditEntry, Stor
             &entry.hash[..],
         ])
     })
-    .map_err(|e| sql_failure(&e))?;
-    Ok(entry)
+    .map(|_| ())
 }
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<(i64, AuditEvent, Vec<u8>, Vec<u8>)> {
@@ -230,6 +279,7 @@ pub fn prune(
     let Some((seq, hash)) = last else {
         return Ok(0);
     };
+    forget_head();
     let anchor = chain.anchor(seq, hash_of(hash)?, now_ms);
     let removed = conn
         .prepare_cached("DELETE FROM audit WHERE seq <= ?1")

@@ -340,7 +340,7 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
         .map_err(|e| open_failure(path, &e))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| open_failure(path, &e))?;
-    conn.set_prepared_statement_cache_capacity(32);
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -352,7 +352,7 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
     .map_err(|e| open_failure(path, &e))?;
     conn.busy_timeout(busy_timeout)
         .map_err(|e| open_failure(path, &e))?;
-    conn.set_prepared_statement_cache_capacity(32);
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::Connection;
 use secretstore_core::{
     DirectoryCache, IdempotencyKey, SecretAddress, StoreError, WriteHealth, AUDIT_SYNC_WITHIN_MS,
 };
@@ -100,8 +100,9 @@ impl Touches {
 
 /// How the writer calls a job: to run it in the batch's transaction, or to answer it without
 /// running because the batch was already abandoned.
-enum Step<'a, 'conn> {
-    Run(&'a mut Transaction<'conn>),
+enum Step<'a> {
+    /// Run on this connection; inside a savepoint of its own if `true`.
+    Run(&'a Connection, bool),
     Refuse(&'a StoreError),
 }
 
@@ -116,7 +117,7 @@ pub struct Job {
     /// not (audit records of reads) commits without a sync, and the WAL is synced within
     /// `LAZY_SYNC` after (or by the next batch that does sync).
     durable: bool,
-    step: Box<dyn for<'a, 'conn> FnOnce(Step<'a, 'conn>) -> Ran + Send>,
+    step: Box<dyn for<'a> FnOnce(Step<'a>) -> Ran + Send>,
 }
 
 impl std::fmt::Debug for Job {
@@ -141,8 +142,8 @@ impl Job {
             touches,
             durable: true,
             step: Box::new(move |step| match step {
-                Step::Run(tx) => {
-                    let (result, abort) = in_savepoint(tx, work);
+                Step::Run(conn, savepoint) => {
+                    let (result, abort) = run_job(conn, savepoint, work);
                     (Box::new(Done { reply, result }), abort)
                 }
                 Step::Refuse(err) => (
@@ -158,7 +159,9 @@ impl Job {
 }
 
 impl Job {
-    /// This job's answer need not wait for a sync to disk (see `durable`).
+    /// This job's answer need not wait for a sync to disk (see `durable`). A lazy job runs
+    /// without a savepoint of its own: it must be one change that fails whole (an insert), so
+    /// that its failure leaves nothing to undo.
     pub fn lazy(mut self) -> Self {
         self.durable = false;
         self
@@ -172,7 +175,7 @@ pub const LAZY_SYNC: Duration = Duration::from_millis(AUDIT_SYNC_WITHIN_MS);
 /// is how `close` lets queued writes finish. `wal` is the database's write-ahead log, which it
 /// syncs itself after batches committed without a sync.
 pub fn run(
-    mut conn: Connection,
+    conn: Connection,
     jobs: Receiver<Job>,
     max_batch: usize,
     state: &WriterState,
@@ -208,7 +211,7 @@ pub fn run(
         }
         let durable = batch.iter().any(|job| job.durable);
         sync.set_mode(&conn, durable);
-        let committed = run_batch(&mut conn, batch, state, !sync.lazy);
+        let committed = run_batch(&conn, batch, state, !sync.lazy);
         if committed && !durable {
             sync.unsynced_since.get_or_insert_with(Instant::now);
         } else if committed {
@@ -249,8 +252,12 @@ impl Sync {
         if self.lazy != durable {
             return;
         }
-        let mode = if durable { "FULL" } else { "NORMAL" };
-        match conn.pragma_update(None, "synchronous", mode) {
+        let mode = if durable {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        match exec(conn, mode) {
             Ok(()) => self.lazy = !durable,
             // Staying in FULL only costs time; staying in NORMAL for a durable batch is not
             // allowed, so a failed switch back is retried by the next batch and meanwhile
@@ -273,7 +280,7 @@ impl Sync {
 }
 
 /// Runs one batch, committing with a sync if `synced`; answers whether it committed.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState, synced: bool) -> bool {
+fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bool) -> bool {
     let durable = batch.iter().any(|job| job.durable);
     if durable && !synced {
         // Never answer a durable job from a commit that did not sync.
@@ -294,7 +301,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState, synced
     secretstore_core::metrics::group_commit(batch.len());
     let mut touched = Vec::with_capacity(batch.len());
     let mut answers: Vec<Box<dyn Pending>> = Vec::with_capacity(batch.len());
-    let failure = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let failure = match exec(conn, "BEGIN IMMEDIATE") {
         Err(e) => {
             let err = sql_failure(&e);
             tracing::warn!(error = %err, "cannot begin a write transaction");
@@ -304,29 +311,38 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState, synced
             }
             None
         }
-        Ok(mut tx) => {
+        Ok(()) => {
             let mut abort: Option<StoreError> = None;
             for job in batch {
                 touched.push(job.touches);
                 let (answer, batch_failure) = match &abort {
                     Some(err) => (job.step)(Step::Refuse(err)),
-                    None => (job.step)(Step::Run(&mut tx)),
+                    None => (job.step)(Step::Run(conn, job.durable)),
                 };
                 answers.push(answer);
                 if abort.is_none() {
                     abort = batch_failure;
                 }
             }
-            match abort {
-                // Dropping the transaction rolls back whatever SQLite has not already.
-                Some(err) => Some(err),
-                None => match tx.commit() {
-                    Ok(()) => {
-                        state.commits.fetch_add(1, Ordering::Relaxed);
-                        None
+            let outcome = match abort {
+                Some(err) => Err(err),
+                None => exec(conn, "COMMIT").map_err(|e| sql_failure(&e)),
+            };
+            match outcome {
+                Ok(()) => {
+                    state.commits.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Err(err) => {
+                    crate::audit::forget_head();
+                    // Whatever SQLite has not rolled back already goes now.
+                    if !conn.is_autocommit() {
+                        if let Err(e) = exec(conn, "ROLLBACK") {
+                            tracing::warn!(error = %e, "cannot roll back a failed write batch");
+                        }
                     }
-                    Err(e) => Some(sql_failure(&e)),
-                },
+                    Some(err)
+                }
             }
         }
     };
@@ -419,36 +435,56 @@ impl<T: Send> Pending for Done<T> {
     }
 }
 
-/// Runs one job inside its own savepoint: kept if it succeeded, undone alone if it failed.
-/// Returns the job's result, and `Some` when the transaction itself is lost and the batch must
-/// stop.
-fn in_savepoint<T>(
-    tx: &mut Transaction<'_>,
+/// Runs one of the writer's fixed statements (transaction and savepoint commands, the sync
+/// mode) from the connection's statement cache: parsed every time, as rusqlite's
+/// `Transaction` and `Savepoint` do, they cost more than the insert of an audit record.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
+
+/// Runs one job, inside its own savepoint if `savepoint`: kept if it succeeded, undone alone if
+/// it failed. Returns the job's result, and `Some` when the transaction itself is lost and the
+/// batch must stop.
+fn run_job<T>(
+    conn: &Connection,
+    savepoint: bool,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, Option<StoreError>) {
-    let savepoint = match tx.savepoint() {
-        Ok(savepoint) => savepoint,
-        Err(e) => {
-            let err = sql_failure(&e);
-            return (Err(err.clone()), Some(err));
+    if !savepoint {
+        let result = work(conn);
+        if result.is_err() {
+            crate::audit::forget_head();
+        }
+        let lost = conn.is_autocommit().then(|| lost_transaction(&result));
+        return (result, lost);
+    }
+    if let Err(e) = exec(conn, "SAVEPOINT job") {
+        let err = sql_failure(&e);
+        return (Err(err.clone()), Some(err));
+    }
+    let result = work(conn);
+    // On some errors (disk full, I/O) SQLite rolls back the whole transaction by itself;
+    // running later jobs now would autocommit them one by one, so the batch stops here.
+    if conn.is_autocommit() {
+        crate::audit::forget_head();
+        let lost = lost_transaction(&result);
+        return (result, Some(lost));
+    }
+    let closed = match &result {
+        Ok(_) => exec(conn, "RELEASE job"),
+        Err(_) => {
+            crate::audit::forget_head();
+            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
         }
     };
-    let result = work(&savepoint);
-    // `finish` on a fresh savepoint rolls it back (its default drop behaviour) and reports
-    // whether that worked.
-    let closed = match &result {
-        Ok(_) => savepoint.commit(),
-        Err(_) => savepoint.finish(),
-    };
-    let abort = match closed {
-        Err(e) => Some(sql_failure(&e)),
-        // On some errors (disk full, I/O) SQLite rolls back the whole transaction by itself;
-        // running later jobs now would autocommit them one by one, so the batch stops here.
-        Ok(()) if tx.is_autocommit() => Some(match &result {
-            Err(err @ StoreError::Unavailable(_)) => err.clone(),
-            _ => StoreError::Unavailable("the write transaction was rolled back".into()),
-        }),
-        Ok(()) => None,
-    };
-    (result, abort)
+    (result, closed.err().map(|e| sql_failure(&e)))
+}
+
+/// Why a batch stops when SQLite rolled its transaction back by itself: the job's own failure
+/// if storage refused it, else a generic one.
+fn lost_transaction<T>(result: &Result<T, StoreError>) -> StoreError {
+    match result {
+        Err(err @ StoreError::Unavailable(_)) => err.clone(),
+        _ => StoreError::Unavailable("the write transaction was rolled back".into()),
+    }
 }
