@@ -43,42 +43,145 @@ pub async fn append<C: GenericClient>(
     tx: &C,
     append: AuditAppend,
 ) -> Result<AuditEntry, StoreError> {
-    let AuditAppend { event, chain } = append;
-    let entry = chain.entry(lock_head(tx).await?, event);
-    let e = &entry.event;
-    let status = i32::from(e.status);
-    let (prev, hash) = (&entry.prev[..], &entry.hash[..]);
+    let mut entries = append_many(tx, vec![append]).await?;
+    entries
+        .pop()
+        .ok_or_else(|| StoreError::Internal("an append answered no record".into()))
+}
+
+/// Appends records in order, in the caller's transaction: the head locked once, every row in
+/// one statement.
+pub async fn append_many<C: GenericClient>(
+    tx: &C,
+    appends: Vec<AuditAppend>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut head = lock_head(tx).await?;
+    let entries: Vec<AuditEntry> = appends
+        .into_iter()
+        .map(|AuditAppend { event, chain }| {
+            let entry = chain.entry(head, event);
+            head = (entry.seq, entry.hash);
+            entry
+        })
+        .collect();
+    let column = |field: fn(&AuditEvent) -> &Option<String>| -> Vec<Option<&str>> {
+        entries.iter().map(|e| field(&e.event).as_deref()).collect()
+    };
+    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    let times: Vec<i64> = entries.iter().map(|e| e.event.time_ms).collect();
+    let request_ids: Vec<&str> = entries
+        .iter()
+        .map(|e| e.event.request_id.as_str())
+        .collect();
+    let operations: Vec<&str> = entries.iter().map(|e| e.event.operation.as_str()).collect();
+    let statuses: Vec<i32> = entries.iter().map(|e| i32::from(e.event.status)).collect();
+    let prevs: Vec<&[u8]> = entries.iter().map(|e| &e.prev[..]).collect();
+    let hashes: Vec<&[u8]> = entries.iter().map(|e| &e.hash[..]).collect();
+    let (kinds, credentials, apps) = (
+        column(|e| &e.credential_kind),
+        column(|e| &e.credential),
+        column(|e| &e.app),
+    );
+    let (accounts, modes, scopes) = (
+        column(|e| &e.account),
+        column(|e| &e.mode),
+        column(|e| &e.scope_type),
+    );
+    let (users, names, clients, codes) = (
+        column(|e| &e.user),
+        column(|e| &e.secret_name),
+        column(|e| &e.client),
+        column(|e| &e.code),
+    );
+    let head_hash = &head.1[..];
     execute(
         tx,
         "WITH appended AS (
              INSERT INTO audit (seq, time_ms, request_id, credential_kind, credential, app,
                  account, mode, scope_type, user_id, operation, secret_name, client, status,
                  code, prev, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                 $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                 $11::text[], $12::text[], $13::text[], $14::integer[], $15::text[],
+                 $16::bytea[], $17::bytea[])
          )
-         UPDATE audit_head SET seq = $1, hash = $17 WHERE id = 1",
+         UPDATE audit_head SET seq = $18, hash = $19 WHERE id = 1",
         &[
-            &entry.seq,
-            &e.time_ms,
-            &e.request_id,
-            &e.credential_kind,
-            &e.credential,
-            &e.app,
-            &e.account,
-            &e.mode,
-            &e.scope_type,
-            &e.user,
-            &e.operation,
-            &e.secret_name,
-            &e.client,
-            &status,
-            &e.code,
-            &prev,
-            &hash,
+            &seqs,
+            &times,
+            &request_ids,
+            &kinds,
+            &credentials,
+            &apps,
+            &accounts,
+            &modes,
+            &scopes,
+            &users,
+            &operations,
+            &names,
+            &clients,
+            &statuses,
+            &codes,
+            &prevs,
+            &hashes,
+            &head.0,
+            &head_hash,
         ],
     )
     .await?;
-    Ok(entry)
+    Ok(entries)
+}
+
+/// A record waiting to be appended, and where its answer goes.
+pub type Queued = (
+    AuditAppend,
+    tokio::sync::oneshot::Sender<Result<AuditEntry, StoreError>>,
+);
+
+/// Most records one group commit appends.
+const MAX_GROUP: usize = 512;
+
+/// Appends the records queued by `AuditStore::audit_append`, everything waiting in one
+/// transaction, until the queue's sender (the store) is gone. Each record is answered once its
+/// transaction committed, or with its failure.
+pub async fn group_commit(
+    pool: deadpool_postgres::Pool,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (appends, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let result = async {
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|e| crate::errors::pool_failure(&e))?;
+            let tx = client.transaction().await.map_err(|e| pg_failure(&e))?;
+            let entries = append_many(&tx, appends).await?;
+            tx.commit().await.map_err(|e| pg_failure(&e))?;
+            Ok::<_, StoreError>(entries)
+        }
+        .await;
+        match result {
+            Ok(entries) => {
+                for (reply, entry) in replies.into_iter().zip(entries) {
+                    // A caller that went away (its request was cancelled) is no error.
+                    let _ = reply.send(Ok(entry));
+                }
+            }
+            Err(err) => {
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn entry(row: &Row) -> Result<AuditEntry, StoreError> {

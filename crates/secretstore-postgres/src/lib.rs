@@ -88,6 +88,9 @@ pub struct PostgresStore {
     /// Whether the latest writes succeeded, for the readiness check.
     health: WriteHealth,
     listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Records appended alone go to `audit::group_commit`, which appends everything queued in
+    /// one transaction: the chain's head is locked once for many records.
+    audit_queue: tokio::sync::mpsc::UnboundedSender<audit::Queued>,
     closed: AtomicBool,
 }
 
@@ -145,6 +148,8 @@ impl PostgresStore {
         // Off until the listener is connected.
         cache.set_enabled(false);
         let listener = tokio::spawn(listener::run(config, Arc::clone(&cache)));
+        let (audit_queue, queued) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(audit::group_commit(pool.clone(), queued));
         tracing::info!(pool_size = options.pool_size, "postgres store open");
         Ok(PostgresStore {
             pool,
@@ -153,6 +158,7 @@ impl PostgresStore {
             claims: Claims::default(),
             health: WriteHealth::default(),
             listener: parking_lot::Mutex::new(Some(listener)),
+            audit_queue,
             closed: AtomicBool::new(false),
         })
     }
@@ -525,7 +531,14 @@ impl AtomicWrites for PostgresStore {
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn audit_append(&self, append: AuditAppend) -> Result<AuditEntry, StoreError> {
-        let result = async { in_tx!(self, |tx| audit::append(tx, append).await) }.await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(shutting_down());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.audit_queue
+            .send((append, reply))
+            .map_err(|_| shutting_down())?;
+        let result = answer.await.unwrap_or_else(|_| Err(shutting_down()));
         self.noted(result)
     }
 
