@@ -120,7 +120,7 @@ impl Auditor {
             .map(str::to_owned);
         let refused = event.status >= 400;
         let append = AuditAppend {
-            event,
+            event: Arc::new(event),
             chain: Arc::clone(&self.chain),
         };
         let appended = self.store.audit_append(append).await;

@@ -421,16 +421,24 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let slot = parts.extensions.get::<Arc<AuditSlot>>().cloned();
         let key = api_key_from_headers(&parts.headers)?;
-        if let Some(slot) = &slot {
-            // Until authenticated, the credential is known only by its hint.
-            let hint = key.hint();
-            slot.note(|event| {
-                event.credential_kind = Some(key.kind.audit_name().to_owned());
-                event.credential = Some(hint.to_string());
-            });
-        }
-        let account = stripe_account(&parts.headers)?;
-        let principal = state.auth.authenticate(&key, account.as_deref()).await?;
+        let authenticated = match stripe_account(&parts.headers) {
+            Ok(account) => state.auth.authenticate(&key, account.as_deref()).await,
+            Err(refused) => Err(refused),
+        };
+        let principal = match authenticated {
+            Ok(principal) => principal,
+            Err(refused) => {
+                if let Some(slot) = &slot {
+                    // Not authenticated: the credential is known only by its hint.
+                    let hint = key.hint();
+                    slot.note(|event| {
+                        event.credential_kind = Some(key.kind.audit_name().to_owned());
+                        event.credential = Some(hint.to_string());
+                    });
+                }
+                return Err(refused.into());
+            }
+        };
         if let Some(slot) = &slot {
             crate::audit::note_principal(slot, &principal);
         }

@@ -64,7 +64,8 @@ pub struct AuditEvent {
 pub struct AuditEntry {
     /// 1 for the first record ever written, then one more for each.
     pub seq: i64,
-    pub event: AuditEvent,
+    /// Shared, not copied: the same record goes from the service to storage and back.
+    pub event: Arc<AuditEvent>,
     pub prev: ChainHash,
     pub hash: ChainHash,
 }
@@ -160,7 +161,7 @@ impl AuditChain {
     }
 
     /// The entry that follows `prev` (the previous entry's seq and hash).
-    pub fn entry(&self, prev: (i64, ChainHash), event: AuditEvent) -> AuditEntry {
+    pub fn entry(&self, prev: (i64, ChainHash), event: Arc<AuditEvent>) -> AuditEntry {
         let seq = prev.0 + 1;
         let hash = self.link(seq, &prev.1, &event);
         AuditEntry {
@@ -434,6 +435,12 @@ impl AuditSlot {
         self.event.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Puts back a draft taken with `take_draft` whose write failed, for the record of the
+    /// failure.
+    pub fn restore(&self, event: AuditEvent) {
+        *self.event.lock().unwrap_or_else(|e| e.into_inner()) = event;
+    }
+
     /// The record as drafted, taken out of the slot: for its writer, once nothing more is
     /// noted.
     pub fn take_draft(&self) -> AuditEvent {
@@ -485,7 +492,7 @@ mod tests {
         let mut out: Vec<AuditEntry> = Vec::new();
         let mut last = (0, GENESIS);
         for i in 1..=n {
-            let entry = chain.entry(last, event(i));
+            let entry = chain.entry(last, Arc::new(event(i)));
             last = (entry.seq, entry.hash);
             out.push(entry);
         }
@@ -517,10 +524,10 @@ mod tests {
     fn an_edited_record_is_named() {
         let chain = chain();
         let mut rows = entries(&chain, 10);
-        rows[4].event.secret_name = Some("other".into());
+        Arc::make_mut(&mut rows[4].event).secret_name = Some("other".into());
         assert_eq!(verify(&chain, None, &rows), Err(Break::Edited { seq: 5 }));
         let mut rows = entries(&chain, 10);
-        rows[6].event.status = 404;
+        Arc::make_mut(&mut rows[6].event).status = 404;
         assert_eq!(verify(&chain, None, &rows), Err(Break::Edited { seq: 7 }));
     }
 
@@ -547,7 +554,7 @@ mod tests {
         let rows = entries(&chain, 10);
         // Renumbered to make room, and a record made up without the key put in the gap.
         let mut tampered: Vec<AuditEntry> = rows[..6].to_vec();
-        let mut forged = chain.entry((6, rows[5].hash), event(99));
+        let mut forged = chain.entry((6, rows[5].hash), Arc::new(event(99)));
         forged.hash = [7; 32];
         tampered.push(forged);
         tampered.extend(rows[6..].iter().cloned().map(|mut e| {

@@ -250,14 +250,25 @@ impl SecretService {
     /// Commits `write` with the request's audit record (a success, as it will be answered),
     /// and notes the record as written.
     async fn audited(&self, ticket: &AuditTicket, write: Write) -> Result<Written, CoreError> {
-        let mut event = ticket.slot.draft();
+        let mut event = ticket.slot.take_draft();
         event.status = 200;
         event.code = None;
+        let event = Arc::new(event);
         let record = Write::Audit(AuditAppend {
-            event,
+            event: Arc::clone(&event),
             chain: Arc::clone(&ticket.chain),
         });
-        let mut written = self.writes.commit(vec![write, record]).await?.into_iter();
+        let written = self.writes.commit(vec![write, record]).await;
+        let mut written = match written {
+            Ok(written) => written.into_iter(),
+            Err(err) => {
+                // The record of the failure is the middleware's, from the same draft.
+                ticket
+                    .slot
+                    .restore(Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()));
+                return Err(err.into());
+            }
+        };
         match (written.next(), written.next()) {
             (Some(done), Some(Written::Audit(entry))) => {
                 ticket.slot.mark_written(entry);

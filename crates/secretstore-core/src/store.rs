@@ -317,7 +317,7 @@ pub trait Directory: Send + Sync + std::fmt::Debug + 'static {
 /// chain has one order however many handles append.
 #[derive(Debug, Clone)]
 pub struct AuditAppend {
-    pub event: AuditEvent,
+    pub event: Arc<AuditEvent>,
     pub chain: Arc<AuditChain>,
 }
 

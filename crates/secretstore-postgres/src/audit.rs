@@ -191,7 +191,7 @@ fn entry(row: &Row) -> Result<AuditEntry, StoreError> {
     let hash: Vec<u8> = row.try_get(16).map_err(get)?;
     Ok(AuditEntry {
         seq: row.try_get(0).map_err(get)?,
-        event: AuditEvent {
+        event: std::sync::Arc::new(AuditEvent {
             time_ms: row.try_get(1).map_err(get)?,
             request_id: row.try_get(2).map_err(get)?,
             credential_kind: row.try_get(3).map_err(get)?,
@@ -207,7 +207,7 @@ fn entry(row: &Row) -> Result<AuditEntry, StoreError> {
             // A status outside u16 was written by hand; it cannot verify either way.
             status: u16::try_from(status).unwrap_or(u16::MAX),
             code: row.try_get(14).map_err(get)?,
-        },
+        }),
         prev: hash_of(&prev),
         hash: hash_of(&hash),
     })

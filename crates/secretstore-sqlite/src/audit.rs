@@ -159,7 +159,7 @@ fn collect(
         let (seq, event, prev, hash) = row.map_err(|e| sql_failure(&e))?;
         Ok(AuditEntry {
             seq,
-            event,
+            event: std::sync::Arc::new(event),
             prev: hash_of(prev)?,
             hash: hash_of(hash)?,
         })

@@ -48,7 +48,7 @@ fn event(i: i64) -> AuditEvent {
 
 fn append(chain: &Arc<AuditChain>, i: i64) -> AuditAppend {
     AuditAppend {
-        event: event(i),
+        event: Arc::new(event(i)),
         chain: Arc::clone(chain),
     }
 }
@@ -110,7 +110,10 @@ pub async fn audit_appends_form_a_chain_that_verifies(store: Arc<dyn Store>) {
         (1..=20).collect::<Vec<_>>()
     );
     assert_eq!(
-        stored.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|e| (*e.event).clone())
+            .collect::<Vec<_>>(),
         (1..=20).map(event).collect::<Vec<_>>(),
         "every field kept exactly"
     );
@@ -158,7 +161,10 @@ pub async fn audit_records_of_failed_writes_are_not_kept(store: Arc<dyn Store>) 
     assert!(matches!(&deleted[0], Written::DeleteSecret(Some(s)) if s.address == kept));
     let stored = scan_all(&store).await;
     assert_eq!(
-        stored.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|e| (*e.event).clone())
+            .collect::<Vec<_>>(),
         vec![event(1), event(4)]
     );
     assert_eq!(verify(&chain, None, &stored).records, 2);
