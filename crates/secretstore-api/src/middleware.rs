@@ -22,7 +22,7 @@ use axum::response::IntoResponse as _;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue};
 use secretstore_core::ids::ALPHANUMERIC;
-use secretstore_core::RequestId;
+use secretstore_core::{AuditTicket, RequestId};
 
 use crate::audit::{Auditor, ClientAddr};
 use crate::error::{ApiError, Code};
@@ -243,9 +243,18 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
     });
 
     let refusal = headers_too_large(&request, &edge.limits).or(bad_version);
-    let mut response = match refusal {
-        Some(refusal) => refusal.into_response(),
-        None => next.run(request).await,
+    // An admin request that changes the tenant directory commits its record with the change.
+    let changes_directory = !edge.stripe && request.method() != http::Method::GET;
+    let mut response = match (refusal, auditor, &slot) {
+        (Some(refusal), _, _) => refusal.into_response(),
+        (None, Some(auditor), Some(slot)) if changes_directory => {
+            let ticket = AuditTicket {
+                slot: Arc::clone(slot),
+                chain: Arc::clone(auditor.chain()),
+            };
+            secretstore_core::audit::with_directory_record(ticket, next.run(request)).await
+        }
+        (None, _, _) => next.run(request).await,
     };
     if let (Some(auditor), Some(slot)) = (auditor, &slot) {
         response = auditor.finish(slot, response).await;

@@ -14,7 +14,9 @@
 //!
 //! A request's record is drafted as the request goes (`AuditSlot`: the HTTP layer fills in the
 //! caller, the operation and its target) and written once: by the service, in the same
-//! transaction as the write it records, or by the HTTP layer before the answer leaves.
+//! transaction as the write of a secret it records; by the tenant directory's backend, in the
+//! transaction of an admin request's change (`with_directory_record`); or by the HTTP layer
+//! before the answer leaves.
 
 use std::sync::{Arc, Mutex};
 
@@ -466,6 +468,62 @@ impl AuditSlot {
 pub struct AuditTicket {
     pub slot: Arc<AuditSlot>,
     pub chain: Arc<AuditChain>,
+}
+
+tokio::task_local! {
+    /// The record the tenant directory's next write must commit with it: an admin request's
+    /// (`with_directory_record`). The `Directory` trait takes no record of its own, so its
+    /// backends take this one (`directory_record`) in the transaction of the write.
+    static DIRECTORY_RECORD: std::cell::RefCell<Option<AuditTicket>>;
+}
+
+/// Runs `work` (an admin request) so that the first directory write it makes commits the
+/// request's record in its own transaction: a change of the tenant directory and its record
+/// stand or fall together, as a secret's write and its record do.
+pub async fn with_directory_record<F: std::future::Future>(
+    ticket: AuditTicket,
+    work: F,
+) -> F::Output {
+    DIRECTORY_RECORD
+        .scope(std::cell::RefCell::new(Some(ticket)), work)
+        .await
+}
+
+/// For a backend's directory write: the record to commit with it (the request's draft, as a
+/// success), taken so that only the first write of a request carries it; `None` outside an
+/// admin request, or when auditing is off. Once committed, give the entry to
+/// `AuditSlot::mark_written`.
+pub fn directory_record() -> Option<(crate::store::AuditAppend, Arc<AuditSlot>)> {
+    let ticket = DIRECTORY_RECORD
+        .try_with(|cell| cell.borrow_mut().take())
+        .ok()
+        .flatten()?;
+    let mut event = ticket.slot.draft();
+    event.status = 200;
+    event.code = None;
+    let append = crate::store::AuditAppend {
+        event: Arc::new(event),
+        chain: ticket.chain,
+    };
+    Some((append, ticket.slot))
+}
+
+/// Whether a directory write changed anything: a removal of nothing (`None`) did not, and its
+/// record is the refusal's (a 404), written by the HTTP layer.
+pub trait Changed {
+    fn changed(&self) -> bool;
+}
+
+impl Changed for () {
+    fn changed(&self) -> bool {
+        true
+    }
+}
+
+impl<T> Changed for Option<T> {
+    fn changed(&self) -> bool {
+        self.is_some()
+    }
 }
 
 #[cfg(test)]

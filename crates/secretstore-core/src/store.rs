@@ -248,6 +248,10 @@ pub struct InstallationFilter {
 ///
 /// Through any handle, a revoked key, a removed object and an expired roll are seen at once by
 /// the next request (see the crate's rules across processes for other handles).
+///
+/// Every write that changes something inserts `audit::directory_record()` (the admin
+/// request's audit record, when there is one) in its own transaction, so that the change and
+/// its record stand or fall together.
 #[async_trait]
 pub trait Directory: Send + Sync + std::fmt::Debug + 'static {
     async fn create_account(&self, account: Account) -> Result<(), StoreError>;

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secretstore_core::audit::Changed;
 use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, AuditAnchor, AuditAppend,
@@ -244,20 +245,38 @@ macro_rules! in_tx {
 
 /// A directory write: `in_tx!` with a notification to every server, sent on commit. This
 /// handle's own cache is cleared before the answer, whether the commit went through or not.
+/// The admin request's audit record goes in the same transaction, when the write changed
+/// something (`audit::directory_record`).
 macro_rules! dir_write {
     ($self:ident, |$tx:ident| $body:expr) => {{
+        let record = secretstore_core::audit::directory_record();
         let result: Result<_, StoreError> = async {
             in_tx!($self, |$tx| {
                 let value = $body;
                 match value {
-                    Ok(value) => directory::notify_changed($tx).await.map(|()| value),
+                    Ok(value) => {
+                        let entry = match record {
+                            Some((append, slot)) if Changed::changed(&value) => {
+                                Some((audit::append($tx, append).await?, slot))
+                            }
+                            _ => None,
+                        };
+                        directory::notify_changed($tx)
+                            .await
+                            .map(|()| (value, entry))
+                    }
                     Err(e) => Err(e),
                 }
             })
         }
         .await;
         $self.cache.clear();
-        $self.noted(result)
+        $self.noted(result).map(|(value, entry)| {
+            if let Some((entry, slot)) = entry {
+                slot.mark_written(entry);
+            }
+            value
+        })
     }};
 }
 

@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags};
+use secretstore_core::audit::{self as audit_record, Changed};
 use secretstore_core::write_health::PROBE_NAME;
 use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, AuditAnchor, AuditAppend,
@@ -574,15 +575,44 @@ macro_rules! read_dir {
     }};
 }
 
-/// A directory write on the writer, clearing the directory cache (and, since removals delete
-/// secrets, the secret cache) once it has committed.
+/// A directory write on the writer (`SqliteStore::write_directory`).
 macro_rules! write_dir {
     ($self:ident, $name:literal, $f:ident($($arg:ident),*)) => {{
         $(let $arg = $arg.clone();)*
         $self
-            .write($name, Touches::directory(), move |conn| directory::$f(conn, $(&$arg),*))
+            .write_directory($name, move |conn| directory::$f(conn, $(&$arg),*))
             .await
     }};
+}
+
+impl SqliteStore {
+    /// A directory write, clearing the directory cache (and, since removals delete secrets,
+    /// the secret cache) once it has committed; with the admin request's audit record in the
+    /// same savepoint when it changed something (`audit::directory_record`).
+    async fn write_directory<T, F>(&self, name: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Changed + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (append, slot) = match audit_record::directory_record() {
+            Some((append, slot)) => (Some(append), Some(slot)),
+            None => (None, None),
+        };
+        let (value, entry) = self
+            .write(name, Touches::directory(), move |conn| {
+                let value = work(conn)?;
+                let entry = match append {
+                    Some(append) if value.changed() => Some(audit::append(conn, append)?),
+                    _ => None,
+                };
+                Ok((value, entry))
+            })
+            .await?;
+        if let (Some(slot), Some(entry)) = (slot, entry) {
+            slot.mark_written(entry);
+        }
+        Ok(value)
+    }
 }
 
 #[async_trait]
@@ -689,7 +719,7 @@ impl Directory for SqliteStore {
         new: ApiKeyRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let id = id.clone();
-        self.write("roll key", Touches::directory(), move |conn| {
+        self.write_directory("roll key", move |conn| {
             directory::roll_key(conn, &id, expires_at, &new)
         })
         .await

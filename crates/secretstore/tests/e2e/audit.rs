@@ -507,9 +507,88 @@ async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() 
     .await
     .unwrap();
     assert!(status >= 500, "{status} {body}");
+    // An admin change whose record cannot be written does not happen either.
+    let admin = Admin::of(&site, &server);
+    let (status, body) = admin
+        .call(
+            "POST",
+            "/v1/accounts",
+            Some(json!({"id": "acct_unrecorded"})),
+        )
+        .await;
+    assert!(status >= 500, "{status} {body}");
     shell.run("DROP TRIGGER refuse_audit ON audit;");
+    let (status, _) = admin
+        .call("GET", "/v1/accounts/acct_unrecorded", None)
+        .await;
+    assert_eq!(status, 404, "an admin change whose record failed was kept");
     let stored = shell.run("SELECT count(*) FROM secrets WHERE name = 'refused'");
     assert_eq!(stored, "0", "a write whose record failed was kept");
+    let (status, body) = find(&http, &server.url, &key, &query).await.unwrap();
+    assert_eq!((status, body["payload"].as_str()), (200, Some(PAYLOAD)));
+    assert_intact(&site, &server);
+}
+
+/// On SQLite too: with audit rows refused (a trigger added with the sqlite3 shell while the
+/// server runs), a read is not answered, a set stores nothing, and an admin change is not made.
+#[tokio::test]
+async fn a_request_whose_record_cannot_be_written_does_not_happen_on_sqlite() {
+    let mut site = Site::production(BIN);
+    let (server, key) = provisioned(&mut site, &[]).await;
+    let http = client();
+    let account = [("scope[type]", "account")];
+    let (status, _) = set(
+        &http,
+        &server.url,
+        &key,
+        &[&[("name", "kept"), ("payload", PAYLOAD)][..], &account[..]].concat(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let db = site.db();
+    let shell = Shell::Sqlite(&db);
+    shell.run(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
+         BEGIN SELECT RAISE(ABORT, 'the audit log refuses this record'); END;",
+    );
+    let query = [
+        ("name", "kept"),
+        ("scope[type]", "account"),
+        ("expand[]", "payload"),
+    ];
+    let (status, body) = find(&http, &server.url, &key, &query).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    assert!(!body.to_string().contains(PAYLOAD));
+    let (status, body) = set(
+        &http,
+        &server.url,
+        &key,
+        &[&[("name", "refused"), ("payload", "p")][..], &account[..]].concat(),
+    )
+    .await
+    .unwrap();
+    assert!(status >= 500, "{status} {body}");
+    let admin = Admin::of(&site, &server);
+    let (status, body) = admin
+        .call(
+            "POST",
+            "/v1/accounts",
+            Some(json!({"id": "acct_unrecorded"})),
+        )
+        .await;
+    assert!(status >= 500, "{status} {body}");
+    shell.run("DROP TRIGGER refuse_audit;");
+    assert_eq!(
+        shell.run("SELECT count(*) FROM secrets WHERE name = 'refused'"),
+        "0",
+        "a write whose record failed was kept"
+    );
+    let (status, _) = admin
+        .call("GET", "/v1/accounts/acct_unrecorded", None)
+        .await;
+    assert_eq!(status, 404, "an admin change whose record failed was kept");
     let (status, body) = find(&http, &server.url, &key, &query).await.unwrap();
     assert_eq!((status, body["payload"].as_str()), (200, Some(PAYLOAD)));
     assert_intact(&site, &server);
