@@ -119,10 +119,7 @@ impl Auditor {
             .and_then(|err| err.code.wire())
             .map(str::to_owned);
         let refused = event.status >= 400;
-        let append = AuditAppend {
-            event: Arc::new(event),
-            chain: Arc::clone(&self.chain),
-        };
+        let append = AuditAppend::new(Arc::new(event), Arc::clone(&self.chain));
         let appended = self.store.audit_append(append).await;
         if appended.is_err() {
             secretstore_core::metrics::audit_write_failed();

@@ -20,7 +20,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use secretstore_crypto::DigestKey;
+use secretstore_crypto::{DigestKey, KeyedDigest};
+use sha2::{Digest as _, Sha256};
 
 /// The hash of a record, and what the first record's `prev` is (`GENESIS`).
 pub type ChainHash = [u8; 32];
@@ -86,7 +87,7 @@ pub struct AuditAnchor {
 /// The chain's key: links records and seals anchors.
 #[derive(Clone)]
 pub struct AuditChain {
-    key: DigestKey,
+    key: KeyedDigest,
 }
 
 impl std::fmt::Debug for AuditChain {
@@ -97,51 +98,20 @@ impl std::fmt::Debug for AuditChain {
 
 impl AuditChain {
     pub fn new(key: DigestKey) -> Self {
-        Self { key }
+        Self { key: key.keyed() }
     }
 
-    /// The hash of the record at `seq` whose predecessor's hash is `prev`: one HMAC over one
-    /// message of every field, each length-prefixed (and an absent one marked apart from an
-    /// empty one), so that no two records give the same message.
+    /// The hash of the record at `seq` whose predecessor's hash is `prev`: an HMAC of the seq,
+    /// `prev` and the digest of the record's fields (`fields_digest`).
     pub fn link(&self, seq: i64, prev: &ChainHash, event: &AuditEvent) -> ChainHash {
-        let texts = [
-            Some(event.request_id.as_str()),
-            Some(event.operation.as_str()),
-            event.credential_kind.as_deref(),
-            event.credential.as_deref(),
-            event.app.as_deref(),
-            event.account.as_deref(),
-            event.mode.as_deref(),
-            event.scope_type.as_deref(),
-            event.user.as_deref(),
-            event.secret_name.as_deref(),
-            event.client.as_deref(),
-            event.code.as_deref(),
-        ];
-        let size = 8
-            + 32
-            + 8
-            + 2
-            + texts
-                .iter()
-                .map(|t| 5 + t.map_or(0, str::len))
-                .sum::<usize>();
-        let mut message = Vec::with_capacity(size);
-        message.extend_from_slice(&seq.to_be_bytes());
-        message.extend_from_slice(prev);
-        message.extend_from_slice(&event.time_ms.to_be_bytes());
-        message.extend_from_slice(&event.status.to_be_bytes());
-        for text in texts {
-            match text {
-                Some(text) => {
-                    message.push(1);
-                    message.extend_from_slice(&(text.len() as u32).to_be_bytes());
-                    message.extend_from_slice(text.as_bytes());
-                }
-                None => message.extend_from_slice(&[0; 5]),
-            }
-        }
-        self.key.digest("secretstore/audit-record/v1", &[&message])
+        self.link_digest(seq, prev, &fields_digest(event))
+    }
+
+    fn link_digest(&self, seq: i64, prev: &ChainHash, fields: &ChainHash) -> ChainHash {
+        self.key.digest(
+            "secretstore/audit-record/v2",
+            &[&seq.to_be_bytes(), prev, fields],
+        )
     }
 
     /// An anchor at the record `seq` with hash `hash`.
@@ -164,8 +134,18 @@ impl AuditChain {
 
     /// The entry that follows `prev` (the previous entry's seq and hash).
     pub fn entry(&self, prev: (i64, ChainHash), event: Arc<AuditEvent>) -> AuditEntry {
+        let fields = fields_digest(&event);
+        self.entry_with_fields(prev, event, &fields)
+    }
+
+    pub(crate) fn entry_with_fields(
+        &self,
+        prev: (i64, ChainHash),
+        event: Arc<AuditEvent>,
+        fields: &ChainHash,
+    ) -> AuditEntry {
         let seq = prev.0 + 1;
-        let hash = self.link(seq, &prev.1, &event);
+        let hash = self.link_digest(seq, &prev.1, fields);
         AuditEntry {
             seq,
             event,
@@ -173,6 +153,42 @@ impl AuditChain {
             hash,
         }
     }
+}
+
+/// SHA-256 of one message of every field of `event`, each length-prefixed (and an absent one
+/// marked apart from an empty one), so that no two records give the same message. It is
+/// computed where the record is made (`AuditAppend::new`), so that the backend, which orders
+/// the chain one record at a time, only keys it with its seq and predecessor.
+pub fn fields_digest(event: &AuditEvent) -> ChainHash {
+    let texts = [
+        Some(event.request_id.as_str()),
+        Some(event.operation.as_str()),
+        event.credential_kind.as_deref(),
+        event.credential.as_deref(),
+        event.app.as_deref(),
+        event.account.as_deref(),
+        event.mode.as_deref(),
+        event.scope_type.as_deref(),
+        event.user.as_deref(),
+        event.secret_name.as_deref(),
+        event.client.as_deref(),
+        event.code.as_deref(),
+    ];
+    let mut sha = Sha256::new();
+    sha.update(b"secretstore/audit-fields/v1\0");
+    sha.update(event.time_ms.to_be_bytes());
+    sha.update(event.status.to_be_bytes());
+    for text in texts {
+        match text {
+            Some(text) => {
+                sha.update([1]);
+                sha.update((text.len() as u32).to_be_bytes());
+                sha.update(text.as_bytes());
+            }
+            None => sha.update([0; 5]),
+        }
+    }
+    sha.finalize().into()
 }
 
 /// What a verification found wrong first, naming the record.
@@ -501,10 +517,7 @@ pub fn directory_record() -> Option<(crate::store::AuditAppend, Arc<AuditSlot>)>
     let mut event = ticket.slot.draft();
     event.status = 200;
     event.code = None;
-    let append = crate::store::AuditAppend {
-        event: Arc::new(event),
-        chain: ticket.chain,
-    };
+    let append = crate::store::AuditAppend::new(Arc::new(event), ticket.chain);
     Some((append, ticket.slot))
 }
 

@@ -254,10 +254,10 @@ impl SecretService {
         event.status = 200;
         event.code = None;
         let event = Arc::new(event);
-        let record = Write::Audit(AuditAppend {
-            event: Arc::clone(&event),
-            chain: Arc::clone(&ticket.chain),
-        });
+        let record = Write::Audit(AuditAppend::new(
+            Arc::clone(&event),
+            Arc::clone(&ticket.chain),
+        ));
         let written = self.writes.commit(vec![write, record]).await;
         let mut written = match written {
             Ok(written) => written.into_iter(),

@@ -321,8 +321,27 @@ pub trait Directory: Send + Sync + std::fmt::Debug + 'static {
 /// chain has one order however many handles append.
 #[derive(Debug, Clone)]
 pub struct AuditAppend {
-    pub event: Arc<AuditEvent>,
-    pub chain: Arc<AuditChain>,
+    event: Arc<AuditEvent>,
+    chain: Arc<AuditChain>,
+    /// `audit::fields_digest(&event)`, computed by `new` on the caller's thread.
+    fields: crate::audit::ChainHash,
+}
+
+impl AuditAppend {
+    pub fn new(event: Arc<AuditEvent>, chain: Arc<AuditChain>) -> Self {
+        let fields = crate::audit::fields_digest(&event);
+        Self {
+            event,
+            chain,
+            fields,
+        }
+    }
+
+    /// The record as the entry that follows `prev` (the chain's head: its seq and hash).
+    pub fn entry_after(&self, prev: (i64, crate::audit::ChainHash)) -> AuditEntry {
+        self.chain
+            .entry_with_fields(prev, Arc::clone(&self.event), &self.fields)
+    }
 }
 
 /// The audit log (`audit`): an append-only chain of records, in the same database as the

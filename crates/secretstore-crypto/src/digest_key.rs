@@ -35,13 +35,43 @@ impl DigestKey {
     /// HMAC-SHA256 of `parts` for the purpose `domain`. Every part is length-prefixed, so no
     /// two different lists of parts (or domains) give the same message.
     pub fn digest(&self, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
-            .expect("HMAC takes keys of any length");
-        for part in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
-        mac.finalize().into_bytes().into()
+        finish(self.mac(), domain, parts)
+    }
+
+    /// The same digests from a MAC keyed once, for a caller that makes many (the audit chain,
+    /// one per request): keying hashes two blocks each time. The keyed state is as secret as
+    /// the key and lives as long as its holder.
+    pub fn keyed(&self) -> KeyedDigest {
+        KeyedDigest(self.mac())
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
+            .expect("HMAC takes keys of any length")
+    }
+}
+
+fn finish(mut mac: Hmac<Sha256>, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
+    for part in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// `DigestKey::keyed`: gives exactly `DigestKey::digest`'s digests.
+#[derive(Clone)]
+pub struct KeyedDigest(Hmac<Sha256>);
+
+impl fmt::Debug for KeyedDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyedDigest([REDACTED])")
+    }
+}
+
+impl KeyedDigest {
+    pub fn digest(&self, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
+        finish(self.0.clone(), domain, parts)
     }
 }
 
@@ -68,6 +98,21 @@ mod tests {
         // Not the plain SHA-256 a reader of the database could recompute.
         let plain: [u8; 32] = sha2::Sha256::digest(b"sk_test_a").into();
         assert_ne!(key.digest("d", &[b"sk_test_a"]), plain);
+    }
+
+    #[test]
+    fn a_key_keyed_once_gives_the_same_digests() {
+        let key = DigestKey::new(&RootKey::generate().unwrap());
+        let keyed = key.keyed();
+        for parts in [
+            &[][..],
+            &[&b"a"[..]][..],
+            &[&b"sk_test_a"[..], &b"acct_1"[..]][..],
+        ] {
+            assert_eq!(keyed.digest("d", parts), key.digest("d", parts));
+            assert_eq!(keyed.digest("d", parts), keyed.digest("d", parts));
+        }
+        assert_eq!(format!("{keyed:?}"), "KeyedDigest([REDACTED])");
     }
 
     #[test]

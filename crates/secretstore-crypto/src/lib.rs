@@ -24,7 +24,7 @@ mod envelope;
 pub mod private_path;
 mod root_key;
 
-pub use digest_key::DigestKey;
+pub use digest_key::{DigestKey, KeyedDigest};
 pub use envelope::Envelope;
 pub use private_path::{ensure_private, NotPrivate};
 pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};

@@ -58,8 +58,8 @@ pub async fn append_many<C: GenericClient>(
     let mut head = lock_head(tx).await?;
     let entries: Vec<AuditEntry> = appends
         .into_iter()
-        .map(|AuditAppend { event, chain }| {
-            let entry = chain.entry(head, event);
+        .map(|append| {
+            let entry = append.entry_after(head);
             head = (entry.seq, entry.hash);
             entry
         })

@@ -71,8 +71,7 @@ fn hash_of(bytes: Vec<u8>) -> Result<ChainHash, StoreError> {
 
 /// Appends one record after the chain's head, in the caller's transaction.
 pub fn append(conn: &Connection, append: AuditAppend) -> Result<AuditEntry, StoreError> {
-    let AuditAppend { event, chain } = append;
-    let entry = chain.entry(head(conn)?, event);
+    let entry = append.entry_after(head(conn)?);
     match insert(conn, &entry) {
         Ok(()) => {}
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -80,7 +79,7 @@ pub fn append(conn: &Connection, append: AuditAppend) -> Result<AuditEntry, Stor
         {
             // The seq is taken: rows were added by hand. Link to what is there now.
             forget_head();
-            let entry = chain.entry(head(conn)?, entry.event);
+            let entry = append.entry_after(head(conn)?);
             insert(conn, &entry).map_err(|e| {
                 forget_head();
                 sql_failure(&e)

@@ -65,7 +65,7 @@ fn audit_append(
         (None, Some(anchor)) => (anchor.seq, anchor.hash),
         (None, None) => (0, GENESIS),
     };
-    let entry = append.chain.entry(head, append.event);
+    let entry = append.entry_after(head);
     audit.push(entry.clone());
     entry
 }

@@ -47,10 +47,7 @@ fn event(i: i64) -> AuditEvent {
 }
 
 fn append(chain: &Arc<AuditChain>, i: i64) -> AuditAppend {
-    AuditAppend {
-        event: Arc::new(event(i)),
-        chain: Arc::clone(chain),
-    }
+    AuditAppend::new(Arc::new(event(i)), Arc::clone(chain))
 }
 
 /// The whole chain as stored, read in pages of 7 as `secretstore audit verify` reads it.
