@@ -465,17 +465,17 @@ pub const REFUSE_AUDIT_RECORDS: &str =
      CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
      FOR EACH ROW EXECUTE FUNCTION refuse_audit();";
 
-/// On PostgreSQL, a record that cannot be written (a trigger refuses it) means no answer for a
-/// read and no write; the chain stays whole.
-#[tokio::test]
-async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() {
-    if !available() {
-        return;
-    }
-    let database = ScratchDatabase::create();
-    let mut site = Site::production(BIN);
-    let extra = ["--database-url", database.url()];
-    let (server, key) = provisioned(&mut site, &extra).await;
+/// With every new audit record refused by a trigger (`refuse`, undone by `allow`), a read is not
+/// answered (503, no payload), a set stores nothing, and an admin change is not made; once
+/// records are taken again, everything works and the chain is whole.
+async fn a_refused_record_stops_its_request(
+    site: &mut Site,
+    shell: Shell<'_>,
+    extra: &[&str],
+    refuse: &str,
+    allow: &str,
+) {
+    let (server, key) = provisioned(site, extra).await;
     let http = client();
     let account = [("scope[type]", "account")];
     let (status, _) = set(
@@ -487,8 +487,7 @@ async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() 
     .await
     .unwrap();
     assert_eq!(status, 200);
-    let shell = Shell::Postgres(database.url());
-    shell.run(REFUSE_AUDIT_RECORDS);
+    shell.run(refuse);
     let query = [
         ("name", "kept"),
         ("scope[type]", "account"),
@@ -507,8 +506,7 @@ async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() 
     .await
     .unwrap();
     assert!(status >= 500, "{status} {body}");
-    // An admin change whose record cannot be written does not happen either.
-    let admin = Admin::of(&site, &server);
+    let admin = Admin::of(site, &server);
     let (status, body) = admin
         .call(
             "POST",
@@ -517,69 +515,7 @@ async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() 
         )
         .await;
     assert!(status >= 500, "{status} {body}");
-    shell.run("DROP TRIGGER refuse_audit ON audit;");
-    let (status, _) = admin
-        .call("GET", "/v1/accounts/acct_unrecorded", None)
-        .await;
-    assert_eq!(status, 404, "an admin change whose record failed was kept");
-    let stored = shell.run("SELECT count(*) FROM secrets WHERE name = 'refused'");
-    assert_eq!(stored, "0", "a write whose record failed was kept");
-    let (status, body) = find(&http, &server.url, &key, &query).await.unwrap();
-    assert_eq!((status, body["payload"].as_str()), (200, Some(PAYLOAD)));
-    assert_intact(&site, &server);
-}
-
-/// On SQLite too: with audit rows refused (a trigger added with the sqlite3 shell while the
-/// server runs), a read is not answered, a set stores nothing, and an admin change is not made.
-#[tokio::test]
-async fn a_request_whose_record_cannot_be_written_does_not_happen_on_sqlite() {
-    let mut site = Site::production(BIN);
-    let (server, key) = provisioned(&mut site, &[]).await;
-    let http = client();
-    let account = [("scope[type]", "account")];
-    let (status, _) = set(
-        &http,
-        &server.url,
-        &key,
-        &[&[("name", "kept"), ("payload", PAYLOAD)][..], &account[..]].concat(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
-    let db = site.db();
-    let shell = Shell::Sqlite(&db);
-    shell.run(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
-         BEGIN SELECT RAISE(ABORT, 'the audit log refuses this record'); END;",
-    );
-    let query = [
-        ("name", "kept"),
-        ("scope[type]", "account"),
-        ("expand[]", "payload"),
-    ];
-    let (status, body) = find(&http, &server.url, &key, &query).await.unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
-    assert!(!body.to_string().contains(PAYLOAD));
-    let (status, body) = set(
-        &http,
-        &server.url,
-        &key,
-        &[&[("name", "refused"), ("payload", "p")][..], &account[..]].concat(),
-    )
-    .await
-    .unwrap();
-    assert!(status >= 500, "{status} {body}");
-    let admin = Admin::of(&site, &server);
-    let (status, body) = admin
-        .call(
-            "POST",
-            "/v1/accounts",
-            Some(json!({"id": "acct_unrecorded"})),
-        )
-        .await;
-    assert!(status >= 500, "{status} {body}");
-    shell.run("DROP TRIGGER refuse_audit;");
+    shell.run(allow);
     assert_eq!(
         shell.run("SELECT count(*) FROM secrets WHERE name = 'refused'"),
         "0",
@@ -591,5 +527,39 @@ async fn a_request_whose_record_cannot_be_written_does_not_happen_on_sqlite() {
     assert_eq!(status, 404, "an admin change whose record failed was kept");
     let (status, body) = find(&http, &server.url, &key, &query).await.unwrap();
     assert_eq!((status, body["payload"].as_str()), (200, Some(PAYLOAD)));
-    assert_intact(&site, &server);
+    assert_intact(site, &server);
+}
+
+/// On PostgreSQL: a trigger refuses the audit rows.
+#[tokio::test]
+async fn a_request_whose_record_cannot_be_written_does_not_happen_on_postgres() {
+    if !available() {
+        return;
+    }
+    let database = ScratchDatabase::create();
+    let mut site = Site::production(BIN);
+    a_refused_record_stops_its_request(
+        &mut site,
+        Shell::Postgres(database.url()),
+        &["--database-url", database.url()],
+        REFUSE_AUDIT_RECORDS,
+        "DROP TRIGGER refuse_audit ON audit;",
+    )
+    .await;
+}
+
+/// On SQLite: the trigger is added with the sqlite3 shell while the server runs.
+#[tokio::test]
+async fn a_request_whose_record_cannot_be_written_does_not_happen_on_sqlite() {
+    let mut site = Site::production(BIN);
+    let db = site.db();
+    a_refused_record_stops_its_request(
+        &mut site,
+        Shell::Sqlite(&db),
+        &[],
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
+         BEGIN SELECT RAISE(ABORT, 'the audit log refuses this record'); END;",
+        "DROP TRIGGER refuse_audit;",
+    )
+    .await;
 }
