@@ -57,16 +57,16 @@ fn read_head(conn: &Connection) -> Result<(i64, ChainHash), StoreError> {
             None => return Ok((0, GENESIS)),
         },
     };
-    Ok((seq, hash_of(hash)?))
+    Ok((seq, hash_of(hash)))
 }
 
-fn hash_of(bytes: Vec<u8>) -> Result<ChainHash, StoreError> {
+fn hash_of(bytes: Vec<u8>) -> ChainHash {
     // A hash of another length was written by hand; verification names the record, and a
     // new record still links to what is there.
     let mut hash = [0u8; 32];
     let n = bytes.len().min(32);
     hash[..n].copy_from_slice(&bytes[..n]);
-    Ok(hash)
+    hash
 }
 
 /// Appends one record after the chain's head, in the caller's transaction.
@@ -159,8 +159,8 @@ fn collect(
         Ok(AuditEntry {
             seq,
             event: std::sync::Arc::new(event),
-            prev: hash_of(prev)?,
-            hash: hash_of(hash)?,
+            prev: hash_of(prev),
+            hash: hash_of(hash),
         })
     })
     .collect()
@@ -247,9 +247,9 @@ pub fn anchor(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
         .map(|(seq, hash, pruned_at_ms, mac)| {
             Ok(AuditAnchor {
                 seq,
-                hash: hash_of(hash)?,
+                hash: hash_of(hash),
                 pruned_at_ms,
-                mac: hash_of(mac)?,
+                mac: hash_of(mac),
             })
         })
         .transpose()
@@ -279,7 +279,7 @@ pub fn prune(
         return Ok(0);
     };
     forget_head();
-    let anchor = chain.anchor(seq, hash_of(hash)?, now_ms);
+    let anchor = chain.anchor(seq, hash_of(hash), now_ms);
     let removed = conn
         .prepare_cached("DELETE FROM audit WHERE seq <= ?1")
         .and_then(|mut stmt| stmt.execute([seq]))

@@ -124,15 +124,24 @@ async fn wait_ready(http: &reqwest::Client, url: &str, when: &str) {
     panic!("/readyz did not become ready {when}");
 }
 
+/// Finds `name` in usr_1's scope, with its payload.
+async fn find_with_payload(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> (u16, serde_json::Value) {
+    let query = [
+        ("name", name),
+        ("scope[type]", "user"),
+        ("scope[user]", "usr_1"),
+        ("expand[]", "payload"),
+    ];
+    find(http, url, KEY, &query).await.unwrap()
+}
+
 async fn assert_all_readable(http: &reqwest::Client, url: &str, acked: &[(String, String)]) {
     for (name, payload) in acked {
-        let query = [
-            ("name", name.as_str()),
-            ("scope[type]", "user"),
-            ("scope[user]", "usr_1"),
-            ("expand[]", "payload"),
-        ];
-        let (status, body) = find(http, url, KEY, &query).await.unwrap();
+        let (status, body) = find_with_payload(http, url, name).await;
         assert_eq!(status, 200, "{name}: {body}");
         assert_eq!(body["payload"].as_str(), Some(payload.as_str()), "{name}");
     }
@@ -153,13 +162,7 @@ async fn assert_reads_fail_closed(
     }
     let mut answered = 0;
     for (name, payload) in acked {
-        let query = [
-            ("name", name.as_str()),
-            ("scope[type]", "user"),
-            ("scope[user]", "usr_1"),
-            ("expand[]", "payload"),
-        ];
-        let (status, body) = find(http, url, KEY, &query).await.unwrap();
+        let (status, body) = find_with_payload(http, url, name).await;
         match status {
             200 => {
                 assert_eq!(body["payload"].as_str(), Some(payload.as_str()), "{name}");
