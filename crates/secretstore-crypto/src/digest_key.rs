@@ -13,9 +13,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::root_key::RootKey;
-
-/// The HKDF label of this key; no other key is derived with it.
-const INFO: &[u8] = b"secretstore credential digest key v1";
+use crate::secret_key::SecretKey;
 
 /// The key of keyed digests; its bytes are wiped on drop and never shown.
 #[derive(Clone)]
@@ -28,8 +26,24 @@ impl fmt::Debug for DigestKey {
 }
 
 impl DigestKey {
+    /// The HKDF label this key was derived from the root key with, before keys were stored
+    /// wrapped: a provider's `legacy_subkey(DigestKey::LEGACY_INFO)` gives an existing
+    /// directory's key once, so its stored digests and audit chain still verify. No other key
+    /// is derived with it.
+    pub const LEGACY_INFO: &'static [u8] = b"secretstore credential digest key v1";
+
     pub fn new(root: &RootKey) -> Self {
-        Self(root.derive(INFO))
+        Self(root.derive(Self::LEGACY_INFO))
+    }
+
+    /// The digest key kept as a stored (wrapped) key rather than derived from the root key,
+    /// which a root key held in an HSM cannot be derived from.
+    pub fn from_secret_key(key: &SecretKey) -> Self {
+        Self::from_bytes(*key.bytes())
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
     }
 
     /// HMAC-SHA256 of `parts` for the purpose `domain`. Every part is length-prefixed, so no
@@ -113,6 +127,19 @@ mod tests {
             assert_eq!(keyed.digest("d", parts), keyed.digest("d", parts));
         }
         assert_eq!(format!("{keyed:?}"), "KeyedDigest([REDACTED])");
+    }
+
+    #[test]
+    fn a_stored_key_gives_the_digests_of_the_key_it_was_made_from() {
+        let root = RootKey::generate().unwrap();
+        let derived = DigestKey::new(&root);
+        let stored =
+            DigestKey::from_secret_key(&SecretKey::from(root.derive(DigestKey::LEGACY_INFO)));
+        assert_eq!(stored.digest("d", &[b"x"]), derived.digest("d", &[b"x"]));
+        let raw = DigestKey::from_bytes([9u8; 32]);
+        let same = DigestKey::from_secret_key(&SecretKey::from_bytes([9u8; 32]));
+        assert_eq!(raw.digest("d", &[b"x"]), same.digest("d", &[b"x"]));
+        assert_ne!(raw.digest("d", &[b"x"]), derived.digest("d", &[b"x"]));
     }
 
     #[test]

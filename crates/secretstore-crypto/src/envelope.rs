@@ -6,16 +6,13 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use zeroize::Zeroizing;
 
 use crate::root_key::{KeyId, RootKey};
-use crate::CryptoError;
+use crate::secret_key::{KEY_LEN as DATA_KEY_LEN, NONCE_LEN, TAG_LEN, WRAPPED_KEY_LEN};
+use crate::{random, CryptoError};
 
-const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 const KEY_ID_LEN: usize = 8;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
-const DATA_KEY_LEN: usize = 32;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN;
-const WRAPPED_LEN: usize = NONCE_LEN + DATA_KEY_LEN + TAG_LEN;
-const MIN_LEN: usize = HEADER_LEN + WRAPPED_LEN + NONCE_LEN + TAG_LEN;
+const MIN_LEN: usize = HEADER_LEN + WRAPPED_KEY_LEN + NONCE_LEN + TAG_LEN;
 
 /// Seals and opens values under one root key.
 pub struct Envelope {
@@ -31,10 +28,15 @@ impl std::fmt::Debug for Envelope {
     }
 }
 
-fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, CryptoError> {
-    let mut bytes = Zeroizing::new([0u8; N]);
-    getrandom::getrandom(bytes.as_mut()).map_err(|_| CryptoError::Random)?;
-    Ok(bytes)
+/// The id of the root key a version 1 value was sealed under, read from its header: what a
+/// keyring needs to pick the key that opens it.
+pub(crate) fn root_key_id(sealed: &[u8]) -> Result<KeyId, CryptoError> {
+    if sealed.len() < MIN_LEN || sealed[0] != VERSION {
+        return Err(CryptoError::Malformed);
+    }
+    let mut key_id = [0u8; KEY_ID_LEN];
+    key_id.copy_from_slice(&sealed[1..HEADER_LEN]);
+    Ok(KeyId(key_id))
 }
 
 /// Associated data for both layers: the header (so the version and key id cannot be swapped)
@@ -100,13 +102,9 @@ impl Envelope {
 
     /// Opens a value sealed with [`Envelope::seal`] under the same root key and `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if sealed.len() < MIN_LEN || sealed[0] != VERSION {
-            return Err(CryptoError::Malformed);
-        }
-        let mut key_id = [0u8; KEY_ID_LEN];
-        key_id.copy_from_slice(&sealed[1..HEADER_LEN]);
-        if key_id != self.key_id.0 {
-            return Err(CryptoError::UnknownRootKey(KeyId(key_id)));
+        let key_id = root_key_id(sealed)?;
+        if key_id != self.key_id {
+            return Err(CryptoError::UnknownRootKey(key_id));
         }
         let aad = full_aad(&sealed[..HEADER_LEN], aad);
         let (wrap_nonce, rest) = sealed[HEADER_LEN..].split_at(NONCE_LEN);

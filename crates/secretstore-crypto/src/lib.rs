@@ -22,12 +22,16 @@
 mod digest_key;
 mod envelope;
 pub mod private_path;
+mod provider;
 mod root_key;
+mod secret_key;
 
 pub use digest_key::{DigestKey, KeyedDigest};
 pub use envelope::Envelope;
 pub use private_path::{ensure_private, NotPrivate};
+pub use provider::{LocalRootKey, RootKeyProvider};
 pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};
+pub use secret_key::SecretKey;
 
 /// Why sealing, opening or loading a key failed. Messages never include key material or
 /// plaintext.
@@ -50,4 +54,11 @@ pub enum CryptoError {
     KeyFormat { source_name: String, reason: String },
     #[error(transparent)]
     NotPrivate(#[from] NotPrivate),
+}
+
+/// `N` bytes from the operating system's random source, wiped on drop since most are keys.
+pub(crate) fn random<const N: usize>() -> Result<zeroize::Zeroizing<[u8; N]>, CryptoError> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; N]);
+    getrandom::getrandom(bytes.as_mut()).map_err(|_| CryptoError::Random)?;
+    Ok(bytes)
 }

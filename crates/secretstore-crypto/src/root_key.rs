@@ -45,9 +45,7 @@ impl RootKey {
 
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Result<Self, CryptoError> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(bytes.as_mut()).map_err(|_| CryptoError::Random)?;
-        Ok(Self(bytes))
+        crate::random::<32>().map(Self)
     }
 
     /// Reads a key written as 64 hex digits or as standard base64 of 32 bytes, surrounding
