@@ -21,6 +21,7 @@
 
 mod digest_key;
 mod envelope;
+mod keyring;
 pub mod private_path;
 mod provider;
 mod root_key;
@@ -28,6 +29,7 @@ mod secret_key;
 
 pub use digest_key::{DigestKey, KeyedDigest};
 pub use envelope::Envelope;
+pub use keyring::RootKeyring;
 pub use private_path::{ensure_private, NotPrivate};
 pub use provider::{LocalRootKey, RootKeyProvider};
 pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};
@@ -46,6 +48,15 @@ pub enum CryptoError {
          was sealed for"
     )]
     Tampered,
+    #[error(
+        "root key {id} is configured twice ({first} and {second}); give each root key \
+         version once"
+    )]
+    DuplicateRootKey {
+        id: KeyId,
+        first: String,
+        second: String,
+    },
     #[error("the operating system's random source failed")]
     Random,
     #[error("root key file {path}: {reason}")]
