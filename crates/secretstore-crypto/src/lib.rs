@@ -21,6 +21,7 @@
 
 mod digest_key;
 mod envelope;
+pub mod envelope_v2;
 mod keyring;
 pub mod private_path;
 mod provider;
@@ -29,6 +30,7 @@ mod secret_key;
 
 pub use digest_key::{DigestKey, KeyedDigest};
 pub use envelope::Envelope;
+pub use envelope_v2::{sealed_format, Kek, SealedFormat};
 pub use keyring::RootKeyring;
 pub use private_path::{ensure_private, NotPrivate};
 pub use provider::{LocalRootKey, RootKeyProvider};
@@ -43,6 +45,11 @@ pub enum CryptoError {
     Malformed,
     #[error("the sealed value was written under root key {0}, which this server does not have")]
     UnknownRootKey(KeyId),
+    #[error(
+        "the sealed value's data key is wrapped under version {0} of its namespace key, not \
+         the version given to open it"
+    )]
+    UnknownKeyVersion(u32),
     #[error(
         "the sealed value failed authentication: it was altered, or moved from the record it \
          was sealed for"
