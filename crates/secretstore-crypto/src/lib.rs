@@ -23,6 +23,8 @@ mod digest_key;
 mod envelope;
 pub mod envelope_v2;
 mod keyring;
+#[cfg(feature = "pkcs11")]
+mod pkcs11;
 pub mod private_path;
 mod provider;
 mod root_key;
@@ -32,6 +34,8 @@ pub use digest_key::{DigestKey, KeyedDigest};
 pub use envelope::Envelope;
 pub use envelope_v2::{sealed_format, Kek, SealedFormat};
 pub use keyring::RootKeyring;
+#[cfg(feature = "pkcs11")]
+pub use pkcs11::Pkcs11RootKey;
 pub use private_path::{ensure_private, NotPrivate};
 pub use provider::{LocalRootKey, RootKeyProvider};
 pub use root_key::{EnvRootKey, FileRootKey, KeyId, RootKey, RootKeySource};
@@ -70,6 +74,10 @@ pub enum CryptoError {
     KeyFile { path: String, reason: String },
     #[error("root key from {source_name}: {reason}")]
     KeyFormat { source_name: String, reason: String },
+    /// A root key in an HSM could not be reached or used (PKCS#11); the sentence says which
+    /// module, token or key, and why.
+    #[error("{0}")]
+    Hsm(String),
     #[error(transparent)]
     NotPrivate(#[from] NotPrivate),
 }
