@@ -1,5 +1,7 @@
-//! Sealing and opening under a root key. The key-encryption key is derived from the root key
-//! (`RootKey::derive`), so the root key itself is never used directly as a cipher key.
+//! Sealed format 1 (legacy): sealing and opening under a root key. The key-encryption key is
+//! derived from the root key (`RootKey::derive`), so the root key itself is never used directly
+//! as a cipher key. Format 2 ([`crate::envelope_v2`]) replaces it; values in this one are opened
+//! through a root key provider until they are sealed again.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};

@@ -1,23 +1,55 @@
-//! Envelope encryption. Every payload is sealed with AES-256-GCM under a fresh random 256-bit
-//! data key; the data key is itself sealed (wrapped) under a key-encryption key derived from the
-//! root key, which comes from outside the database (a file or the environment). Both layers take
-//! the caller's associated data, so a sealed value opens only for the identity it was sealed for:
-//! moved to another row, it fails instead of yielding another tenant's secret.
+//! Envelope encryption under a key hierarchy. Every payload is sealed with AES-256-GCM under a
+//! fresh random 256-bit data key, and the data key is wrapped under a key above it. Both layers
+//! take the caller's associated data, so a sealed value opens only for the identity it was
+//! sealed for: moved to another row, it fails instead of yielding another tenant's secret.
 //!
-//! Sealed format, version 1 (all lengths fixed):
+//! The hierarchy (format 2):
+//!
+//! - the **root key**, kept outside the database: a file or the environment
+//!   ([`LocalRootKey`]), or an HSM through PKCS#11 (`Pkcs11RootKey`, feature `pkcs11`), where
+//!   it never leaves the token. A [`RootKeyProvider`] wraps and unwraps with it but never hands
+//!   out its bytes. Root keys form a [`RootKeyring`]: the active version wraps what is new, the
+//!   older ones only unwrap, and each is named by its public id ([`KeyId`]);
+//! - one **key-encryption key per namespace** ([`Kek`]), stored wrapped by the root key beside
+//!   the id of the root key version that wrapped it;
+//! - one **data key per secret**, stored wrapped by its namespace's key, beside its ciphertext,
+//!   in the sealed value itself ([`envelope_v2`]).
+//!
+//! Every wrapped value names the version of the key that wrapped it, so rotating a root key
+//! re-wraps namespace keys and rotating a namespace key re-wraps data keys
+//! ([`envelope_v2::rewrap`]); neither touches a payload's ciphertext.
+//!
+//! Sealed format 2 (all lengths fixed but the ciphertext's):
 //!
 //! ```text
-//! version(1) | root key id(8) | wrap nonce(12) | wrapped data key(32 + 16 tag)
-//!            | payload nonce(12) | ciphertext(n + 16 tag)
+//! version(1) = 2 | kek version(4, big-endian) | wrap nonce(12) | wrapped data key(32 + 16 tag)
+//!                | payload nonce(12) | ciphertext(n + 16 tag)
 //! ```
 //!
-//! The root key id is a fingerprint (HMAC of a constant), safe to store and log, that lets a
-//! future rotation find which root key wrapped a value.
+//! The header is bound into the wrap layer's associated data only, so a re-wrap changes the
+//! header and the wrapped data key and nothing after them.
 //!
-//! `DigestKey`, also derived from the root key, makes keyed digests of credentials for what is
-//! stored about them apart from their look-up (the owner of an idempotency record).
-//! `private_path` is the rule every file holding key material or sealed data is held to: owned
-//! by the server's user, nothing for group or others.
+//! Sealed format 1 (legacy, [`Envelope`]): the data key is wrapped directly under a
+//! key-encryption key derived from the root key's bytes (HKDF), and the header is bound into both
+//! layers, so a re-wrap would mean re-encrypting the payload. Values in it stay readable
+//! ([`RootKeyProvider::open_v1`], [`RootKeyring::open_v1`]), by a root key that has bytes, until
+//! they are sealed again in format 2:
+//!
+//! ```text
+//! version(1) = 1 | root key id(8) | wrap nonce(12) | wrapped data key(32 + 16 tag)
+//!                | payload nonce(12) | ciphertext(n + 16 tag)
+//! ```
+//!
+//! A local root key's id is a fingerprint (HMAC of a constant), safe to store and log, the same
+//! in both formats; an HSM's is computed inside the token ([`sealed_format`] reads either
+//! format's header).
+//!
+//! `DigestKey` makes keyed digests of credentials for what is stored about them apart from their
+//! look-up (the owner of an idempotency record) and keys the audit chain. Format 1 derived it
+//! from the root key; under the hierarchy it is a stored key, wrapped by the root key, and an
+//! existing directory's is carried over once ([`RootKeyProvider::legacy_subkey`] with
+//! [`DigestKey::LEGACY_INFO`]). `private_path` is the rule every file holding key material or
+//! sealed data is held to: owned by the server's user, nothing for group or others.
 
 mod digest_key;
 mod envelope;
