@@ -81,6 +81,7 @@ impl RootKeyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::assert_opens_only_with;
     use crate::{Envelope, LocalRootKey, RootKey};
 
     fn provider(root: &RootKey) -> Arc<dyn RootKeyProvider> {
@@ -160,18 +161,10 @@ mod tests {
         let sealed_a = Envelope::new(&a).seal(b"row-a", b"payload a").unwrap();
         let sealed_b = Envelope::new(&b).seal(b"row-b", b"payload b").unwrap();
         let keyring = RootKeyring::new(fresh(), vec![provider(&a), provider(&b)]).unwrap();
-        assert_eq!(
-            keyring.open_v1(b"row-a", &sealed_a).unwrap().as_slice(),
-            b"payload a"
-        );
-        assert_eq!(
-            keyring.open_v1(b"row-b", &sealed_b).unwrap().as_slice(),
-            b"payload b"
-        );
-        assert!(matches!(
-            keyring.open_v1(b"row-b", &sealed_a),
-            Err(CryptoError::Tampered)
-        ));
+        let open_a = |aad: &[u8]| keyring.open_v1(aad, &sealed_a);
+        assert_opens_only_with(open_a, b"row-a", b"row-b", b"payload a");
+        let open_b = |aad: &[u8]| keyring.open_v1(aad, &sealed_b);
+        assert_opens_only_with(open_b, b"row-b", b"row-a", b"payload b");
         let without_b = RootKeyring::new(provider(&a), vec![]).unwrap();
         assert!(matches!(
             without_b.open_v1(b"row-b", &sealed_b),

@@ -120,3 +120,22 @@ pub(crate) fn random<const N: usize>() -> Result<zeroize::Zeroizing<[u8; N]>, Cr
     getrandom::getrandom(bytes.as_mut()).map_err(|_| CryptoError::Random)?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use zeroize::Zeroizing;
+
+    use crate::CryptoError;
+
+    /// Asserts that `open` gives `payload` for the `aad` it was sealed with, and fails as
+    /// tampered with for `other_aad`: the value is bound to its record.
+    pub(crate) fn assert_opens_only_with(
+        open: impl Fn(&[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>,
+        aad: &[u8],
+        other_aad: &[u8],
+        payload: &[u8],
+    ) {
+        assert_eq!(open(aad).unwrap().as_slice(), payload);
+        assert!(matches!(open(other_aad), Err(CryptoError::Tampered)));
+    }
+}

@@ -122,6 +122,7 @@ impl RootKeyProvider for LocalRootKey {
 mod tests {
     use super::*;
     use crate::secret_key::WRAPPED_KEY_LEN;
+    use crate::test_support::assert_opens_only_with;
     use crate::{DigestKey, EnvRootKey, FileRootKey};
 
     fn local() -> LocalRootKey {
@@ -193,14 +194,8 @@ mod tests {
         let root = RootKey::generate().unwrap();
         let sealed = Envelope::new(&root).seal(b"row-1", b"payload").unwrap();
         let provider = LocalRootKey::new(root);
-        assert_eq!(
-            provider.open_v1(b"row-1", &sealed).unwrap().as_slice(),
-            b"payload"
-        );
-        assert!(matches!(
-            provider.open_v1(b"row-2", &sealed),
-            Err(CryptoError::Tampered)
-        ));
+        let open = |aad: &[u8]| provider.open_v1(aad, &sealed);
+        assert_opens_only_with(open, b"row-1", b"row-2", b"payload");
         assert!(matches!(
             local().open_v1(b"row-1", &sealed),
             Err(CryptoError::UnknownRootKey(id)) if id == provider.id()
