@@ -25,6 +25,15 @@ impl Mode {
             Mode::Live => "live",
         }
     }
+
+    /// The mode named by `as_str`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "test" => Some(Mode::Test),
+            "live" => Some(Mode::Live),
+            _ => None,
+        }
+    }
 }
 
 /// Identifiers of apps and accounts are short ASCII tokens; anything else is refused before it

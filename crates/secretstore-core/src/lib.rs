@@ -49,8 +49,9 @@ pub use service::{
 };
 pub use store::{
     seal_once, AtomicWrites, AuditAppend, AuditStore, Directory, IdempotencyStore,
-    InstallationFilter, Lifecycle, ListCursor, ListQuery, MetaStore, PutRequest, Seal,
-    SealedSecret, SecretStore, Store, StoredList, Write, Written, AUDIT_SYNC_WITHIN_MS,
+    InstallationFilter, KeyOwner, KeyStore, Lifecycle, ListCursor, ListQuery, MetaStore,
+    PutRequest, Reseal, RootUse, Seal, SealedSecret, SecretStore, Store, StoredKey, StoredList,
+    Write, Written, AUDIT_SYNC_WITHIN_MS,
 };
 pub use tenancy::{
     Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,

@@ -1,6 +1,7 @@
 //! The narrow interfaces a storage backend implements, and the records that cross them: one
 //! trait per kind of record (`SecretStore`, `IdempotencyStore`, `MetaStore`, `Directory` of
-//! tenants; `AuditStore`, the audit log; later namespace keys), `AtomicWrites` to commit writes of several
+//! tenants; `AuditStore`, the audit log; `KeyStore`, the wrapped keys of the key hierarchy),
+//! `AtomicWrites` to commit writes of several
 //! records as one transaction, and `Lifecycle`. A backend implements them all, which makes it a
 //! `Store`; each trait has its own module of the conformance suite, which is the executable form
 //! of the documentation below.
@@ -33,7 +34,7 @@ use async_trait::async_trait;
 use crate::audit::{AuditAnchor, AuditChain, AuditEntry, AuditEvent, AuditFilter};
 use crate::error::{CursorKind, SealError, StoreError};
 use crate::idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
-use crate::ids::{AccountId, AppId, UserId};
+use crate::ids::{AccountId, AppId, Mode, UserId};
 use crate::ids::{Namespace, SecretId};
 use crate::principal::CredentialId;
 use crate::secret::{Scope, SecretAddress};
@@ -41,6 +42,7 @@ use crate::tenancy::{
     Account, ApiKeyId, ApiKeyRecord, App, Credential, DirectoryPage, Installation, InstallationId,
     Listed, Removed, SessionId, User, UserSession,
 };
+use secretstore_crypto::KeyId;
 
 /// A secret as stored: metadata in the clear, payload sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +214,131 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes kept answers created at or before `kept_after`; returns how many went.
     async fn idempotency_purge(&self, kept_after: i64) -> Result<u64, StoreError>;
+}
+
+/// Whose key a stored key is (`keys`): a namespace's key-encryption key, which wraps the data
+/// key of each of its secrets, or one of the server's own keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyOwner {
+    Namespace(Namespace),
+    /// Seals what the server keeps that is not a secret of a namespace: idempotent answers
+    /// (which may hold a payload) and the root-key check.
+    Service,
+    /// The key of keyed digests (`DigestKey`): credential digests and the audit chain.
+    Digest,
+}
+
+impl KeyOwner {
+    /// The owner's kind as stored: `namespace`, `service` or `digest`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyOwner::Namespace(_) => "namespace",
+            KeyOwner::Service => "service",
+            KeyOwner::Digest => "digest",
+        }
+    }
+
+    /// The owner from its stored columns: the kind, and for a namespace its app, account and
+    /// mode (empty for the server's keys). `None` for what this version does not know.
+    pub fn from_columns(kind: &str, app: &str, account: &str, mode: &str) -> Option<Self> {
+        match kind {
+            "service" => Some(KeyOwner::Service),
+            "digest" => Some(KeyOwner::Digest),
+            "namespace" => Some(KeyOwner::Namespace(Namespace {
+                app: AppId::parse(app).ok()?,
+                account: AccountId::parse(account).ok()?,
+                mode: Mode::parse(mode)?,
+            })),
+            _ => None,
+        }
+    }
+
+    /// The app, account and mode columns: a namespace's, or empty for the server's keys.
+    pub fn columns(&self) -> (&str, &str, &str) {
+        match self {
+            KeyOwner::Namespace(ns) => (ns.app.as_str(), ns.account.as_str(), ns.mode.as_str()),
+            KeyOwner::Service | KeyOwner::Digest => ("", "", ""),
+        }
+    }
+}
+
+/// A key as stored: wrapped by one version of the root key, which it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub owner: KeyOwner,
+    /// The key's own version within its owner: 1 for the first, one more for each rotation.
+    pub version: u32,
+    /// The id of the root key version that wrapped it.
+    pub root: KeyId,
+    /// The key, wrapped (`RootKeyProvider::wrap`); opaque to storage.
+    pub wrapped: Vec<u8>,
+    /// Unix seconds when this version was made.
+    pub created: i64,
+}
+
+/// How many stored keys one root key version wraps (`KeyStore::keys_by_root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootUse {
+    pub root: KeyId,
+    pub keys: u64,
+}
+
+/// One re-sealed payload for `KeyStore::reseal`: the secret's sealed bytes change from `from`
+/// to `to`, unless they are no longer `from` (a write replaced the secret meanwhile, sealed
+/// under the current key already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reseal {
+    pub id: SecretId,
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+}
+
+/// The wrapped keys of the key hierarchy (`keys`), and the secrets a key rotation re-wraps.
+/// Keys are never changed in place except by `rewrap_key`, which only changes which root key
+/// wraps them; a rotation adds a version.
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Every version of `owner`'s key, oldest first.
+    async fn keys_of(&self, owner: &KeyOwner) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Stores `key` unless its owner already has a key of that version, and answers the one
+    /// stored: of several handles that race to make an owner's first key, one wins and all of
+    /// them use its key.
+    async fn add_key(&self, key: StoredKey) -> Result<StoredKey, StoreError>;
+
+    /// Up to `limit` keys wrapped by another root key version than `root`, in a stable order.
+    async fn keys_not_under(&self, root: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Changes which root key wraps `key` (its owner and version) to `to`, if it is still
+    /// wrapped as `key` says (compare-and-set on the root id and the wrapped bytes); answers
+    /// whether it did.
+    async fn rewrap_key(&self, key: &StoredKey, to: (KeyId, Vec<u8>)) -> Result<bool, StoreError>;
+
+    /// How many keys each root key version wraps, for `keys status`.
+    async fn keys_by_root(&self) -> Result<Vec<RootUse>, StoreError>;
+
+    /// Up to `limit` secrets of `namespace` (expired ones too), in id order after `after`,
+    /// whose sealed bytes do not start with `current` (the header of the namespace's current
+    /// key version): the ones a rotation has still to re-wrap.
+    async fn stale_sealed(
+        &self,
+        namespace: &Namespace,
+        current: &[u8],
+        after: Option<&SecretId>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecret>, StoreError>;
+
+    /// Applies `reseals` in one transaction, each only if the secret's sealed bytes are still
+    /// its `from`; answers how many were applied.
+    async fn reseal(&self, reseals: Vec<Reseal>) -> Result<u64, StoreError>;
+
+    /// Up to `limit` namespaces that hold secrets, in order after `after`; for rotating every
+    /// namespace.
+    async fn namespaces(
+        &self,
+        after: Option<&Namespace>,
+        limit: u32,
+    ) -> Result<Vec<Namespace>, StoreError>;
 }
 
 /// Small named values of the store itself (the root key check, for one).
