@@ -110,6 +110,16 @@ impl Scope {
             Scope::User(user) => Some(user),
         }
     }
+
+    /// The scope a backend stored as its `type_str` and its user ('' for the account scope);
+    /// `None` for values that name no scope.
+    pub fn from_columns(scope_type: &str, scope_user: &str) -> Option<Self> {
+        match scope_type {
+            "account" => Some(Scope::Account),
+            "user" => UserId::parse(scope_user).ok().map(Scope::User),
+            _ => None,
+        }
+    }
 }
 
 /// Where a secret lives: the namespace, its scope and its name. (Not an API key: `sk_...` keys

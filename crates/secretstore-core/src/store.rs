@@ -253,6 +253,26 @@ impl KeyOwner {
         }
     }
 
+    /// The owner of a key a backend reads back, from its stored columns (`from_columns`). One
+    /// this version cannot read (a kind a newer secretstore added, or a damaged row) is an
+    /// error rather than skipped: the reads that meet every owner's keys serve root key
+    /// rotations, and a key skipped there would stay wrapped by a root key version the
+    /// operator then believes unused and retires, after which nothing could unwrap it.
+    pub fn from_stored(
+        kind: &str,
+        app: &str,
+        account: &str,
+        mode: &str,
+    ) -> Result<Self, StoreError> {
+        Self::from_columns(kind, app, account, mode).ok_or_else(|| {
+            StoreError::Internal(
+                "a stored key names an owner this secretstore does not know (keys.kind, app, \
+                 account, mode): written by a newer secretstore, or damaged"
+                    .into(),
+            )
+        })
+    }
+
     /// The app, account and mode columns: a namespace's, or empty for the server's keys.
     pub fn columns(&self) -> (&str, &str, &str) {
         match self {
