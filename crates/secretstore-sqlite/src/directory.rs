@@ -474,7 +474,7 @@ pub fn remove_user(
 const KEY_COLUMNS: &str = "id, app, livemode, key_type, can_read, can_write, name, created, \
                            expires_at, revoked, hash, hint_prefix, hint_last4";
 
-fn mode(livemode: bool) -> Mode {
+pub(crate) fn mode(livemode: bool) -> Mode {
     if livemode {
         Mode::Live
     } else {

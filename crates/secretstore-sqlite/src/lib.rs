@@ -16,6 +16,7 @@ mod cache;
 mod data_dir;
 mod directory;
 mod errors;
+mod keys;
 mod reader;
 mod rows;
 mod schema;
@@ -39,10 +40,12 @@ use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, AuditAnchor, AuditAppend,
     AuditChain, AuditEntry, AuditFilter, AuditStore, ClaimTimes, Completed, Credential,
     CredentialId, Directory, DirectoryPage, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle, ListQuery, Listed,
-    MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore, SessionId,
-    StoreError, StoredList, User, UserId, UserSession, Write, Written,
+    Installation, InstallationFilter, InstallationId, KeptAnswer, KeyOwner, KeyStore, Lifecycle,
+    ListQuery, Listed, MetaStore, Namespace, PutRequest, Removed, Reseal, RootUse, SealedSecret,
+    SecretAddress, SecretId, SecretStore, SessionId, StoreError, StoredKey, StoredList, User,
+    UserId, UserSession, Write, Written,
 };
+use secretstore_crypto::KeyId;
 use tokio::sync::oneshot;
 
 pub use data_dir::{check_private, database_with_data, DATABASE_FILE, LOCK_FILE};
@@ -763,6 +766,87 @@ impl AtomicWrites for SqliteStore {
             ..Touches::default()
         };
         self.write("commit", touches, move |conn| writes::commit(conn, writes))
+            .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn keys_of(&self, owner: &KeyOwner) -> Result<Vec<StoredKey>, StoreError> {
+        let owner = owner.clone();
+        self.read(move |conn| keys::keys_of(conn, &owner)).await
+    }
+
+    async fn add_key(&self, key: StoredKey) -> Result<StoredKey, StoreError> {
+        self.write("add key", Touches::default(), move |conn| {
+            keys::add_key(conn, &key)
+        })
+        .await
+    }
+
+    async fn keys_not_under(&self, root: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
+        self.read(move |conn| keys::keys_not_under(conn, root, limit))
+            .await
+    }
+
+    async fn rewrap_key(&self, key: &StoredKey, to: (KeyId, Vec<u8>)) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.write("rewrap key", Touches::default(), move |conn| {
+            keys::rewrap_key(conn, &key, &to)
+        })
+        .await
+    }
+
+    async fn keys_by_root(&self) -> Result<Vec<RootUse>, StoreError> {
+        self.read(|conn| keys::keys_by_root(conn)).await
+    }
+
+    async fn stale_sealed(
+        &self,
+        namespace: &Namespace,
+        current: &[u8],
+        after: Option<&SecretId>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecret>, StoreError> {
+        let (namespace, current, after) = (namespace.clone(), current.to_vec(), after.cloned());
+        self.read(move |conn| keys::stale_sealed(conn, &namespace, &current, after.as_ref(), limit))
+            .await
+    }
+
+    /// The read cache is keyed by address, which a reseal does not carry, so the addresses are
+    /// read first: the writer then drops exactly the entries the reseal changes, after its
+    /// commit and before it answers, as for any other write (`Touches`). A secret keeps its
+    /// address for life (a replace keeps its row; a new secret gets a new id), so these are
+    /// the addresses of whatever the reseal updates; an id not found is left out, since it
+    /// has nothing to reseal.
+    async fn reseal(&self, reseals: Vec<Reseal>) -> Result<u64, StoreError> {
+        if reseals.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<SecretId> = reseals.iter().map(|r| r.id.clone()).collect();
+        let found = self.read(move |conn| keys::addresses(conn, &ids)).await?;
+        let (reseals, secrets): (Vec<Reseal>, Vec<SecretAddress>) = reseals
+            .into_iter()
+            .filter_map(|r| found.get(&r.id).cloned().map(|address| (r, address)))
+            .unzip();
+        if reseals.is_empty() {
+            return Ok(0);
+        }
+        let touches = Touches {
+            secrets,
+            ..Touches::default()
+        };
+        self.write("reseal", touches, move |conn| keys::reseal(conn, &reseals))
+            .await
+    }
+
+    async fn namespaces(
+        &self,
+        after: Option<&Namespace>,
+        limit: u32,
+    ) -> Result<Vec<Namespace>, StoreError> {
+        let after = after.cloned();
+        self.read(move |conn| keys::namespaces(conn, after.as_ref(), limit))
             .await
     }
 }

@@ -6,7 +6,8 @@
 
 use rusqlite::{Connection, Statement};
 use secretstore_core::{
-    KeptAnswer, Namespace, Scope, SealedSecret, SecretAddress, SecretId, SecretName, StoreError,
+    AccountId, AppId, KeptAnswer, Namespace, Scope, SealedSecret, SecretAddress, SecretId,
+    SecretName, StoreError,
 };
 
 use crate::errors::{damaged, sql_failure};
@@ -96,6 +97,25 @@ pub fn secret_from_row(
 
 pub fn parse_id(id: &str) -> Result<SecretId, StoreError> {
     SecretId::parse(id).map_err(|_| damaged("secrets.id"))
+}
+
+/// The namespace of a row of `secrets`, from its `app`, `account` and `livemode`.
+pub fn namespace_from_columns(
+    app: &str,
+    account: &str,
+    livemode: bool,
+) -> Result<Namespace, StoreError> {
+    Ok(Namespace {
+        app: AppId::parse(app).map_err(|_| damaged("secrets.app"))?,
+        account: AccountId::parse(account).map_err(|_| damaged("secrets.account"))?,
+        mode: crate::directory::mode(livemode),
+    })
+}
+
+/// The scope of a row of `secrets`, from its `scope_type` and `scope_user`.
+pub fn scope_from_columns(scope_type: &str, scope_user: &str) -> Result<Scope, StoreError> {
+    Scope::from_columns(scope_type, scope_user)
+        .ok_or_else(|| damaged("secrets.scope_type, scope_user"))
 }
 
 /// An idempotency record's columns back into a `KeptAnswer`.

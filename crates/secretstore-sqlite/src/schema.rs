@@ -199,6 +199,25 @@ pub const MIGRATIONS: &[&str] = &[
         pruned_at_ms INTEGER NOT NULL,
         mac BLOB NOT NULL
     );",
+    // 7: the wrapped keys of the key hierarchy (`KeyStore`): every version of each owner's key,
+    // wrapped by the root key version `root` (its 8-byte id) names. An owner is a namespace
+    // (`kind` 'namespace' with its app, account and mode) or one of the server's own keys
+    // (`kind` 'service' or 'digest', the other three columns ''), so that one primary key,
+    // which also orders a rotation's walk, covers both. Nothing deletes a row: a version must
+    // stay while anything may still be sealed under it. `keys_root` serves the count per root
+    // key version and the search for keys still under an old one.
+    "CREATE TABLE keys (
+        kind TEXT NOT NULL,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        root BLOB NOT NULL,
+        wrapped BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (kind, app, account, mode, version)
+    );
+    CREATE INDEX keys_root ON keys (root);",
 ];
 
 /// The schema version this binary writes.

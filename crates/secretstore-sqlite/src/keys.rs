@@ -1,0 +1,285 @@
+//! The key hierarchy's SQL (`KeyStore`): the wrapped keys of `keys`, and what a rotation walks
+//! over `secrets` (the namespaces that hold secrets, a namespace's secrets still sealed under
+//! an older key, and the compare-and-set that re-seals them). Writes are functions of the write
+//! connection like those of `writes.rs`, run by the writer; reads run on the readers.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, Row, ToSql};
+use secretstore_core::{
+    KeyOwner, Namespace, Reseal, RootUse, SealedSecret, SecretAddress, SecretId, SecretName,
+    StoreError, StoredKey,
+};
+use secretstore_crypto::KeyId;
+
+use crate::errors::{damaged, sql_failure};
+use crate::rows::{namespace_from_columns, scope_from_columns, secret_columns, secret_from_row};
+
+fn failure(e: rusqlite::Error) -> StoreError {
+    sql_failure(&e)
+}
+
+/// The columns of a key as `key_row` reads them, in its order.
+macro_rules! key_columns {
+    () => {
+        "kind, app, account, mode, version, root, wrapped, created"
+    };
+}
+
+/// The condition that a row of `keys` belongs to the owner bound as `?1`..`?4` (`owner_params`).
+macro_rules! of_owner {
+    () => {
+        "kind = ?1 AND app = ?2 AND account = ?3 AND mode = ?4"
+    };
+}
+
+/// `kind, app, account, mode` of `owner`, as `of_owner!()` binds them.
+fn owner_params(owner: &KeyOwner) -> [&str; 4] {
+    let (app, account, mode) = owner.columns();
+    [owner.kind(), app, account, mode]
+}
+
+/// Runs `sql` with the owner and version of `key` bound as `?1`..`?5` (`of_owner!()` and the
+/// version) and `more` after them; answers how many rows it changed.
+fn execute_for(
+    conn: &Connection,
+    sql: &str,
+    key: &StoredKey,
+    more: &[&dyn ToSql],
+) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(failure)?;
+    for (at, column) in owner_params(&key.owner).into_iter().enumerate() {
+        stmt.raw_bind_parameter(at + 1, column).map_err(failure)?;
+    }
+    stmt.raw_bind_parameter(5, key.version).map_err(failure)?;
+    for (at, value) in more.iter().enumerate() {
+        stmt.raw_bind_parameter(at + 6, value).map_err(failure)?;
+    }
+    stmt.raw_execute().map_err(failure)
+}
+
+/// A row of `key_columns!()` (an owner this version cannot read is an error:
+/// `KeyOwner::from_stored`).
+fn key_row(row: &Row<'_>) -> Result<StoredKey, StoreError> {
+    let text = |i: usize| row.get::<_, String>(i).map_err(failure);
+    let owner = KeyOwner::from_stored(&text(0)?, &text(1)?, &text(2)?, &text(3)?)?;
+    let version: i64 = row.get(4).map_err(failure)?;
+    Ok(StoredKey {
+        owner,
+        version: u32::try_from(version).map_err(|_| damaged("keys.version"))?,
+        root: root_of(row.get(5).map_err(failure)?)?,
+        wrapped: row.get(6).map_err(failure)?,
+        created: row.get(7).map_err(failure)?,
+    })
+}
+
+fn root_of(bytes: Vec<u8>) -> Result<KeyId, StoreError> {
+    Ok(KeyId(bytes.try_into().map_err(|_| damaged("keys.root"))?))
+}
+
+/// Every row `sql` answers for `params`, each read by `row`.
+fn rows_of<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(failure)?;
+    let mut rows = stmt.query(params).map_err(failure)?;
+    let mut found = Vec::new();
+    while let Some(r) = rows.next().map_err(failure)? {
+        found.push(row(r)?);
+    }
+    Ok(found)
+}
+
+pub fn keys_of(conn: &Connection, owner: &KeyOwner) -> Result<Vec<StoredKey>, StoreError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE ",
+        of_owner!(),
+        " ORDER BY version"
+    );
+    rows_of(conn, SQL, owner_params(owner), key_row)
+}
+
+/// Inserts `key` unless its owner has that version already, and answers the stored one. The
+/// writer runs one job at a time, so nothing comes between the insert and the look-up.
+pub fn add_key(conn: &Connection, key: &StoredKey) -> Result<StoredKey, StoreError> {
+    const SELECT: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE ",
+        of_owner!(),
+        " AND version = ?5"
+    );
+    const INSERT: &str = concat!(
+        "INSERT INTO keys (",
+        key_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
+    );
+    execute_for(
+        conn,
+        INSERT,
+        key,
+        &[&key.root.0, &key.wrapped, &key.created],
+    )?;
+    let [kind, app, account, mode] = owner_params(&key.owner);
+    rows_of(
+        conn,
+        SELECT,
+        params![kind, app, account, mode, key.version],
+        key_row,
+    )?
+    .pop()
+    .ok_or_else(|| StoreError::Internal("a key just stored cannot be read back".into()))
+}
+
+/// Ordered by the primary key, which serves it.
+pub fn keys_not_under(
+    conn: &Connection,
+    root: KeyId,
+    limit: u32,
+) -> Result<Vec<StoredKey>, StoreError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE root <> ?1 ORDER BY kind, app, account, mode, version LIMIT ?2"
+    );
+    rows_of(conn, SQL, params![&root.0, limit], key_row)
+}
+
+pub fn rewrap_key(
+    conn: &Connection,
+    key: &StoredKey,
+    to: &(KeyId, Vec<u8>),
+) -> Result<bool, StoreError> {
+    const SQL: &str = concat!(
+        "UPDATE keys SET root = ?6, wrapped = ?7 WHERE ",
+        of_owner!(),
+        " AND version = ?5 AND root = ?8 AND wrapped = ?9"
+    );
+    let (root, wrapped) = to;
+    let more: [&dyn ToSql; 4] = [&root.0, wrapped, &key.root.0, &key.wrapped];
+    let changed = execute_for(conn, SQL, key, &more)?;
+    Ok(changed > 0)
+}
+
+/// Ordered by root id; the index on `root` serves the grouping.
+pub fn keys_by_root(conn: &Connection) -> Result<Vec<RootUse>, StoreError> {
+    const SQL: &str = "SELECT root, COUNT(*) FROM keys GROUP BY root ORDER BY root";
+    rows_of(conn, SQL, [], |row| {
+        Ok(RootUse {
+            root: root_of(row.get(0).map_err(failure)?)?,
+            keys: row.get::<_, i64>(1).map_err(failure)?.max(0) as u64,
+        })
+    })
+}
+
+/// The namespace's secrets, expired ones included, whose sealed bytes do not start with
+/// `current`, in id order after `after`. SQLite compares blobs byte by byte, and `substr` and
+/// `length` of a blob count bytes. Each page sorts the namespace's rows: an index that orders a
+/// namespace's secrets by id would cost every put, for a walk only rotations make.
+pub fn stale_sealed(
+    conn: &Connection,
+    namespace: &Namespace,
+    current: &[u8],
+    after: Option<&SecretId>,
+    limit: u32,
+) -> Result<Vec<SealedSecret>, StoreError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        secret_columns!(),
+        ", scope_type, scope_user FROM secrets
+         WHERE app = ?1 AND account = ?2 AND livemode = ?3 AND id > ?4
+             AND substr(sealed, 1, length(?5)) <> ?5
+         ORDER BY id LIMIT ?6"
+    );
+    // Every id is longer than '', so no cursor is the start.
+    let after = after.map_or("", SecretId::as_str);
+    let params = params![
+        namespace.app.as_str(),
+        namespace.account.as_str(),
+        namespace.mode.livemode(),
+        after,
+        current,
+        limit
+    ];
+    rows_of(conn, SQL, params, |row| {
+        let text = |i: usize| row.get::<_, String>(i).map_err(failure);
+        let scope = scope_from_columns(&text(5)?, &text(6)?)?;
+        secret_from_row(row, namespace, &scope).map_err(failure)?
+    })
+}
+
+/// A row that starts with `app, account, livemode`.
+fn namespace_row(row: &Row<'_>) -> Result<Namespace, StoreError> {
+    let text = |i: usize| row.get::<_, String>(i).map_err(failure);
+    namespace_from_columns(&text(0)?, &text(1)?, row.get(2).map_err(failure)?)
+}
+
+/// The addresses of the secrets with these ids that exist, by id.
+pub fn addresses(
+    conn: &Connection,
+    ids: &[SecretId],
+) -> Result<HashMap<SecretId, SecretAddress>, StoreError> {
+    const SQL: &str = "SELECT app, account, livemode, scope_type, scope_user, name FROM secrets
+                       WHERE id = ?1";
+    let address = |row: &Row<'_>| {
+        let text = |i: usize| row.get::<_, String>(i).map_err(failure);
+        Ok(SecretAddress {
+            namespace: namespace_row(row)?,
+            scope: scope_from_columns(&text(3)?, &text(4)?)?,
+            name: SecretName::parse(&text(5)?).map_err(|_| damaged("secrets.name"))?,
+        })
+    };
+    let mut found = HashMap::with_capacity(ids.len());
+    for id in ids {
+        if let Some(at) = rows_of(conn, SQL, [id.as_str()], address)?.pop() {
+            found.insert(id.clone(), at);
+        }
+    }
+    Ok(found)
+}
+
+/// Each reseal whose secret still holds its `from`, in the order given; answers how many.
+pub fn reseal(conn: &Connection, reseals: &[Reseal]) -> Result<u64, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("UPDATE secrets SET sealed = ?1 WHERE id = ?2 AND sealed = ?3")
+        .map_err(failure)?;
+    let mut applied = 0;
+    for reseal in reseals {
+        applied += stmt
+            .execute(params![reseal.to, reseal.id.as_str(), reseal.from])
+            .map_err(failure)? as u64;
+    }
+    Ok(applied)
+}
+
+/// Namespaces in `Namespace`'s order: app and account byte by byte (SQLite's default
+/// collation), then test before live (`livemode` 0, 1). The index `secrets_by_scope` starts
+/// with these three columns, so a page walks it from `after` instead of sorting the table.
+pub fn namespaces(
+    conn: &Connection,
+    after: Option<&Namespace>,
+    limit: u32,
+) -> Result<Vec<Namespace>, StoreError> {
+    const FIRST: &str = "SELECT DISTINCT app, account, livemode FROM secrets
+                         ORDER BY app, account, livemode LIMIT ?1";
+    const AFTER: &str = "SELECT DISTINCT app, account, livemode FROM secrets
+                         WHERE (app, account, livemode) > (?1, ?2, ?3)
+                         ORDER BY app, account, livemode LIMIT ?4";
+    match after {
+        None => rows_of(conn, FIRST, params![limit], namespace_row),
+        Some(after) => {
+            let params = params![
+                after.app.as_str(),
+                after.account.as_str(),
+                after.mode.livemode(),
+                limit
+            ];
+            rows_of(conn, AFTER, params, namespace_row)
+        }
+    }
+}
