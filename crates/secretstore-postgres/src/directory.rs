@@ -29,7 +29,7 @@ pub async fn notify_changed<C: GenericClient>(tx: &C) -> Result<(), StoreError> 
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-fn col<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+pub(crate) fn col<T: for<'a> tokio_postgres::types::FromSql<'a>>(
     row: &Row,
     index: usize,
 ) -> Result<T, StoreError> {
@@ -541,7 +541,7 @@ pub async fn remove_user<C: GenericClient>(
 const KEY_COLUMNS: &str = "id, app, livemode, key_type, can_read, can_write, name, created, \
                            expires_at, revoked, hash, hint_prefix, hint_last4";
 
-fn mode(livemode: bool) -> Mode {
+pub(crate) fn mode(livemode: bool) -> Mode {
     if livemode {
         Mode::Live
     } else {

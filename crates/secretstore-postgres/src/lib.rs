@@ -22,6 +22,7 @@ mod audit;
 mod directory;
 mod errors;
 mod idempotency;
+mod keys;
 mod listener;
 mod schema;
 mod secrets;
@@ -38,10 +39,12 @@ use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, AuditAnchor, AuditAppend,
     AuditChain, AuditEntry, AuditFilter, AuditStore, ClaimTimes, Completed, Credential,
     CredentialId, Directory, DirectoryCache, DirectoryPage, IdempotencyClaim, IdempotencyKey,
-    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, Lifecycle,
-    ListQuery, Listed, MetaStore, PutRequest, Removed, SealedSecret, SecretAddress, SecretStore,
-    SessionId, StoreError, StoredList, User, UserId, UserSession, Write, WriteHealth, Written,
+    IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer, KeyOwner,
+    KeyStore, Lifecycle, ListQuery, Listed, MetaStore, Namespace, PutRequest, Removed, Reseal,
+    RootUse, SealedSecret, SecretAddress, SecretId, SecretStore, SessionId, StoreError, StoredKey,
+    StoredList, User, UserId, UserSession, Write, WriteHealth, Written,
 };
+use secretstore_crypto::KeyId;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
@@ -544,6 +547,68 @@ impl AtomicWrites for PostgresStore {
         }
         .await;
         self.noted(result)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn keys_of(&self, owner: &KeyOwner) -> Result<Vec<StoredKey>, StoreError> {
+        let client = self.client().await?;
+        keys::keys_of(&client, owner).await
+    }
+
+    async fn add_key(&self, key: StoredKey) -> Result<StoredKey, StoreError> {
+        let result = async { in_tx!(self, |tx| keys::add_key(tx, &key).await) }.await;
+        self.noted(result)
+    }
+
+    async fn keys_not_under(&self, root: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
+        let client = self.client().await?;
+        keys::keys_not_under(&client, root, limit).await
+    }
+
+    async fn rewrap_key(&self, key: &StoredKey, to: (KeyId, Vec<u8>)) -> Result<bool, StoreError> {
+        let result = async {
+            let client = self.client().await?;
+            keys::rewrap_key(&client, key, &to).await
+        }
+        .await;
+        self.noted(result)
+    }
+
+    async fn keys_by_root(&self) -> Result<Vec<RootUse>, StoreError> {
+        let client = self.client().await?;
+        keys::keys_by_root(&client).await
+    }
+
+    async fn stale_sealed(
+        &self,
+        namespace: &Namespace,
+        current: &[u8],
+        after: Option<&SecretId>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecret>, StoreError> {
+        let client = self.client().await?;
+        keys::stale_sealed(&client, namespace, current, after, limit).await
+    }
+
+    /// Secrets are never cached (see the crate documentation), so a reseal, like any other
+    /// write of a secret, has no cache to clear on this server or another.
+    async fn reseal(&self, reseals: Vec<Reseal>) -> Result<u64, StoreError> {
+        if reseals.is_empty() {
+            return Ok(0);
+        }
+        let result = async { in_tx!(self, |tx| keys::reseal(tx, reseals).await) }.await;
+        self.noted(result)
+    }
+
+    async fn namespaces(
+        &self,
+        after: Option<&Namespace>,
+        limit: u32,
+    ) -> Result<Vec<Namespace>, StoreError> {
+        let client = self.client().await?;
+        keys::namespaces(&client, after, limit).await
     }
 }
 

@@ -196,6 +196,29 @@ pub const MIGRATIONS: &[&str] = &[
         pruned_at_ms BIGINT NOT NULL,
         mac BYTEA NOT NULL
     );",
+    // 3: the wrapped keys of the key hierarchy (`KeyStore`), as in the embedded store: every
+    // version of each owner's key, wrapped by the root key version `root` (its 8-byte id)
+    // names; an owner is a namespace (`kind` 'namespace' with its app, account and mode) or one
+    // of the server's own keys (`kind` 'service' or 'digest', the other three columns ''). The
+    // primary key is what makes one of several servers that race to add an owner's first key
+    // win; its text columns compare byte by byte (`COLLATE "C"`) so that it also serves the
+    // walk of `keys_not_under` in the order the other backends give, whatever the database's
+    // collation. `version` is a BIGINT: a key version is a u32, past INTEGER's range. Nothing
+    // deletes a row: a version must stay while anything may still be sealed under it.
+    // `keys_root` serves the count per root key version and the search for keys still under
+    // an old one.
+    "CREATE TABLE keys (
+        kind TEXT COLLATE \"C\" NOT NULL,
+        app TEXT COLLATE \"C\" NOT NULL,
+        account TEXT COLLATE \"C\" NOT NULL,
+        mode TEXT COLLATE \"C\" NOT NULL,
+        version BIGINT NOT NULL,
+        root BYTEA NOT NULL,
+        wrapped BYTEA NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (kind, app, account, mode, version)
+    );
+    CREATE INDEX keys_root ON keys (root);",
 ];
 
 /// The schema version this binary writes.

@@ -43,6 +43,8 @@ macro_rules! secret_columns {
     };
 }
 
+pub(crate) use secret_columns;
+
 /// The columns that locate one scope of one namespace, bound as `$1`..`$5` of `in_scope!()`.
 struct ScopeColumns<'a> {
     app: &'a str,
@@ -154,7 +156,7 @@ pub async fn execute<C: GenericClient>(
 }
 
 /// A row that starts with `secret_columns!()`, in the given namespace and scope.
-fn secret_from_row(
+pub(crate) fn secret_from_row(
     row: &Row,
     namespace: &Namespace,
     scope: &Scope,
