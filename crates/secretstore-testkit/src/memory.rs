@@ -5,7 +5,7 @@
 //! the rules across processes run here too (claims carry leases, as a shared database's must).
 //! Nothing survives the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -16,11 +16,12 @@ use secretstore_core::{
     is_live, Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, AtomicWrites, ClaimTimes,
     Completed, Credential, CredentialId, CursorKind, Directory, DirectoryPage, IdempotencyClaim,
     IdempotencyKey, IdempotencyStore, Installation, InstallationFilter, InstallationId, KeptAnswer,
-    Lifecycle, ListCursor, ListQuery, Listed, MetaStore, PutRequest, Removed, Scope, SealedSecret,
-    SecretAddress, SecretStore, SessionId, StoreError, StoredList, User, UserId, UserSession,
-    Write, Written,
+    KeyOwner, KeyStore, Lifecycle, ListCursor, ListQuery, Listed, MetaStore, Namespace, PutRequest,
+    Removed, Reseal, RootUse, Scope, SealedSecret, SecretAddress, SecretId, SecretStore, SessionId,
+    StoreError, StoredKey, StoredList, User, UserId, UserSession, Write, Written,
 };
 use secretstore_core::{AuditAnchor, AuditAppend, AuditChain, AuditEntry, AuditFilter, AuditStore};
+use secretstore_crypto::KeyId;
 
 /// A stored secret and its place in the order of creation.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ struct Data {
     /// The audit chain, oldest first, and the anchor a prune left.
     audit: Vec<AuditEntry>,
     anchor: Option<AuditAnchor>,
+    /// The key hierarchy's stored keys, in order of adding.
+    stored_keys: Vec<StoredKey>,
 }
 
 /// Appends to `audit` (a chain that starts after `anchor`).
@@ -747,6 +750,136 @@ impl AtomicWrites for MemoryStore {
         data.secrets = staged;
         data.audit = audit;
         Ok(written)
+    }
+}
+
+/// Where `keys_not_under` puts a key: the order of the SQL backends' primary key (kind, app,
+/// account, mode as stored, version; text byte by byte), so that every backend walks alike.
+fn key_order(key: &StoredKey) -> (&'static str, (&str, &str, &str), u32) {
+    (key.owner.kind(), key.owner.columns(), key.version)
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn keys_of(&self, owner: &KeyOwner) -> Result<Vec<StoredKey>, StoreError> {
+        let mut keys: Vec<StoredKey> = self
+            .open()?
+            .stored_keys
+            .iter()
+            .filter(|k| k.owner == *owner)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.version);
+        Ok(keys)
+    }
+
+    async fn add_key(&self, key: StoredKey) -> Result<StoredKey, StoreError> {
+        let mut data = self.open()?;
+        let stored = data
+            .stored_keys
+            .iter()
+            .find(|k| k.owner == key.owner && k.version == key.version);
+        if let Some(stored) = stored {
+            return Ok(stored.clone());
+        }
+        data.stored_keys.push(key.clone());
+        Ok(key)
+    }
+
+    async fn keys_not_under(&self, root: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
+        let data = self.open()?;
+        let mut keys: Vec<&StoredKey> =
+            data.stored_keys.iter().filter(|k| k.root != root).collect();
+        keys.sort_by(|a, b| key_order(a).cmp(&key_order(b)));
+        Ok(keys.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn rewrap_key(&self, key: &StoredKey, to: (KeyId, Vec<u8>)) -> Result<bool, StoreError> {
+        let mut data = self.open()?;
+        let found = data.stored_keys.iter_mut().find(|k| {
+            k.owner == key.owner
+                && k.version == key.version
+                && k.root == key.root
+                && k.wrapped == key.wrapped
+        });
+        let Some(stored) = found else {
+            return Ok(false);
+        };
+        (stored.root, stored.wrapped) = to;
+        Ok(true)
+    }
+
+    async fn keys_by_root(&self) -> Result<Vec<RootUse>, StoreError> {
+        let data = self.open()?;
+        let mut counts: BTreeMap<[u8; 8], u64> = BTreeMap::new();
+        for key in &data.stored_keys {
+            *counts.entry(key.root.0).or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|(root, keys)| RootUse {
+                root: KeyId(root),
+                keys,
+            })
+            .collect())
+    }
+
+    async fn stale_sealed(
+        &self,
+        namespace: &Namespace,
+        current: &[u8],
+        after: Option<&SecretId>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecret>, StoreError> {
+        let data = self.open()?;
+        let mut stale: Vec<SealedSecret> = data
+            .secrets
+            .rows
+            .values()
+            .map(|row| &row.secret)
+            .filter(|s| {
+                s.address.namespace == *namespace
+                    && !s.sealed.starts_with(current)
+                    && after.is_none_or(|after| s.id > *after)
+            })
+            .cloned()
+            .collect();
+        stale.sort_by(|a, b| a.id.cmp(&b.id));
+        stale.truncate(limit as usize);
+        Ok(stale)
+    }
+
+    async fn reseal(&self, reseals: Vec<Reseal>) -> Result<u64, StoreError> {
+        let mut data = self.open()?;
+        let mut applied = 0;
+        for reseal in reseals {
+            let row = data
+                .secrets
+                .rows
+                .values_mut()
+                .find(|row| row.secret.id == reseal.id && row.secret.sealed == reseal.from);
+            if let Some(row) = row {
+                row.secret.sealed = reseal.to;
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn namespaces(
+        &self,
+        after: Option<&Namespace>,
+        limit: u32,
+    ) -> Result<Vec<Namespace>, StoreError> {
+        let data = self.open()?;
+        let held: BTreeSet<&Namespace> = data
+            .secrets
+            .rows
+            .keys()
+            .map(|address| &address.namespace)
+            .filter(|ns| after.is_none_or(|after| *ns > after))
+            .collect();
+        Ok(held.into_iter().take(limit as usize).cloned().collect())
     }
 }
 
