@@ -25,7 +25,10 @@
 //! - an idempotency claim taken through one handle is `InFlight` through every other, and a
 //!   claim held by a handle that went away without releasing it (its process died) is free
 //!   once its lease is over (`ClaimTimes::held_after`);
-//! - an owner's quota of kept answers is one, whichever handles its answers are kept through.
+//! - an owner's quota of kept answers is one, whichever handles its answers are kept through;
+//! - an owner's key of one version is stored once, however many handles add it at once, and a
+//!   re-wrap or a re-seal through one handle is a compare-and-set against writes through every
+//!   other.
 
 use std::sync::Arc;
 
@@ -579,7 +582,14 @@ pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
 
 /// A complete backend: every storage trait. Implemented for any type that implements them all.
 pub trait Store:
-    SecretStore + IdempotencyStore + MetaStore + Directory + AtomicWrites + AuditStore + Lifecycle
+    SecretStore
+    + IdempotencyStore
+    + MetaStore
+    + Directory
+    + AtomicWrites
+    + AuditStore
+    + KeyStore
+    + Lifecycle
 {
 }
 
@@ -590,6 +600,7 @@ impl<T> Store for T where
         + Directory
         + AtomicWrites
         + AuditStore
+        + KeyStore
         + Lifecycle
 {
 }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use secretstore_core::{
-    AtomicWrites, AuditStore, Directory, IdempotencyStore, Lifecycle, MetaStore, SecretStore,
-    Store, StoreError,
+    AtomicWrites, AuditStore, Directory, IdempotencyStore, KeyStore, Lifecycle, MetaStore,
+    SecretStore, Store, StoreError,
 };
 use secretstore_crypto::NotPrivate;
 use secretstore_postgres::PostgresStore;
@@ -25,6 +25,7 @@ pub struct Storage {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub meta: Arc<dyn MetaStore>,
     pub directory: Arc<dyn Directory>,
+    pub keys: Arc<dyn KeyStore>,
     pub lifecycle: Arc<dyn Lifecycle>,
 }
 
@@ -37,6 +38,7 @@ impl Storage {
             idempotency: store.clone(),
             meta: store.clone(),
             directory: store.clone(),
+            keys: store.clone(),
             lifecycle: store,
         }
     }
