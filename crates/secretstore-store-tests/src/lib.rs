@@ -132,6 +132,15 @@ macro_rules! __every_check {
                 directory_apps_and_installations_refer_to_what_exists,
                 directory_users_keys_and_sessions,
                 directory_removals_take_exactly_what_they_own,
+                keys_are_kept_per_owner_oldest_first,
+                add_key_of_a_stored_version_answers_the_first,
+                concurrent_adds_of_one_version_keep_one_key,
+                keys_not_under_answers_the_keys_of_other_roots,
+                rewrap_key_is_a_compare_and_set,
+                keys_by_root_counts_the_keys_of_each_root,
+                stale_sealed_answers_what_a_rotation_must_reseal,
+                reseal_applies_only_where_the_sealed_bytes_still_match,
+                namespaces_lists_each_namespace_with_secrets_once,
                 meta_values_round_trip,
                 check_ready_answers,
                 close_refuses_later_calls
@@ -143,7 +152,8 @@ macro_rules! __every_check {
                 two_handles_share_idempotency_claims,
                 a_claim_of_a_vanished_handle_frees_after_its_lease,
                 two_handles_share_an_idempotency_quota,
-                two_handles_append_to_one_chain
+                two_handles_append_to_one_chain,
+                two_handles_adding_one_key_keep_one
             ]
         );
     };

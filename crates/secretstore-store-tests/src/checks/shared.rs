@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use secretstore_core::{Completed, IdempotencyClaim, Scope, Store, StoreError};
+use secretstore_core::{Completed, IdempotencyClaim, Scope, Store, StoreError, StoredKey};
+use secretstore_crypto::KeyId;
 use tokio::task::JoinSet;
 
 use crate::fixtures::*;
@@ -153,4 +154,34 @@ pub async fn two_handles_share_an_idempotency_quota(one: Arc<dyn Store>, two: Ar
         claim_and_complete(&two, &k, kept_answer(1, "y", NOW), quota).await,
         Completed::OverQuota
     );
+}
+
+/// Adds of one owner's first key racing through both handles store one key, which both answer
+/// from then on; a re-wrap through one makes a re-wrap through the other from the same read
+/// fail.
+pub async fn two_handles_adding_one_key_keep_one(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    let owner = super::keys::home_owner();
+    let stores = [Arc::clone(&one), Arc::clone(&two)];
+    let winner = super::keys::add_at_once(&stores, 32).await;
+    for store in &stores {
+        assert_eq!(
+            store.keys_of(&owner).await.expect("keys_of"),
+            vec![winner.clone()]
+        );
+    }
+    let to = (KeyId([0x22; 8]), b"through one".to_vec());
+    assert!(one
+        .rewrap_key(&winner, to.clone())
+        .await
+        .expect("rewrap_key"));
+    assert!(!two
+        .rewrap_key(&winner, (KeyId([0x33; 8]), b"through two".to_vec()))
+        .await
+        .expect("rewrap_key"));
+    let rewrapped = StoredKey {
+        root: to.0,
+        wrapped: to.1,
+        ..winner
+    };
+    assert_eq!(two.keys_of(&owner).await.expect("keys_of"), vec![rewrapped]);
 }
