@@ -11,7 +11,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secretstore_core::{
-    CoreError, CursorKind, Denied, InvalidExpiry, InvalidValue, RequestId, StoreError,
+    CoreError, CursorKind, Denied, InvalidExpiry, InvalidValue, KeyError, RequestId, StoreError,
 };
 use serde::Serialize;
 
@@ -518,6 +518,8 @@ impl From<CoreError> for ApiError {
                 secretstore_core::metrics::payload_unsealable();
                 Self::internal(other)
             }
+            CoreError::Key(KeyError::Store(err)) => err.into(),
+            other @ CoreError::Key(_) => Self::internal(other),
         }
     }
 }

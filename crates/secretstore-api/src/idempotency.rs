@@ -8,7 +8,7 @@
 //! happen before the claim). The work runs in its own task, so a client that goes away
 //! mid-request cannot leave a claim behind or a write without its kept answer.
 //!
-//! A key's owner, as stored, is a keyed digest (`DigestKey`, from the root key) of the
+//! A key's owner, as stored, is a keyed digest (`DigestKey`, a stored key of the hierarchy) of the
 //! credential and the account acted on, never the credential's plain SHA-256: that is the
 //! directory's look-up of the credential, and a reader of the database could test guessed API
 //! keys against it. The request's stored fingerprint is keyed the same way, since the request
@@ -40,11 +40,11 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use secretstore_core::KeyManager;
 use secretstore_core::{
     AccountId, ClaimTimes, Clock, Completed, CredentialId, IdempotencyClaim, IdempotencyKey,
     IdempotencyStore, KeptAnswer, Payload, Principal, RequestId, StoreError,
 };
-use secretstore_crypto::{DigestKey, Envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, Code};
@@ -78,9 +78,9 @@ const FINGERPRINT_DOMAIN: &str = "secretstore/idempotency-fingerprint/v1";
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
-    envelope: Arc<Envelope>,
-    /// Keys the stored digests: owners and fingerprints.
-    digests: Arc<DigestKey>,
+    /// Seals kept answers (under the service key) and keys the stored digests (owners and
+    /// fingerprints).
+    keys: Arc<KeyManager>,
     clock: Arc<dyn Clock>,
     /// Bytes of kept answers each owner may have stored.
     quota: u64,
@@ -241,15 +241,13 @@ impl Idempotency {
     /// `quota`: bytes of kept answers each owner may have stored (`u64::MAX`: no limit).
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
-        envelope: Arc<Envelope>,
-        digests: Arc<DigestKey>,
+        keys: Arc<KeyManager>,
         clock: Arc<dyn Clock>,
         quota: u64,
     ) -> Self {
         Self {
             store,
-            envelope,
-            digests,
+            keys,
             clock,
             quota,
         }
@@ -281,12 +279,12 @@ impl Idempotency {
         for (key, value) in pairs {
             parts.extend([key.as_bytes(), value.as_bytes()]);
         }
-        self.digests.digest(FINGERPRINT_DOMAIN, &parts)
+        self.keys.digest_key().digest(FINGERPRINT_DOMAIN, &parts)
     }
 
     /// Who a key belongs to: the credential, acting on one account.
     fn owner(&self, principal: &Principal) -> CredentialId {
-        CredentialId::from_bytes(self.digests.digest(
+        CredentialId::from_bytes(self.keys.digest_key().digest(
             OWNER_DOMAIN,
             &[
                 principal.credential.as_bytes(),
@@ -444,8 +442,8 @@ impl Idempotency {
         plain.extend_from_slice(body);
         let created = self.clock.now();
         let sealed = self
-            .envelope
-            .seal(&aad(key, &fingerprint, created), &plain)
+            .keys
+            .seal_service(&aad(key, &fingerprint, created), &plain)
             .map_err(|e| StoreError::Internal(format!("sealing a kept answer failed: {e}")))?;
         Ok(KeptAnswer {
             fingerprint,
@@ -456,8 +454,8 @@ impl Idempotency {
 
     fn open(&self, key: &IdempotencyKey, kept: &KeptAnswer) -> Result<Opened, ApiError> {
         let plain = self
-            .envelope
-            .open(&aad(key, &kept.fingerprint, kept.created), &kept.sealed)
+            .keys
+            .open_service(&aad(key, &kept.fingerprint, kept.created), &kept.sealed)
             .map_err(|e| {
                 secretstore_core::metrics::payload_unsealable();
                 ApiError::internal(format!("a kept idempotent answer failed to open: {e}"))

@@ -66,18 +66,8 @@ pub enum CoreError {
     Unsealable { id: SecretId, source: CryptoError },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Why the root key given at start-up cannot serve this data.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyCheckError {
-    #[error(
-        "the root key (id {given}) does not open this data, which was written with a different \
-         root key; start with the root key the data was created with"
-    )]
-    WrongRootKey { given: String },
-    #[error("sealing the root key check failed: {0}")]
-    Crypto(CryptoError),
+    /// A key of the hierarchy could not be had (a root key version missing, a stored key
+    /// altered, the HSM failing).
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Key(#[from] crate::keys::KeyError),
 }

@@ -15,7 +15,7 @@ pub mod directory_cache;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
-pub mod keycheck;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod principal;
@@ -32,10 +32,10 @@ pub use audit::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, RequestId};
 pub use directory_cache::DirectoryCache;
-pub use error::{CoreError, CursorKind, KeyCheckError, SealError, StoreError};
+pub use error::{CoreError, CursorKind, SealError, StoreError};
 pub use idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
-pub use keycheck::verify_root_key;
+pub use keys::{KeyError, KeyManager, RootStatus, Rotated};
 pub use limits::Limits;
 pub use principal::{
     authorize, Access, CredentialHint, CredentialId, Denied, Permission, Permissions, Principal,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use secretstore_crypto::{CryptoError, Envelope};
+use secretstore_crypto::{envelope_v2, CryptoError};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditTicket;
@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::error::{CoreError, SealError, StoreError};
 use crate::ids::{Namespace, SecretId};
+use crate::keys::{KeyError, KeyManager, Rotated};
 use crate::limits::Limits;
 use crate::principal::{Access, Permission};
 use crate::secret::{ExpiresAt, Payload, Scope, SecretAddress};
@@ -141,7 +142,7 @@ fn unexpected(written: &Written) -> CoreError {
 pub struct SecretService {
     secrets: Arc<dyn SecretStore>,
     writes: Arc<dyn AtomicWrites>,
-    envelope: Arc<Envelope>,
+    keys: Arc<KeyManager>,
     clock: Arc<dyn Clock>,
     limits: Limits,
 }
@@ -150,14 +151,14 @@ impl SecretService {
     pub fn new(
         secrets: Arc<dyn SecretStore>,
         writes: Arc<dyn AtomicWrites>,
-        envelope: Arc<Envelope>,
+        keys: Arc<KeyManager>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {
         Self {
             secrets,
             writes,
-            envelope,
+            keys,
             clock,
             limits,
         }
@@ -173,7 +174,7 @@ impl SecretService {
             .expires_at
             .map(|at| ExpiresAt::validate(at, now).map(ExpiresAt::get))
             .transpose()?;
-        let envelope = Arc::clone(&self.envelope);
+        let kek = self.keys.sealing_key(&request.address.namespace).await?;
         let seal_address = request.address.clone();
         let plaintext = Zeroizing::new(request.payload.expose().as_bytes().to_vec());
         let put = PutRequest {
@@ -183,8 +184,7 @@ impl SecretService {
             expires_at,
             max_per_scope: self.limits.max_secrets_per_scope,
             seal: Box::new(move |id: &SecretId| {
-                envelope
-                    .seal(&payload_aad(&seal_address, id), &plaintext)
+                envelope_v2::seal(&kek, &payload_aad(&seal_address, id), &plaintext)
                     .map_err(SealError::from)
             }),
         };
@@ -210,7 +210,7 @@ impl SecretService {
         request: FindRequest,
     ) -> Result<Secret, CoreError> {
         match self.secrets.get(&request.address, self.clock.now()).await? {
-            Some(stored) => self.answer(stored, request.reveal),
+            Some(stored) => self.answer(stored, request.reveal).await,
             None => Err(CoreError::NotFound {
                 name: request.address.name,
             }),
@@ -240,7 +240,7 @@ impl SecretService {
             }
         };
         match deleted {
-            Some(stored) => self.answer(stored, request.reveal),
+            Some(stored) => self.answer(stored, request.reveal).await,
             None => Err(CoreError::NotFound {
                 name: request.address.name,
             }),
@@ -293,11 +293,10 @@ impl SecretService {
             now: self.clock.now(),
         };
         let page = self.secrets.list(&query).await?;
-        let items = page
-            .items
-            .into_iter()
-            .map(|stored| self.answer(stored, request.reveal))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for stored in page.items {
+            items.push(self.answer(stored, request.reveal).await?);
+        }
         Ok(ListPage {
             items,
             has_more: page.has_more,
@@ -309,15 +308,29 @@ impl SecretService {
         Ok(self.secrets.purge_expired(self.clock.now()).await?)
     }
 
-    fn answer(&self, stored: SealedSecret, reveal: bool) -> Result<Secret, CoreError> {
+    /// Rotates `namespace`'s key online (`KeyManager::rotate_namespace`), with each stored
+    /// secret's identity as its payload was sealed with.
+    pub async fn rotate_namespace(&self, namespace: &Namespace) -> Result<Rotated, CoreError> {
+        Ok(self
+            .keys
+            .rotate_namespace(namespace, |stored| payload_aad(&stored.address, &stored.id))
+            .await?)
+    }
+
+    async fn answer(&self, stored: SealedSecret, reveal: bool) -> Result<Secret, CoreError> {
         let payload = if reveal {
             let aad = payload_aad(&stored.address, &stored.id);
-            let opened = self.envelope.open(&aad, &stored.sealed).map_err(|source| {
-                CoreError::Unsealable {
-                    id: stored.id.clone(),
-                    source,
-                }
-            })?;
+            let opened = self
+                .keys
+                .open_payload(&stored.address.namespace, &aad, &stored.sealed)
+                .await
+                .map_err(|err| match err {
+                    KeyError::Crypto { source, .. } => CoreError::Unsealable {
+                        id: stored.id.clone(),
+                        source,
+                    },
+                    other => CoreError::Key(other),
+                })?;
             let payload = Payload::from_opened(opened).ok_or_else(|| CoreError::Unsealable {
                 id: stored.id.clone(),
                 source: CryptoError::Malformed,

@@ -362,6 +362,12 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&Namespace>,
         limit: u32,
     ) -> Result<Vec<Namespace>, StoreError>;
+
+    /// Whether other servers may share this store (and cache its keys): a namespace rotation
+    /// then waits for their caches before its last pass.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Small named values of the store itself (the root key check, for one).

@@ -1,6 +1,6 @@
-//! `SecretService` on its own, over the in-memory store: what it seals and opens, what it
-//! decides against the clock, and the root key check. (The HTTP and SQLite layers are tested
-//! above and below it; these need neither.)
+//! `SecretService` on its own, over the in-memory store: what it seals and opens, and what it
+//! decides against the clock. (The HTTP and SQLite layers are tested above and below it; these
+//! need neither. The key hierarchy has tests of its own, `keys.rs`.)
 
 // Tests fail loudly: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use secretstore_core::{
-    verify_root_key, AccountId, AppId, CoreError, CredentialId, DeleteRequest, FindRequest,
-    InvalidExpiry, KeyCheckError, Limits, ListQuery, ListRequest, ManualClock, Mode, Namespace,
-    Payload, PutRequest, RequestContext, Scope, SealedSecret, SecretAddress, SecretName,
-    SecretService, SecretStore, SetRequest, StoreError, StoredList,
+    AccountId, AppId, CoreError, CredentialId, DeleteRequest, FindRequest, InvalidExpiry,
+    KeyManager, Limits, ListQuery, ListRequest, ManualClock, Mode, Namespace, Payload, PutRequest,
+    RequestContext, Scope, SealedSecret, SecretAddress, SecretName, SecretService, SecretStore,
+    SetRequest, StoreError, StoredList,
 };
 use secretstore_core::{
     AtomicWrites, AuditChain, AuditEvent, AuditSlot, AuditStore, AuditTicket, Write, Written,
 };
-use secretstore_crypto::{DigestKey, Envelope, RootKey};
+use secretstore_crypto::{DigestKey, LocalRootKey, RootKey, RootKeyring};
 use secretstore_testkit::MemoryStore;
 
 const NOW: i64 = 1_700_000_000;
@@ -42,13 +42,25 @@ fn ctx() -> RequestContext {
     }
 }
 
-fn service<S: SecretStore + AtomicWrites>(store: Arc<S>) -> (SecretService, Arc<ManualClock>) {
+/// The service over `store`, with a key hierarchy of its own (its keys in a store of their own:
+/// a test store need not keep keys).
+async fn service<S: SecretStore + AtomicWrites>(
+    store: Arc<S>,
+) -> (SecretService, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(NOW));
-    let envelope = Arc::new(Envelope::new(&RootKey::generate().unwrap()));
+    let keys = Arc::new(MemoryStore::new());
+    let ring = RootKeyring::new(
+        Arc::new(LocalRootKey::new(RootKey::generate().unwrap())),
+        vec![],
+    )
+    .unwrap();
+    let keys = KeyManager::start(ring, keys.clone(), &*keys, clock.clone())
+        .await
+        .unwrap();
     let service = SecretService::new(
         store.clone(),
         store,
-        envelope,
+        Arc::new(keys),
         clock.clone(),
         Limits::default(),
     );
@@ -67,7 +79,7 @@ fn set(name: &str, payload: &str, expires_at: Option<i64>, reveal: bool) -> SetR
 #[tokio::test]
 async fn the_payload_is_sealed_and_opened_only_when_asked() {
     let store = Arc::new(MemoryStore::new());
-    let (service, _) = service(store.clone());
+    let (service, _) = service(store.clone()).await;
     let created = service
         .set(&ctx(), set("k", "s3cr3t", None, false))
         .await
@@ -94,7 +106,7 @@ async fn the_payload_is_sealed_and_opened_only_when_asked() {
 
 #[tokio::test]
 async fn a_replace_keeps_id_and_created_and_an_expiry_is_checked_against_the_clock() {
-    let (service, clock) = service(Arc::new(MemoryStore::new()));
+    let (service, clock) = service(Arc::new(MemoryStore::new())).await;
     let first = service
         .set(&ctx(), set("k", "one", None, false))
         .await
@@ -201,7 +213,7 @@ fn audited(operation: &str) -> (RequestContext, Arc<AuditSlot>) {
 #[tokio::test]
 async fn a_write_commits_its_audit_record_with_it_and_a_refused_one_none() {
     let store = Arc::new(MemoryStore::new());
-    let (service, _) = service(store.clone());
+    let (service, _) = service(store.clone()).await;
     let (ctx, slot) = audited("secrets.set");
     service.set(&ctx, set("a", "p", None, false)).await.unwrap();
     let written = slot.take_written().expect("written with the set");
@@ -239,7 +251,8 @@ async fn a_write_commits_its_audit_record_with_it_and_a_refused_one_none() {
 async fn a_ciphertext_moved_to_another_secret_does_not_open() {
     let (service, _) = service(Arc::new(Swapped {
         inner: Arc::new(MemoryStore::new()),
-    }));
+    }))
+    .await;
     service
         .set(&ctx(), set("victim", "victim-payload", None, false))
         .await
@@ -265,19 +278,4 @@ async fn a_ciphertext_moved_to_another_secret_does_not_open() {
     };
     // The list reads through `list`, which is not swapped: both open.
     assert_eq!(service.list(&ctx(), list).await.unwrap().items.len(), 2);
-}
-
-#[tokio::test]
-async fn the_root_key_check_is_recorded_once_and_refuses_another_key() {
-    let store = MemoryStore::new();
-    let key = Envelope::new(&RootKey::generate().unwrap());
-    verify_root_key(&store, &key).await.unwrap();
-    verify_root_key(&store, &key).await.unwrap();
-    let other = Envelope::new(&RootKey::generate().unwrap());
-    match verify_root_key(&store, &other).await {
-        Err(KeyCheckError::WrongRootKey { given }) => {
-            assert_eq!(given, other.key_id().to_string())
-        }
-        other => panic!("expected WrongRootKey, got {other:?}"),
-    }
 }

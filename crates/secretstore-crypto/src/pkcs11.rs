@@ -89,6 +89,18 @@ impl Pkcs11RootKey {
     /// Creates the AES-256 key `key_label` in the token: a token object, sensitive and never
     /// extractable, allowed to encrypt and decrypt only. Refuses a label already in use, which
     /// would make the root key ambiguous.
+    /// `generate_key` with the PIN read from `pin_file` (held to the root key file's rule), for
+    /// `secretstore keys hsm-generate`; answers the new key, opened.
+    pub fn generate_key_with_pin_file(
+        module: &Path,
+        token_label: &str,
+        pin_file: &Path,
+        key_label: &str,
+    ) -> Result<Self, CryptoError> {
+        Self::generate_key(module, token_label, read_pin_file(pin_file)?, key_label)?;
+        Self::open_with_pin_file(module, token_label, pin_file, key_label)
+    }
+
     pub fn generate_key(
         module: &Path,
         token_label: &str,

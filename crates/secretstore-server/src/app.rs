@@ -14,15 +14,13 @@ use secretstore_api::{
     AppParts, AppState, Authenticator, DevAuthenticator, Idempotency, RateLimit, Shutdown,
 };
 use secretstore_core::{
-    metrics, verify_root_key, AuditChain, Clock, KeyCheckError, SecretService, StoreError,
-    SystemClock,
+    metrics, AuditChain, Clock, KeyError, KeyManager, SecretService, StoreError, SystemClock,
 };
-use secretstore_crypto::{CryptoError, DigestKey, Envelope, NotPrivate};
+use secretstore_crypto::{CryptoError, NotPrivate, RootKey};
 use tokio::net::TcpListener;
-use zeroize::Zeroize as _;
 
 use crate::config::{AuditConfig, Config, RootKeySource, StorageConfig};
-use crate::keys::load_root_key;
+use crate::keys::load_keyring;
 use crate::storage::{check_private, open_store, Storage};
 
 /// Why a server could not start; each says what to do.
@@ -59,7 +57,9 @@ pub enum StartError {
     #[error("cannot open {what}: {cause}")]
     Storage { what: String, cause: StoreError },
     #[error(transparent)]
-    KeyCheck(#[from] KeyCheckError),
+    Keys(#[from] KeyError),
+    #[error("no root key was given")]
+    NoRootKey,
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(
@@ -89,6 +89,8 @@ pub struct App {
     pub admin: Option<AdminState>,
     /// The certificates of the public and admin listeners, when they serve TLS.
     pub certs: Certs,
+    /// The key hierarchy; SIGHUP reads its root key sources again.
+    pub keys: Arc<KeyManager>,
     pub storage: Storage,
     pub config: Config,
 }
@@ -168,14 +170,15 @@ impl AppBuilder {
             // private.
             check_private(&config.storage)?;
         }
-        let root_key = load_root_key(&config.root_key, &config.storage)?;
-        let envelope = Arc::new(Envelope::new(&root_key));
-        let digest_key = Arc::new(DigestKey::new(&root_key));
-        // The derived keys are all the server needs from here on: the root key is wiped now,
-        // and so is its text when it came from the environment, rather than at exit.
-        drop(root_key);
-        if let RootKeySource::Env { value, .. } = &mut config.root_key {
-            value.zeroize();
+        let ring = load_keyring(&config.root_keys, &config.storage, true)?;
+        // A key from the environment is kept as the key itself, for a reload (SIGHUP) to use
+        // again, and its text is wiped now (the variable is gone from the environment already),
+        // rather than at exit.
+        for source in &mut config.root_keys {
+            if let RootKeySource::Env { variable, value } = source {
+                let key = RootKey::parse(value, &format!("environment variable {variable}"))?;
+                *source = RootKeySource::Key(key);
+            }
         }
         let storage = match storage {
             Some(storage) => storage,
@@ -186,7 +189,16 @@ impl AppBuilder {
                 }
             })?),
         };
-        verify_root_key(&*storage.meta, &envelope).await?;
+        let keys = Arc::new(
+            KeyManager::start(
+                ring,
+                Arc::clone(&storage.keys),
+                &*storage.meta,
+                Arc::clone(&clock),
+            )
+            .await?,
+        );
+        let digest_key = keys.digest_key().clone();
         let auditor = match &config.audit {
             AuditConfig::Off => {
                 tracing::warn!("auditing is off (--no-audit): no request is recorded");
@@ -195,7 +207,7 @@ impl AppBuilder {
             AuditConfig::On { log } => Some(Arc::new(
                 Auditor::new(
                     Arc::clone(&storage.audit),
-                    Arc::new(AuditChain::new((*digest_key).clone())),
+                    Arc::new(AuditChain::new(digest_key)),
                     Arc::clone(&clock),
                     log.clone(),
                 )
@@ -210,7 +222,7 @@ impl AppBuilder {
         let service = SecretService::new(
             Arc::clone(&storage.secrets),
             Arc::clone(&storage.writes),
-            Arc::clone(&envelope),
+            Arc::clone(&keys),
             Arc::clone(&clock),
             config.limits,
         );
@@ -234,13 +246,14 @@ impl AppBuilder {
                 Arc::clone(&storage.secrets),
                 Arc::clone(&storage.lifecycle),
             ),
+            keys: Arc::clone(&keys),
+            service: service.clone(),
         });
         let state = AppState::from(AppParts {
             service,
             idempotency: Idempotency::new(
                 Arc::clone(&storage.idempotency),
-                envelope,
-                digest_key,
+                Arc::clone(&keys),
                 clock,
                 config.idempotency_quota_bytes.map_or(u64::MAX, u64::from),
             ),
@@ -264,6 +277,7 @@ impl AppBuilder {
             state,
             admin,
             certs,
+            keys,
             storage,
             config,
         })
@@ -340,7 +354,7 @@ pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(
         .as_ref()
         .map(|a| tokio::spawn(upkeep(a.metrics.clone())));
     // Always: SIGHUP's default would end the process, which an operator's reload must not.
-    let reloader = tokio::spawn(reload_on_sighup(app.certs.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(app.certs.clone(), app.reload_keys()));
     let acceptor =
         |cert: &Option<Arc<ReloadingCert>>| cert.as_ref().map(|c| c.acceptor()).transpose();
     let public_tls =
@@ -381,18 +395,44 @@ pub async fn run(app: App, listeners: Listeners, shutdown: Shutdown) -> Result<(
     app.storage.lifecycle.close().await.map_err(RunError::Close)
 }
 
-/// Reads the certificates again on every SIGHUP.
-async fn reload_on_sighup(certs: Certs) {
+/// Reads the certificates and the root key sources again on every SIGHUP.
+async fn reload_on_sighup(certs: Certs, keys: impl Fn()) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
-        tracing::warn!("cannot listen for SIGHUP; TLS certificates will not be reloaded");
+        tracing::warn!(
+            "cannot listen for SIGHUP; TLS certificates and root keys will not be reloaded"
+        );
         return;
     };
     while hangups.recv().await.is_some() {
         if certs.any() {
             certs.reload();
-        } else {
-            tracing::info!("SIGHUP: no TLS certificate to reload");
+        }
+        keys();
+    }
+}
+
+impl App {
+    /// What SIGHUP does to the root keys: loads the configured sources again (a new active
+    /// version first, the old ones after it) and gives the ring to the key hierarchy. A source
+    /// that fails keeps the previous ring, and says why.
+    fn reload_keys(&self) -> impl Fn() + Send + 'static {
+        let keys = Arc::clone(&self.keys);
+        let sources = self.config.root_keys.clone();
+        let storage = self.config.storage.clone();
+        move || {
+            let reloaded = load_keyring(&sources, &storage, false).and_then(|ring| {
+                let active = ring.active().id();
+                keys.reload_ring(ring)?;
+                Ok(active)
+            });
+            match reloaded {
+                Ok(active) => tracing::info!(%active, "root keys reloaded"),
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "root keys not reloaded; the previous ones stay in use"
+                ),
+            }
         }
     }
 }

@@ -45,6 +45,18 @@ pub enum RootKeySource {
     DevGenerated(PathBuf),
     /// A key already in memory (tests).
     Key(RootKey),
+    /// An AES key in an HSM, used through PKCS#11; it never leaves the token.
+    Pkcs11(Pkcs11Key),
+}
+
+/// Where a root key held in an HSM is: the PKCS#11 module (the vendor's library), the token
+/// by label, the file holding the user PIN, and the key's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Key {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub pin_file: PathBuf,
+    pub key_label: String,
 }
 
 impl std::fmt::Debug for RootKeySource {
@@ -57,6 +69,7 @@ impl std::fmt::Debug for RootKeySource {
                 .finish_non_exhaustive(),
             RootKeySource::DevGenerated(path) => f.debug_tuple("DevGenerated").field(path).finish(),
             RootKeySource::Key(key) => f.debug_tuple("Key").field(key).finish(),
+            RootKeySource::Pkcs11(key) => f.debug_tuple("Pkcs11").field(key).finish(),
         }
     }
 }
@@ -84,7 +97,9 @@ impl std::fmt::Debug for AdminConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub storage: StorageConfig,
-    pub root_key: RootKeySource,
+    /// The root key versions: the first is the active one, which wraps new keys; the others
+    /// only unwrap what they wrapped until `keys rotate-root` has moved it (contract §11).
+    pub root_keys: Vec<RootKeySource>,
     /// Dev mode: no provisioning (docs/api.md §6). Without it, every credential is checked
     /// against the directory the admin API provisions.
     pub dev: bool,
@@ -123,7 +138,7 @@ impl Config {
                 dir,
                 options: SqliteOptions::default(),
             },
-            root_key,
+            root_keys: vec![root_key],
             dev: true,
             admin: None,
             tls: None,

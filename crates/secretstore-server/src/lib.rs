@@ -16,7 +16,7 @@ pub mod process;
 mod storage;
 
 pub use app::{describe_database, run, App, AppBuilder, Certs, Listeners, RunError, StartError};
-pub use config::{AdminConfig, AuditConfig, Config, RootKeySource, StorageConfig};
+pub use config::{AdminConfig, AuditConfig, Config, Pkcs11Key, RootKeySource, StorageConfig};
 pub use secretstore_api::audit::AuditLogTarget;
 pub use secretstore_api::tls::TlsFiles;
 pub use secretstore_api::{HttpLimits, Shutdown};

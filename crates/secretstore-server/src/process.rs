@@ -12,6 +12,8 @@
 //! - `raise_open_files_limit`: the soft limit on open files becomes the hard one, so that the
 //!   connection limits (`--max-connections`), not a default of 1,024 descriptors, decide how
 //!   many clients are served.
+//! - `lock_memory` (`--mlock`): every page of the process stays in RAM, never written to swap,
+//!   where keys and payloads would outlive the process on a disk.
 //! - `take_env`: a secret given in the environment (the root key, the admin token) is read
 //!   once and removed, so nothing that reads the environment later (a child process, a
 //!   library, a crash reporter) finds it.
@@ -31,6 +33,27 @@ pub fn forbid_core_dumps() -> std::io::Result<()> {
     )?;
     #[cfg(target_os = "linux")]
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// Locks the process's memory, present and future, into RAM (`mlockall`), pages as they are
+/// first touched so that reserved but unused address space costs nothing. The soft limit on
+/// locked memory is raised to the hard one first; fails where that is too small for what the
+/// process holds already, and then the server should not start.
+pub fn lock_memory() -> std::io::Result<()> {
+    use rustix::mm::{mlockall, MlockAllFlags};
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Memlock);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Memlock,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)?;
     Ok(())
 }
 

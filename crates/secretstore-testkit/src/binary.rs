@@ -88,6 +88,8 @@ pub struct Site {
     pub mode: Mode,
     /// The admin token, in production mode.
     pub admin_token: Option<String>,
+    /// More environment for every server started (`SOFTHSM2_CONF` for an HSM's module).
+    pub env: Vec<(String, String)>,
     starts: usize,
 }
 
@@ -111,6 +113,7 @@ impl Site {
             root_key: random_root_key(),
             mode: Mode::Dev,
             admin_token: None,
+            env: Vec::new(),
             starts: 0,
         }
     }
@@ -180,7 +183,9 @@ impl Site {
 
     /// The command that starts a server over this site (see `serve_command`).
     pub fn command(&self, extra: &[&str]) -> Command {
-        serve_command(&self.bin, &self.data(), &self.root_key, &self.mode, extra)
+        let mut command = serve_command(&self.bin, &self.data(), &self.root_key, &self.mode, extra);
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        command
     }
 
     /// Starts a server and waits for its "listening" line.

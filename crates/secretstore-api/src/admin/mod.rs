@@ -15,6 +15,7 @@ mod apps;
 mod installations;
 mod keys;
 mod render;
+mod root_keys;
 mod sessions;
 mod users;
 
@@ -55,6 +56,10 @@ pub struct AdminState {
     pub auditor: Option<Arc<crate::audit::Auditor>>,
     /// What `GET /metrics` renders.
     pub metrics: crate::metrics::Exposition,
+    /// The key hierarchy, for `/v1/root_keys` and `/v1/namespace_keys`.
+    pub keys: Arc<secretstore_core::KeyManager>,
+    /// Re-seals a namespace's secrets when its key is rotated.
+    pub service: secretstore_core::SecretService,
 }
 
 /// The SHA-256 an admin token is kept as.
@@ -109,6 +114,9 @@ admin_routes! {
     "/v1/audit/records" => get(audit::records);
     "/v1/audit/verify" => get(audit::verify);
     "/v1/audit/prune" => post(audit::prune);
+    "/v1/root_keys" => get(root_keys::status);
+    "/v1/root_keys/rotate" => post(root_keys::rotate);
+    "/v1/namespace_keys/rotate" => post(root_keys::rotate_namespace);
     "/openapi.json" => get(openapi);
     "/metrics" => get(crate::metrics::scrape);
 }

@@ -1,0 +1,663 @@
+//! The key hierarchy's policy: which key seals what, where each key comes from, and how keys
+//! are rotated while the server serves. The primitives are `secretstore_crypto`'s; the wrapped
+//! keys live in storage (`KeyStore`), so this sits in core, between the two.
+//!
+//! - The root key ring (`RootKeyring`) wraps every stored key; its active version wraps new
+//!   ones, older versions only unwrap until `rotate_root` has re-wrapped what they held.
+//! - Each namespace (app, account, mode) has a key-encryption key, made on the namespace's
+//!   first write. Two first writes racing (on one server or several) make one key: the store
+//!   keeps the first `add_key` and answers it to both. A rotation adds a version; payloads
+//!   are sealed under the newest and opened under whichever version their header names.
+//! - The service key seals what the server keeps outside any namespace (idempotent answers);
+//!   the digest key keys credential digests and the audit chain. A data directory made before
+//!   the hierarchy keeps its digest key (derived from its root key, carried over once), so its
+//!   audit chain and kept answers stay valid.
+//!
+//! Unwrapped keys are cached in memory: a namespace key is unwrapped once (one root-key call,
+//! which for an HSM is a round trip to the token), not per request. The cache of a namespace
+//! is read again from storage after `RELOAD_AFTER`, so that a rotation made through another
+//! server sharing the database is picked up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use secretstore_crypto::{
+    envelope_v2, CryptoError, DigestKey, Kek, KeyId, RootKeyProvider, RootKeyring, SealedFormat,
+    SecretKey,
+};
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::error::StoreError;
+use crate::ids::Namespace;
+use crate::store::{KeyOwner, KeyStore, MetaStore, Reseal, SealedSecret, StoredKey};
+
+/// How long a namespace's unwrapped keys are used before storage is asked again for newer
+/// versions (made by a rotation through another server).
+pub const RELOAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Namespaces whose keys are held unwrapped at most; past it the cache starts afresh (each
+/// key is one root-key unwrap away).
+const CACHED_NAMESPACES: usize = 100_000;
+
+/// How many secrets a rotation re-wraps per transaction.
+const RESEAL_BATCH: u32 = 200;
+
+/// Where a data directory made before the hierarchy kept its root key check: a value sealed in
+/// format 1 under the root key.
+const LEGACY_CHECK: &str = "root_key_check";
+const LEGACY_CHECK_AAD: &[u8] = b"secretstore/root-key-check/v1";
+const LEGACY_CHECK_PLAINTEXT: &[u8] = b"secretstore opens this data with this root key";
+
+/// Why a key of the hierarchy could not be had. None carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "the stored keys are wrapped by root key {needed}, which is not among the root keys \
+         given ({given}); start with that root key (the first --root-key-file or \
+         --pkcs11-key-label is the active one, others may follow)"
+    )]
+    MissingRoot { needed: KeyId, given: String },
+    #[error(
+        "root key {root} does not open this data's keys: it is another key with the same id, \
+         or the stored keys were altered"
+    )]
+    WrongRoot { root: KeyId },
+    #[error("the {what} failed: {source}")]
+    Crypto {
+        what: &'static str,
+        #[source]
+        source: CryptoError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The associated data a stored key is wrapped under: its owner and version, so a wrapped key
+/// copied to another owner's row, or to another version, does not unwrap.
+fn key_aad(owner: &KeyOwner, version: u32) -> Vec<u8> {
+    let (app, account, mode) = owner.columns();
+    let version = version.to_be_bytes();
+    length_prefixed(
+        b"secretstore/stored-key/v1",
+        &[
+            owner.kind().as_bytes(),
+            app.as_bytes(),
+            account.as_bytes(),
+            mode.as_bytes(),
+            &version,
+        ],
+    )
+}
+
+/// `domain` followed by every field with its length, so no two lists of fields give the same
+/// bytes.
+pub(crate) fn length_prefixed(domain: &[u8], fields: &[&[u8]]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(domain.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    out.extend_from_slice(domain);
+    for field in fields {
+        out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        out.extend_from_slice(field);
+    }
+    out
+}
+
+/// The sealed-bytes header of format 2 under key `version`: what every value sealed under that
+/// version starts with.
+fn header(version: u32) -> [u8; 5] {
+    let v = version.to_be_bytes();
+    [2, v[0], v[1], v[2], v[3]]
+}
+
+/// A namespace's keys, unwrapped, by version.
+struct NamespaceKeys {
+    versions: BTreeMap<u32, Arc<Kek>>,
+    loaded: Instant,
+}
+
+impl NamespaceKeys {
+    fn newest(&self) -> Option<&Arc<Kek>> {
+        self.versions.values().next_back()
+    }
+}
+
+/// What `status` reports of one root key version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootStatus {
+    pub id: KeyId,
+    /// Where it comes from (`file /etc/...`, `PKCS#11 token ...`); `None` for a root key that
+    /// wraps stored keys but was not given to this server.
+    pub source: Option<String>,
+    pub active: bool,
+    /// Stored keys it wraps (namespace keys and the server's own).
+    pub keys: u64,
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotated {
+    /// Stored keys re-wrapped (root rotation), or secrets re-wrapped (namespace rotation).
+    pub rewrapped: u64,
+    /// Secrets still in format 1 that were sealed again in format 2.
+    pub resealed: u64,
+    /// The namespace key's new version (namespace rotation).
+    pub version: u32,
+}
+
+/// The key hierarchy of one server.
+pub struct KeyManager {
+    ring: RwLock<Arc<RootKeyring>>,
+    store: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+    namespaces: Mutex<HashMap<Namespace, Arc<NamespaceKeys>>>,
+    service: Arc<Kek>,
+    digest: DigestKey,
+}
+
+impl std::fmt::Debug for KeyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyManager").finish_non_exhaustive()
+    }
+}
+
+impl KeyManager {
+    /// Opens the hierarchy over `store`: checks that `ring` opens the stored keys, carries a
+    /// data directory made before the hierarchy over (its format-1 check must open, and its
+    /// digest key is kept), and makes the server's own keys on first start.
+    pub async fn start(
+        ring: RootKeyring,
+        store: Arc<dyn KeyStore>,
+        meta: &dyn MetaStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, KeyError> {
+        let ring = Arc::new(ring);
+        let legacy = match store.keys_of(&KeyOwner::Service).await?.is_empty() {
+            true => legacy_digest(&ring, meta).await?,
+            false => None,
+        };
+        let now = clock.now();
+        let digest = match legacy {
+            Some(key) => key,
+            None => SecretKey::generate().map_err(|source| KeyError::Crypto {
+                what: "making the digest key",
+                source,
+            })?,
+        };
+        // The digest key before the service key: a start interrupted between the two finds no
+        // service key, and `add_key` then answers the digest key stored the first time.
+        let digest = first_key(&ring, &*store, KeyOwner::Digest, digest, now).await?;
+        let service = SecretKey::generate().map_err(|source| KeyError::Crypto {
+            what: "making the service key",
+            source,
+        })?;
+        let service = first_key(&ring, &*store, KeyOwner::Service, service, now).await?;
+        Ok(Self {
+            ring: RwLock::new(ring),
+            store,
+            clock,
+            namespaces: Mutex::default(),
+            service: Arc::new(Kek::new(1, &service)),
+            digest: DigestKey::from_secret_key(&digest),
+        })
+    }
+
+    /// The key of keyed digests (credential digests, the audit chain).
+    pub fn digest_key(&self) -> &DigestKey {
+        &self.digest
+    }
+
+    fn ring(&self) -> Arc<RootKeyring> {
+        Arc::clone(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Takes a ring read again from the key sources (SIGHUP): its active version becomes the
+    /// active one, and every version of the previous ring it lacks is kept as an older one, so
+    /// that a key file overwritten with a new key still leaves the old key to unwrap what it
+    /// wrapped until `rotate_root` has moved it (the next start no longer has it).
+    pub fn reload_ring(&self, ring: RootKeyring) -> Result<(), CryptoError> {
+        let mut current = self.ring.write().unwrap_or_else(PoisonError::into_inner);
+        let active = Arc::clone(ring.active());
+        let others = ring
+            .ids()
+            .into_iter()
+            .chain(current.ids())
+            .filter(|id| *id != active.id())
+            .fold(Vec::new(), |mut kept: Vec<Arc<dyn RootKeyProvider>>, id| {
+                if !kept.iter().any(|p| p.id() == id) {
+                    if let Some(provider) = ring.get(id).or_else(|| current.get(id)) {
+                        kept.push(Arc::clone(provider));
+                    }
+                }
+                kept
+            });
+        *current = Arc::new(RootKeyring::new(active, others)?);
+        Ok(())
+    }
+
+    /// Seals what the server keeps outside any namespace (an idempotent answer) under the
+    /// service key; it opens only with the same `aad`.
+    pub fn seal_service(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        envelope_v2::seal(&self.service, aad, plaintext)
+    }
+
+    /// Opens what `seal_service` sealed, or a value kept in format 1 before the hierarchy.
+    pub fn open_service(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        match envelope_v2::sealed_format(sealed)? {
+            SealedFormat::V1 { .. } => self.ring().open_v1(aad, sealed),
+            SealedFormat::V2 { .. } => envelope_v2::open(&self.service, aad, sealed),
+        }
+    }
+
+    /// The key new payloads of `namespace` are sealed under: its newest version, made now if
+    /// the namespace has none.
+    pub async fn sealing_key(&self, namespace: &Namespace) -> Result<Arc<Kek>, KeyError> {
+        let keys = self.namespace_keys(namespace, None).await?;
+        if let Some(newest) = keys.newest() {
+            return Ok(Arc::clone(newest));
+        }
+        let key = SecretKey::generate().map_err(|source| KeyError::Crypto {
+            what: "making a namespace key",
+            source,
+        })?;
+        let owner = KeyOwner::Namespace(namespace.clone());
+        first_key(&self.ring(), &*self.store, owner, key, self.clock.now()).await?;
+        let keys = self.reload(namespace).await?;
+        keys.newest().cloned().ok_or_else(|| {
+            KeyError::Store(StoreError::Internal(format!(
+                "the key stored for {namespace:?} is not read back"
+            )))
+        })
+    }
+
+    /// Opens a payload of `namespace` sealed in either format; `aad` is the secret's identity.
+    pub async fn open_payload(
+        &self,
+        namespace: &Namespace,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let opened = match envelope_v2::sealed_format(sealed) {
+            Ok(SealedFormat::V1 { .. }) => self.ring().open_v1(aad, sealed),
+            Ok(SealedFormat::V2 { kek_version }) => {
+                let kek = self.opening_key(namespace, kek_version).await?;
+                envelope_v2::open(&kek, aad, sealed)
+            }
+            Err(e) => Err(e),
+        };
+        opened.map_err(|source| KeyError::Crypto {
+            what: "opening a payload",
+            source,
+        })
+    }
+
+    async fn opening_key(&self, namespace: &Namespace, version: u32) -> Result<Arc<Kek>, KeyError> {
+        let keys = self.namespace_keys(namespace, Some(version)).await?;
+        keys.versions
+            .get(&version)
+            .cloned()
+            .ok_or(KeyError::Crypto {
+                what: "opening a payload",
+                source: CryptoError::UnknownKeyVersion(version),
+            })
+    }
+
+    /// The namespace's keys from the cache, read again from storage when they are older than
+    /// `RELOAD_AFTER` or lack `version`.
+    async fn namespace_keys(
+        &self,
+        namespace: &Namespace,
+        version: Option<u32>,
+    ) -> Result<Arc<NamespaceKeys>, KeyError> {
+        let cached = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+            .cloned();
+        if let Some(keys) = cached {
+            let fresh = keys.loaded.elapsed() < RELOAD_AFTER && !keys.versions.is_empty();
+            if fresh && version.is_none_or(|v| keys.versions.contains_key(&v)) {
+                return Ok(keys);
+            }
+        }
+        self.reload(namespace).await
+    }
+
+    async fn reload(&self, namespace: &Namespace) -> Result<Arc<NamespaceKeys>, KeyError> {
+        let owner = KeyOwner::Namespace(namespace.clone());
+        let stored = self.store.keys_of(&owner).await?;
+        let ring = self.ring();
+        let mut versions = BTreeMap::new();
+        for key in &stored {
+            let secret = unwrap(&ring, key)?;
+            versions.insert(key.version, Arc::new(Kek::new(key.version, &secret)));
+        }
+        let keys = Arc::new(NamespaceKeys {
+            versions,
+            loaded: Instant::now(),
+        });
+        let mut cache = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHED_NAMESPACES {
+            cache.clear();
+        }
+        cache.insert(namespace.clone(), Arc::clone(&keys));
+        Ok(keys)
+    }
+
+    /// Forgets the unwrapped keys of `namespace` (it was removed, and its keys with it).
+    pub fn forget(&self, namespace: &Namespace) {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(namespace);
+    }
+
+    /// How many stored keys each root key version wraps, the ones given to this server first
+    /// (the active one at the top).
+    pub async fn status(&self) -> Result<Vec<RootStatus>, KeyError> {
+        let ring = self.ring();
+        let uses = self.store.keys_by_root().await?;
+        let active = ring.active().id();
+        let mut out: Vec<RootStatus> = ring
+            .ids()
+            .into_iter()
+            .map(|id| RootStatus {
+                id,
+                source: ring.get(id).map(|p| p.describe()),
+                active: id == active,
+                keys: uses.iter().find(|u| u.root == id).map_or(0, |u| u.keys),
+            })
+            .collect();
+        for used in uses {
+            if !out.iter().any(|s| s.id == used.root) {
+                out.push(RootStatus {
+                    id: used.root,
+                    source: None,
+                    active: false,
+                    keys: used.keys,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` namespaces holding secrets, after `after` (for rotating every one).
+    pub async fn namespaces(
+        &self,
+        after: Option<&Namespace>,
+        limit: u32,
+    ) -> Result<Vec<Namespace>, KeyError> {
+        Ok(self.store.namespaces(after, limit).await?)
+    }
+
+    /// How many secrets are still sealed in format 1, which only the root key that sealed them
+    /// opens: that root key cannot be retired before a namespace rotation has moved them. It
+    /// reads every namespace's secrets that are not in format 2.
+    pub async fn legacy_secrets(&self) -> Result<u64, KeyError> {
+        let mut count = 0;
+        let mut after_ns: Option<Namespace> = None;
+        loop {
+            let namespaces = self.store.namespaces(after_ns.as_ref(), 100).await?;
+            let Some(last) = namespaces.last().cloned() else {
+                return Ok(count);
+            };
+            for namespace in &namespaces {
+                let mut after = None;
+                loop {
+                    let batch = self
+                        .store
+                        .stale_sealed(namespace, &[2], after.as_ref(), 1000)
+                        .await?;
+                    let Some(last) = batch.last() else { break };
+                    after = Some(last.id.clone());
+                    count += batch.len() as u64;
+                }
+            }
+            after_ns = Some(last);
+        }
+    }
+
+    /// Re-wraps every stored key that another root key version wraps under the active one.
+    /// Keys themselves do not change, so every request keeps being served as before; a key
+    /// re-wrapped meanwhile by another server is left as it is.
+    pub async fn rotate_root(&self) -> Result<Rotated, KeyError> {
+        let ring = self.ring();
+        let active = ring.active().id();
+        let mut done = Rotated::default();
+        loop {
+            let batch = self.store.keys_not_under(active, 100).await?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            let mut progressed = false;
+            for key in batch {
+                let secret = unwrap(&ring, &key)?;
+                let (root, wrapped) = ring
+                    .wrap(&key_aad(&key.owner, key.version), &secret)
+                    .map_err(|source| KeyError::Crypto {
+                        what: "re-wrapping a stored key",
+                        source,
+                    })?;
+                if self.store.rewrap_key(&key, (root, wrapped)).await? {
+                    done.rewrapped += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                // Every key of the batch changed under us (another server rotates too): read
+                // the next batch, which no longer holds them once that rotation is done.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Rotates `namespace`'s key: makes a new version, seals new payloads under it from now on,
+    /// and re-wraps every existing payload's data key under it in batches (a payload still in
+    /// format 1 is sealed again in format 2). The payloads' ciphertexts do not change and no
+    /// request waits for the rotation. `aad` gives a stored secret's identity, as it was sealed
+    /// with.
+    pub async fn rotate_namespace(
+        &self,
+        namespace: &Namespace,
+        aad: impl Fn(&SealedSecret) -> Vec<u8>,
+    ) -> Result<Rotated, KeyError> {
+        let old = self.namespace_keys(namespace, None).await?;
+        let version = old.versions.keys().next_back().map_or(1, |v| v + 1);
+        let secret = SecretKey::generate().map_err(|source| KeyError::Crypto {
+            what: "making a namespace key",
+            source,
+        })?;
+        let owner = KeyOwner::Namespace(namespace.clone());
+        let ring = self.ring();
+        let (root, wrapped) = ring
+            .wrap(&key_aad(&owner, version), &secret)
+            .map_err(|source| KeyError::Crypto {
+                what: "wrapping a namespace key",
+                source,
+            })?;
+        let stored = self
+            .store
+            .add_key(StoredKey {
+                owner,
+                version,
+                root,
+                wrapped,
+                created: self.clock.now(),
+            })
+            .await?;
+        // Another rotation may have made this version first; use the stored one.
+        let keys = self.reload(namespace).await?;
+        let new = keys.versions.get(&stored.version).cloned().ok_or_else(|| {
+            KeyError::Store(StoreError::Internal(
+                "a new key version is not read back".into(),
+            ))
+        })?;
+        let mut done = Rotated {
+            version: stored.version,
+            ..Rotated::default()
+        };
+        self.reseal_all(namespace, &keys, &new, &aad, &mut done)
+            .await?;
+        // Servers sharing the database seal under the old version until their cache is
+        // reloaded; a second pass after that moves what they wrote meanwhile.
+        if self.store.shared() {
+            tokio::time::sleep(RELOAD_AFTER + Duration::from_secs(1)).await;
+            self.reseal_all(namespace, &keys, &new, &aad, &mut done)
+                .await?;
+        }
+        Ok(done)
+    }
+
+    async fn reseal_all(
+        &self,
+        namespace: &Namespace,
+        keys: &NamespaceKeys,
+        new: &Arc<Kek>,
+        aad: &impl Fn(&SealedSecret) -> Vec<u8>,
+        done: &mut Rotated,
+    ) -> Result<(), KeyError> {
+        let current = header(new.version());
+        let mut after = None;
+        loop {
+            let batch = self
+                .store
+                .stale_sealed(namespace, &current, after.as_ref(), RESEAL_BATCH)
+                .await?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            let mut reseals = Vec::with_capacity(batch.len());
+            let mut resealed = 0;
+            for stored in batch {
+                let aad = aad(&stored);
+                let to = match envelope_v2::sealed_format(&stored.sealed) {
+                    Ok(SealedFormat::V2 { kek_version }) => {
+                        let Some(old) = keys.versions.get(&kek_version) else {
+                            return Err(KeyError::Crypto {
+                                what: "re-wrapping a payload",
+                                source: CryptoError::UnknownKeyVersion(kek_version),
+                            });
+                        };
+                        envelope_v2::rewrap(old, new, &aad, &stored.sealed)
+                    }
+                    Ok(SealedFormat::V1 { .. }) => {
+                        resealed += 1;
+                        self.ring()
+                            .open_v1(&aad, &stored.sealed)
+                            .and_then(|plain| envelope_v2::seal(new, &aad, &plain))
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|source| KeyError::Crypto {
+                    what: "re-wrapping a payload",
+                    source,
+                })?;
+                reseals.push(Reseal {
+                    id: stored.id,
+                    from: stored.sealed,
+                    to,
+                });
+            }
+            let applied = self.store.reseal(reseals).await?;
+            done.rewrapped += applied;
+            done.resealed += resealed.min(applied);
+        }
+    }
+}
+
+fn missing_root(ring: &RootKeyring, needed: KeyId) -> KeyError {
+    let given = ring
+        .ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>();
+    KeyError::MissingRoot {
+        needed,
+        given: given.join(", "),
+    }
+}
+
+/// Unwraps a stored key with the root key version it names.
+fn unwrap(ring: &RootKeyring, key: &StoredKey) -> Result<SecretKey, KeyError> {
+    if ring.get(key.root).is_none() {
+        return Err(missing_root(ring, key.root));
+    }
+    ring.unwrap(key.root, &key_aad(&key.owner, key.version), &key.wrapped)
+        .map_err(|source| match source {
+            CryptoError::Tampered => KeyError::WrongRoot { root: key.root },
+            source => KeyError::Crypto {
+                what: "unwrapping a stored key",
+                source,
+            },
+        })
+}
+
+/// Stores `key` as `owner`'s first version unless it has one, and answers the one stored,
+/// unwrapped.
+async fn first_key(
+    ring: &RootKeyring,
+    store: &dyn KeyStore,
+    owner: KeyOwner,
+    key: SecretKey,
+    now: i64,
+) -> Result<SecretKey, KeyError> {
+    if let Some(existing) = store.keys_of(&owner).await?.into_iter().next_back() {
+        return unwrap(ring, &existing);
+    }
+    let (root, wrapped) =
+        ring.wrap(&key_aad(&owner, 1), &key)
+            .map_err(|source| KeyError::Crypto {
+                what: "wrapping a new key",
+                source,
+            })?;
+    let stored = store
+        .add_key(StoredKey {
+            owner,
+            version: 1,
+            root,
+            wrapped,
+            created: now,
+        })
+        .await?;
+    unwrap(ring, &stored)
+}
+
+/// A data directory made before the hierarchy: its format-1 root key check must open with the
+/// ring (else the ring is wrong for this data), and the digest key it used, derived from that
+/// root key, is carried over. `None` for data made under the hierarchy or none at all.
+async fn legacy_digest(
+    ring: &RootKeyring,
+    meta: &dyn MetaStore,
+) -> Result<Option<SecretKey>, KeyError> {
+    let Some(check) = meta.meta_get(LEGACY_CHECK).await? else {
+        return Ok(None);
+    };
+    let root = match envelope_v2::sealed_format(&check) {
+        Ok(SealedFormat::V1 { root }) => root,
+        _ => {
+            return Err(KeyError::Store(StoreError::Internal(
+                "the stored root key check is not in format 1".into(),
+            )))
+        }
+    };
+    let Some(provider) = ring.get(root) else {
+        return Err(missing_root(ring, root));
+    };
+    match provider.open_v1(LEGACY_CHECK_AAD, &check) {
+        Ok(plain) if plain.as_slice() == LEGACY_CHECK_PLAINTEXT => {}
+        _ => return Err(KeyError::WrongRoot { root }),
+    }
+    Ok(provider
+        .legacy_subkey(DigestKey::LEGACY_INFO)
+        .map(SecretKey::from))
+}
