@@ -37,6 +37,8 @@ pub enum Command {
     Admin(crate::admin::AdminArgs),
     /// The audit log of a running server: verify its chain, search it, prune it.
     Audit(crate::audit::AuditArgs),
+    /// The key hierarchy of a running server: root key status, root and namespace rotation.
+    Keys(crate::keys::KeysArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,9 +133,49 @@ pub struct ServeArgs {
     pub no_audit: bool,
 
     /// File holding the 256-bit root key (64 hex digits or base64). Refused unless it belongs
-    /// to this user and gives group and others nothing.
-    #[arg(long, env = "SECRETSTORE_ROOT_KEY_FILE", value_name = "PATH")]
-    pub root_key_file: Option<PathBuf>,
+    /// to this user and gives group and others nothing. Give it several times during a root
+    /// key rotation: the first is the active version, which wraps new keys; the others only
+    /// unwrap what they wrapped until `secretstore keys rotate-root` has moved it. With
+    /// --pkcs11-key-label, these files follow the HSM's keys as older versions.
+    #[arg(long, env = "SECRETSTORE_ROOT_KEY_FILE", value_name = "PATH", action = ArgAction::Append)]
+    pub root_key_file: Vec<PathBuf>,
+
+    /// PKCS#11 module (the HSM vendor's library, e.g. /usr/lib/softhsm/libsofthsm2.so) holding
+    /// the root key, which then never leaves the token: wrapping happens inside it.
+    #[arg(long, env = "SECRETSTORE_PKCS11_MODULE", value_name = "PATH",
+          requires_all = ["pkcs11_token_label", "pkcs11_pin_file", "pkcs11_key_label"])]
+    pub pkcs11_module: Option<PathBuf>,
+
+    /// Label of the PKCS#11 token holding the root key.
+    #[arg(
+        long,
+        env = "SECRETSTORE_PKCS11_TOKEN_LABEL",
+        value_name = "LABEL",
+        requires = "pkcs11_module"
+    )]
+    pub pkcs11_token_label: Option<String>,
+
+    /// File holding the token's user PIN (owner-only, like the root key file).
+    #[arg(
+        long,
+        env = "SECRETSTORE_PKCS11_PIN_FILE",
+        value_name = "PATH",
+        requires = "pkcs11_module"
+    )]
+    pub pkcs11_pin_file: Option<PathBuf>,
+
+    /// Label of the AES-256 key on the token that is the root key. Give it several times during
+    /// a rotation: the first is the active version, like --root-key-file.
+    #[arg(long, env = "SECRETSTORE_PKCS11_KEY_LABEL", value_name = "LABEL",
+          action = ArgAction::Append, requires = "pkcs11_module")]
+    pub pkcs11_key_label: Vec<String>,
+
+    /// Lock the server's memory into RAM (mlockall), so that keys and payloads are never
+    /// written to swap. Needs a locked-memory limit (ulimit -l, LimitMEMLOCK=) at least the
+    /// server's memory; the start is refused otherwise. The environment twin takes true/false.
+    #[arg(long, env = "SECRETSTORE_MLOCK", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub mlock: bool,
 
     /// Most live secrets one scope (an account scope, or one user's scope) may hold.
     #[arg(long, env = "SECRETSTORE_MAX_SECRETS_PER_SCOPE", default_value_t = 10,

@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod cli;
 mod generate;
+mod keys;
 mod secrets;
 mod serve;
 
@@ -44,5 +45,6 @@ fn main() -> ExitCode {
         cli::Command::Man(args) => generate::man(args),
         cli::Command::Admin(args) => admin::main(args),
         cli::Command::Audit(args) => audit::main(args),
+        cli::Command::Keys(args) => keys::main(args),
     }
 }

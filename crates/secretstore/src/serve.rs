@@ -16,7 +16,7 @@ use secretstore_core::Limits;
 use secretstore_postgres::PostgresOptions;
 use secretstore_server::{
     process, AdminConfig, App, AuditConfig, AuditLogTarget, Config, HttpLimits, Listeners,
-    RootKeySource, Shutdown, StorageConfig, TlsFiles,
+    Pkcs11Key, RootKeySource, Shutdown, StorageConfig, TlsFiles,
 };
 use secretstore_sqlite::SqliteOptions;
 use tokio::net::{TcpListener, TcpSocket};
@@ -83,6 +83,16 @@ pub fn main(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     process::restrict_umask();
+    if args.mlock {
+        if let Err(err) = process::lock_memory() {
+            eprintln!(
+                "secretstore: --mlock: cannot lock the process's memory ({err}); raise the \
+                 locked-memory limit (ulimit -l, or LimitMEMLOCK= in a systemd unit) to at least \
+                 the server's memory, or start without --mlock"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let open_files = process::raise_open_files_limit();
     let secrets = EnvSecrets::take();
     init_logging(args.log_format, &args.log);
@@ -114,34 +124,54 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-/// The root key's source, the first given: the key file, the environment, or (dev mode only) a
-/// key generated into the data directory.
-fn root_key_source(
+/// The root key versions, the active one first: the HSM's keys (--pkcs11-key-label), then the
+/// key files, else the environment's key, else (dev mode only) a key generated into the data
+/// directory.
+fn root_key_sources(
     args: &ServeArgs,
     from_env: Option<Zeroizing<String>>,
-) -> anyhow::Result<RootKeySource> {
-    if let Some(path) = &args.root_key_file {
-        return Ok(RootKeySource::File(path.clone()));
+) -> anyhow::Result<Vec<RootKeySource>> {
+    let mut sources = Vec::new();
+    if let (Some(module), Some(token_label), Some(pin_file)) = (
+        &args.pkcs11_module,
+        &args.pkcs11_token_label,
+        &args.pkcs11_pin_file,
+    ) {
+        sources.extend(args.pkcs11_key_label.iter().map(|key_label| {
+            RootKeySource::Pkcs11(Pkcs11Key {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                pin_file: pin_file.clone(),
+                key_label: key_label.clone(),
+            })
+        }));
+    }
+    sources.extend(args.root_key_file.iter().cloned().map(RootKeySource::File));
+    if !sources.is_empty() {
+        return Ok(sources);
     }
     if let Some(value) = from_env {
-        return Ok(RootKeySource::Env {
+        return Ok(vec![RootKeySource::Env {
             variable: ROOT_KEY_ENV.to_owned(),
             value,
-        });
+        }]);
     }
     if args.database_url.is_some() {
         bail!(
-            "with --database-url the root key must come from --root-key-file PATH or \
-             {ROOT_KEY_ENV}, the same key on every server of the database (--dev generates one \
-             only into a data directory)"
+            "with --database-url the root key must come from --root-key-file PATH, \
+             {ROOT_KEY_ENV} or an HSM (--pkcs11-module ...), the same key on every server of the \
+             database (--dev generates one only into a data directory)"
         );
     }
     if args.dev {
-        return Ok(RootKeySource::DevGenerated(args.data.join("root.key")));
+        return Ok(vec![RootKeySource::DevGenerated(
+            args.data.join("root.key"),
+        )]);
     }
     bail!(
-        "no root key: give --root-key-file PATH or set {ROOT_KEY_ENV} (or start with --dev to \
-         generate one for local use)"
+        "no root key: give --root-key-file PATH, set {ROOT_KEY_ENV}, or name an HSM key \
+         (--pkcs11-module, --pkcs11-token-label, --pkcs11-pin-file, --pkcs11-key-label); or \
+         start with --dev to generate one for local use"
     )
 }
 
@@ -178,7 +208,7 @@ fn config(
         admin,
         tls: tls_files(&args.tls_cert, &args.tls_key),
         storage: storage_config(args)?,
-        root_key: root_key_source(args, secrets.root_key)?,
+        root_keys: root_key_sources(args, secrets.root_key)?,
         dev: args.dev,
         limits: Limits {
             max_secrets_per_scope: args.max_secrets_per_scope,

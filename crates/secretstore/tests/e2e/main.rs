@@ -11,6 +11,7 @@ mod abuse;
 mod audit;
 mod durability;
 mod faults;
+mod keys;
 mod metrics;
 mod postgres;
 mod startup;

@@ -59,3 +59,22 @@ pub fn integrity_check(db: &Path) -> String {
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
+
+/// Sends SIGHUP to `server`, as an operator's reload does.
+pub fn sighup(server: &Server) {
+    let pid = server.pid().expect("server running");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to 10 s for `done`, polling.
+pub fn wait_until(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not done within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -8,7 +8,7 @@ use crate::server::{client, set, site, BIN};
 /// Runs a start to its end: whether it succeeded, and what it printed. A start still running
 /// after 30 s is serving: it is killed and counts as a success, so a test expecting a refusal
 /// fails instead of waiting for ever.
-fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
+pub(crate) fn run_to_exit(mut command: std::process::Command) -> (bool, String) {
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
