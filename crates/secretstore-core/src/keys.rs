@@ -54,9 +54,9 @@ const LEGACY_CHECK_PLAINTEXT: &[u8] = b"secretstore opens this data with this ro
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
-        "the stored keys are wrapped by root key {needed}, which is not among the root keys \
-         given ({given}); start with that root key (the first --root-key-file or \
-         --pkcs11-key-label is the active one, others may follow)"
+        "the stored keys are wrapped by root key {needed}, a different key from the root keys \
+         given ({given}); start with the root key this data was made with (the first \
+         --root-key-file or --pkcs11-key-label is the active one, older ones may follow it)"
     )]
     MissingRoot { needed: KeyId, given: String },
     #[error(

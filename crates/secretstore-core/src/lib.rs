@@ -45,7 +45,8 @@ pub use secret::{
     SecretAddress, SecretName,
 };
 pub use service::{
-    DeleteRequest, FindRequest, ListPage, ListRequest, Secret, SecretService, SetRequest,
+    payload_aad, DeleteRequest, FindRequest, ListPage, ListRequest, Secret, SecretService,
+    SetRequest,
 };
 pub use store::{
     seal_once, AtomicWrites, AuditAppend, AuditStore, Directory, IdempotencyStore,

@@ -111,7 +111,7 @@ pub struct ListPage {
 
 /// Associated data binding a sealed payload to its secret's identity. Every field is length
 /// prefixed, so no two identities give the same bytes.
-fn payload_aad(address: &SecretAddress, id: &SecretId) -> Vec<u8> {
+pub fn payload_aad(address: &SecretAddress, id: &SecretId) -> Vec<u8> {
     let user = address.scope.user().map(|u| u.as_str()).unwrap_or("");
     let fields: [&[u8]; 7] = [
         address.namespace.app.as_str().as_bytes(),

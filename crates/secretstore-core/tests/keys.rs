@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use secretstore_core::{
-    AccountId, AppId, CredentialId, FindRequest, KeyError, KeyManager, Limits, ManualClock,
-    MetaStore, Mode, Namespace, Payload, RequestContext, Scope, SecretAddress, SecretName,
-    SecretService, SetRequest,
+    payload_aad, AccountId, AppId, CredentialId, FindRequest, KeyError, KeyManager, Limits,
+    ManualClock, MetaStore, Mode, Namespace, Payload, PutRequest, RequestContext, Scope,
+    SecretAddress, SecretId, SecretName, SecretService, SecretStore, SetRequest,
 };
 use secretstore_crypto::{
     envelope_v2, sealed_format, DigestKey, Envelope, LocalRootKey, RootKey, RootKeyProvider,
@@ -165,6 +165,30 @@ async fn a_directory_made_before_the_hierarchy_keeps_its_digest_key_and_its_payl
         .await
         .unwrap();
     assert_eq!(opened.as_slice(), b"old payload");
+
+    // A secret sealed in format 1 before the hierarchy opens through the service, and a
+    // namespace rotation seals it again in format 2.
+    let legacy_root = root.clone();
+    store
+        .put(PutRequest {
+            address: address("acct_1", "old"),
+            new_id: SecretId::generate(),
+            now: NOW,
+            expires_at: None,
+            max_per_scope: 10,
+            seal: Box::new(move |id| {
+                Envelope::new(&legacy_root)
+                    .seal(&payload_aad(&address("acct_1", "old"), id), b"old payload")
+                    .map_err(Into::into)
+            }),
+        })
+        .await
+        .unwrap();
+    let svc = service(&store, keys);
+    assert_eq!(find(&svc, "acct_1", "old").await, "old payload");
+    let rotated = svc.rotate_namespace(&namespace("acct_1")).await.unwrap();
+    assert_eq!((rotated.rewrapped, rotated.resealed), (1, 1));
+    assert_eq!(find(&svc, "acct_1", "old").await, "old payload");
 
     // Another root key is refused, naming the one the data needs.
     let store2 = Arc::new(MemoryStore::new());

@@ -610,6 +610,11 @@ impl KeyStore for PostgresStore {
         let client = self.client().await?;
         keys::namespaces(&client, after, limit).await
     }
+
+    /// Any number of servers share one database, each caching namespace keys.
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]

@@ -319,3 +319,19 @@ async fn a_namespace_key_rotated_re_wraps_its_secrets_and_they_still_open() {
     let server = site.start(&refs(&flags));
     assert_all_found(&server.url, 450).await;
 }
+
+#[tokio::test]
+async fn with_mlock_the_servers_memory_is_locked_out_of_swap() {
+    let mut site = site();
+    let server = site.start(&["--mlock"]);
+    set_one(&server.url, "locked", "zqxPLAINTEXTzqx-locked").await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
+    let locked_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmLck:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    // The pages the server has touched (its heap, its stacks, SQLite's cache) are locked.
+    assert!(locked_kib > 1024, "VmLck is {locked_kib} kB:\n{status}");
+}
