@@ -54,7 +54,11 @@ pub enum LogFormat {
     after_help = "Root key: --root-key-file PATH, or the key itself (64 hex digits or \
 base64) in the environment variable SECRETSTORE_ROOT_KEY (never a flag, so it stays out of the \
 process list). With --dev and neither, a key is generated into DATA/root.key on first start \
-(never beside existing data: a DATA that holds a database but no root.key is refused).\n\n\
+(never beside existing data: a DATA that holds a database but no root.key is refused). Or in an \
+HSM, where it never leaves the token: --pkcs11-module, --pkcs11-token-label, --pkcs11-pin-file \
+and --pkcs11-key-label (`secretstore keys hsm-generate` makes the key). The root key wraps one \
+key per namespace, which wraps each secret's data key; SIGHUP reads the key sources again, and \
+`secretstore keys` rotates them while the server serves.\n\n\
 Production mode (without --dev) checks every credential against what the admin API \
 provisions. It needs a root key from outside the data (--root-key-file or SECRETSTORE_ROOT_KEY) \
 and an admin token (--admin-token-file, refused unless private to this user, or \
