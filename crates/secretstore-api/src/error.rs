@@ -496,6 +496,9 @@ impl From<StoreError> for ApiError {
                 format!("The {what} does not exist; create it first."),
             ),
             StoreError::Unavailable(why) => Self::unavailable(why),
+            // Like an audit route on a server without an audit log: there is nothing here to
+            // answer with, and the sentence says where to look instead.
+            StoreError::Unsupported(why) => Self::new(Code::ResourceMissing, why),
             other @ (StoreError::Seal(_) | StoreError::Internal(_)) => Self::internal(other),
         }
     }

@@ -79,7 +79,7 @@ mod params;
 mod retry;
 mod secret;
 
-pub use admin::AdminClient;
+pub use admin::{AdminClient, Download};
 pub use api_key::ApiKey;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,

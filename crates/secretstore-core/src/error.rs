@@ -48,6 +48,11 @@ pub enum StoreError {
     /// down. Retrying later may succeed, and nothing stored was harmed.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
+    /// The backend does not do this at all, and never will by retrying: the sentence says
+    /// what to use instead (a backup of PostgreSQL is taken with pg_dump, not by the server).
+    /// Nothing is wrong with storage.
+    #[error("{0}")]
+    Unsupported(String),
     /// Anything else: a bug or a damaged database. Logged, never shown to clients.
     #[error("storage failed: {0}")]
     Internal(String),

@@ -214,7 +214,8 @@ impl StorageFailure {
             StoreError::ScopeFull { .. }
             | StoreError::CursorNotFound { .. }
             | StoreError::AlreadyExists(_)
-            | StoreError::Missing(_) => None,
+            | StoreError::Missing(_)
+            | StoreError::Unsupported(_) => None,
         }
     }
 }

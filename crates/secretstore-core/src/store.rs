@@ -584,6 +584,20 @@ pub trait Lifecycle: Send + Sync + std::fmt::Debug + 'static {
     /// Sets the gauges of `crate::metrics` that only this backend knows (PostgreSQL's
     /// connection pool), just before a scrape reads them. Nothing by default.
     fn record_gauges(&self) {}
+
+    /// A transactionally consistent copy of the whole database (every record of every trait
+    /// above, sealed as stored: ciphertext and wrapped keys, never a payload or a root key),
+    /// taken while writes go on, for `GET /v1/backup`. The copy is a file already unlinked
+    /// from every directory, so it goes away when the file is closed: a transfer cut short
+    /// leaves nothing behind. By default `StoreError::Unsupported`: a backend whose database
+    /// runs elsewhere is backed up with that database's own tools.
+    async fn snapshot(&self) -> Result<std::fs::File, StoreError> {
+        Err(StoreError::Unsupported(
+            "this storage backend takes no backups itself: back up its database with the \
+             database's own tools"
+                .into(),
+        ))
+    }
 }
 
 /// A complete backend: every storage trait. Implemented for any type that implements them all.

@@ -713,6 +713,16 @@ impl Lifecycle for PostgresStore {
         let idle = status.available;
         secretstore_core::metrics::pg_pool(idle, status.size.saturating_sub(idle), status.max_size);
     }
+
+    /// The database is PostgreSQL's to copy: pg_dump takes a consistent copy of it while the
+    /// servers run, and no server could stream one more cheaply than that.
+    async fn snapshot(&self) -> Result<std::fs::File, StoreError> {
+        Err(StoreError::Unsupported(
+            "this server keeps its data in PostgreSQL, whose backups are taken with pg_dump \
+             (see the README's Backups): restore the dump and start with the same root key"
+                .into(),
+        ))
+    }
 }
 
 impl Drop for PostgresStore {

@@ -248,6 +248,7 @@ impl AppBuilder {
             ),
             keys: Arc::clone(&keys),
             service: service.clone(),
+            storage: Arc::clone(&storage.lifecycle),
         });
         let state = AppState::from(AppParts {
             service,

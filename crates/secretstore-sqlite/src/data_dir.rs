@@ -132,6 +132,55 @@ pub fn prepare(dir: &Path) -> Result<(DirLock, PathBuf), StoreError> {
     Ok((lock, database))
 }
 
+/// What the name of a snapshot file (`crate::backup::snapshot`) begins and ends with.
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+const SNAPSHOT_SUFFIX: &str = ".db";
+
+/// A new, empty, owner-only file in `dir` for a snapshot, under a name no other file has (a
+/// second backup taken at the same time gets its own): its path. Inside the data directory,
+/// because that is private and on a filesystem known to have room for the database.
+pub fn new_snapshot_file(dir: &Path) -> Result<PathBuf, StoreError> {
+    loop {
+        let name = secretstore_core::ids::random_id(SNAPSHOT_PREFIX, 16) + SNAPSHOT_SUFFIX;
+        let path = dir.join(name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(io_failure(
+                    format!("cannot create a snapshot file in {}", dir.display()),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Removes the snapshot files a process that died in the middle of a snapshot left behind. Only
+/// with the directory's lock held: then no snapshot of a living process can be among them.
+pub fn remove_stale_snapshots(dir: &Path, _held: &DirLock) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(SNAPSHOT_SUFFIX) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %name, "removed a snapshot a stopped process left"),
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "cannot remove a stale snapshot")
+                }
+            }
+        }
+    }
+}
+
 /// The database file in `dir`, if it holds data: it, or its write-ahead log, is not empty. A
 /// database file that `prepare` made but SQLite never wrote to holds nothing.
 pub fn database_with_data(dir: &Path) -> Option<PathBuf> {
@@ -142,6 +191,21 @@ pub fn database_with_data(dir: &Path) -> Option<PathBuf> {
 }
 
 fn lock(dir: &Path) -> Result<DirLock, StoreError> {
+    try_lock(dir)?.ok_or_else(|| {
+        let holder = read_holder(&dir.join(LOCK_FILE))
+            .map(|pid| format!(" (pid {pid})"))
+            .unwrap_or_default();
+        StoreError::Unavailable(format!(
+            "data directory {} is in use by another secretstore process{holder}",
+            dir.display()
+        ))
+    })
+}
+
+/// Takes the lock of the data directory `dir` (which must exist) if no other process holds
+/// it: `Ok(None)` when one does, a running server say. `secretstore backup` asks this to
+/// choose between copying the files itself and asking the server that holds them.
+pub fn try_lock(dir: &Path) -> Result<Option<DirLock>, StoreError> {
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -153,15 +217,7 @@ fn lock(dir: &Path) -> Result<DirLock, StoreError> {
         .map_err(|e| io_failure(format!("cannot open lock file {}", path.display()), e))?;
     match try_lock_exclusive(&file) {
         Ok(true) => {}
-        Ok(false) => {
-            let holder = read_holder(&mut file)
-                .map(|pid| format!(" (pid {pid})"))
-                .unwrap_or_default();
-            return Err(StoreError::Unavailable(format!(
-                "data directory {} is in use by another secretstore process{holder}",
-                dir.display()
-            )));
-        }
+        Ok(false) => return Ok(None),
         Err(e) => {
             return Err(io_failure(
                 format!("cannot lock data directory {}", dir.display()),
@@ -175,7 +231,7 @@ fn lock(dir: &Path) -> Result<DirLock, StoreError> {
         .set_len(0)
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| writeln!(file, "{}", std::process::id()));
-    Ok(DirLock { _file: file })
+    Ok(Some(DirLock { _file: file }))
 }
 
 /// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds it. A
@@ -197,10 +253,13 @@ fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
-fn read_holder(file: &mut File) -> Option<u32> {
+fn read_holder(path: &Path) -> Option<u32> {
     let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    file.take(32).read_to_string(&mut text).ok()?;
+    File::open(path)
+        .ok()?
+        .take(32)
+        .read_to_string(&mut text)
+        .ok()?;
     text.trim().parse().ok()
 }
 

@@ -12,6 +12,7 @@
 //! the lock allows only one.
 
 mod audit;
+mod backup;
 mod cache;
 mod data_dir;
 mod directory;
@@ -48,10 +49,12 @@ use secretstore_core::{
 use secretstore_crypto::KeyId;
 use tokio::sync::oneshot;
 
-pub use data_dir::{check_private, database_with_data, DATABASE_FILE, LOCK_FILE};
+pub use backup::{inspect, restore, snapshot_stopped, BackupError, BackupInfo};
+pub use data_dir::{
+    check_private, database_with_data, try_lock, DirLock, DATABASE_FILE, LOCK_FILE,
+};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
-use crate::data_dir::DirLock;
 use crate::errors::{shutting_down, sql_failure, thread_stopped};
 use crate::reader::ReadJob;
 use crate::writer::{Job, Touches, WriterState};
@@ -151,6 +154,7 @@ impl SqliteStore {
     /// called once at start-up.
     pub fn open(dir: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let (lock, database) = data_dir::prepare(dir)?;
+        data_dir::remove_stale_snapshots(dir, &lock);
         let shown = database.display().to_string();
         let mut writer_conn = open_writer(&database, options.busy_timeout)?;
         schema::migrate(&mut writer_conn, &shown)?;
@@ -913,6 +917,17 @@ impl Lifecycle for SqliteStore {
                 })
             })
             .await
+    }
+
+    /// `backup::snapshot`, off the async runtime.
+    async fn snapshot(&self) -> Result<std::fs::File, StoreError> {
+        if self.channels.read().is_none() {
+            return Err(shutting_down());
+        }
+        let (dir, busy_timeout) = (self.dir.clone(), self.options.busy_timeout);
+        tokio::task::spawn_blocking(move || backup::snapshot(&dir, busy_timeout))
+            .await
+            .map_err(|e| StoreError::Internal(format!("the snapshot panicked: {e}")))?
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! What is particular to the SQLite store, beyond the conformance suite: data surviving a
 //! restart, the data directory's lock and permissions, schema versions, group commit actually
-//! batching (with failing jobs inside a batch), and damaged rows reported, not panicked on.
+//! batching (with failing jobs inside a batch), damaged rows reported, not panicked on, and
+//! backups (a snapshot of a running store restored, files that are not backups refused).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,7 +13,8 @@ use secretstore_core::{
     Namespace, PutRequest, Scope, SealedSecret, SecretId, SecretStore as _, Store, StoreError,
 };
 use secretstore_sqlite::{
-    SqliteOptions, SqliteStore, DATABASE_FILE, LOCK_FILE, MIGRATIONS, SCHEMA_VERSION,
+    inspect, restore, snapshot_stopped, try_lock, SqliteOptions, SqliteStore, DATABASE_FILE,
+    LOCK_FILE, MIGRATIONS, SCHEMA_VERSION,
 };
 use secretstore_store_tests::fixtures::{
     address, at, claim_and_complete, failing_put, home, idempotency_key, kept_answer, namespace,
@@ -167,14 +169,21 @@ async fn check_known_state(
     );
 }
 
+/// A store opened in `dir`, the known state written, then closed and dropped (so its lock is
+/// free): what it wrote.
+async fn known_state_closed(dir: &Path) -> (SealedSecret, SealedSecret, KeptAnswer) {
+    let store: Arc<dyn Store> = Arc::new(open(dir));
+    let known = write_known_state(Arc::clone(&store)).await;
+    store.close().await.expect("close");
+    drop(store);
+    known
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn data_survives_close_and_reopen() {
     let tmp = private_tempdir();
     let dir = tmp.path().join("data");
-    let store: Arc<dyn Store> = Arc::new(open(&dir));
-    let (a, b, answer) = write_known_state(Arc::clone(&store)).await;
-    store.close().await.expect("close");
-    drop(store);
+    let (a, b, answer) = known_state_closed(&dir).await;
     let store: Arc<dyn Store> = Arc::new(open(&dir));
     check_known_state(store, &a, &b, &answer).await;
 }
@@ -758,4 +767,140 @@ async fn a_second_get_is_answered_from_the_cache() {
     let reads = store.stats().reads;
     assert!(store.get(&k, NOW).await.expect("get").is_some());
     assert_eq!(store.stats().reads, reads, "the second get needs no reader");
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A snapshot holds the store as it was when taken (a write after it is not in it), leaves no
+/// file in the data directory, and restored into a new directory it is that store again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_of_a_running_store_restores_to_the_store_as_it_was() {
+    let tmp = private_tempdir();
+    let dir = tmp.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    let (a, b, answer) = write_known_state(Arc::clone(&store)).await;
+    let mut snapshot = store.snapshot().await.expect("snapshot");
+    put_ok(
+        &store,
+        &address(&home(), &Scope::Account, "after"),
+        NOW,
+        None,
+        ROOMY,
+        "after",
+    )
+    .await;
+    assert!(
+        !names_in(&dir)
+            .iter()
+            .any(|name| name.starts_with("snapshot-")),
+        "the snapshot's name is gone once it is open: {:?}",
+        names_in(&dir)
+    );
+    assert!(
+        try_lock(&dir).expect("lock").is_none(),
+        "the store holds it"
+    );
+
+    let backup = tmp.path().join("backup.db");
+    std::io::copy(
+        &mut snapshot,
+        &mut std::fs::File::create(&backup).expect("create"),
+    )
+    .expect("copy");
+    let info = inspect(&backup).expect("a backup");
+    assert_eq!(
+        (info.schema_version, info.secrets),
+        (SCHEMA_VERSION, 2),
+        "{info:?}"
+    );
+
+    let restored = tmp.path().join("restored");
+    assert_eq!(restore(&restored, &backup).expect("restore"), info);
+    assert_eq!(mode_of(&restored), 0o700);
+    assert_eq!(mode_of(&restored.join(DATABASE_FILE)), 0o600);
+    let refused = restore(&restored, &backup).expect_err("not empty");
+    assert!(refused.0.contains("is not empty"), "{refused}");
+    // check_known_state lists the scope: "after" would show there if the copy held it.
+    check_known_state(Arc::new(open(&restored)), &a, &b, &answer).await;
+}
+
+/// A directory no server holds is copied by whoever takes its lock, read-only; a snapshot a
+/// dead process left in a data directory is removed when the store opens there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_store_is_copied_under_its_lock_and_stale_snapshots_go() {
+    let tmp = private_tempdir();
+    let dir = tmp.path().join("data");
+    let (a, b, answer) = known_state_closed(&dir).await;
+    let before = names_in(&dir);
+
+    let held = try_lock(&dir).expect("lock").expect("no one holds it");
+    assert!(SqliteStore::open(&dir, SqliteOptions::default()).is_err());
+    let backup = tmp.path().join("backup.db");
+    std::fs::File::create(&backup).expect("create");
+    snapshot_stopped(&dir, &held, &backup).expect("snapshot");
+    drop(held);
+    assert_eq!(names_in(&dir), before, "the directory is left as it was");
+
+    let stale = dir.join("snapshot-0123456789abcdef.db");
+    std::fs::write(&stale, b"half a copy").expect("write");
+    let restored = tmp.path().join("restored");
+    restore(&restored, &backup).expect("restore");
+    check_known_state(Arc::new(open(&restored)), &a, &b, &answer).await;
+    drop(open(&dir));
+    assert!(!stale.exists(), "a stale snapshot is removed at open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_are_not_backups_are_refused_with_a_reason() {
+    let tmp = private_tempdir();
+    let text = tmp.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "not a database at all, just some words in a file\n".repeat(20),
+    )
+    .expect("write");
+    let bare = tmp.path().join("bare.db");
+    rusqlite::Connection::open(&bare)
+        .and_then(|db| db.execute_batch("CREATE TABLE t (x)"))
+        .expect("sqlite");
+    let empty = tmp.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("write");
+    for (file, reason) in [
+        (&text, "not an SQLite database"),
+        (&bare, "without secretstore's tables"),
+        (&empty, "it is empty"),
+    ] {
+        let refused = inspect(file).expect_err("not a backup");
+        assert!(
+            refused.0.contains("is not a secretstore backup") && refused.0.contains(reason),
+            "{refused}"
+        );
+        let into = tmp.path().join("into");
+        assert_eq!(restore(&into, file).expect_err("refused"), refused);
+        assert!(!into.exists(), "a refused restore creates nothing");
+    }
+
+    let newer = tmp.path().join("newer");
+    drop(open(&newer));
+    let db = rusqlite::Connection::open(newer.join(DATABASE_FILE)).expect("sqlite");
+    db.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+        .expect("set version");
+    drop(db);
+    let refused =
+        restore(&tmp.path().join("into"), &newer.join(DATABASE_FILE)).expect_err("newer schema");
+    assert!(refused.0.contains("newer"), "{refused}");
 }

@@ -39,6 +39,13 @@ pub enum Command {
     Audit(crate::audit::AuditArgs),
     /// The key hierarchy of a running server: root key status, root and namespace rotation.
     Keys(crate::keys::KeysArgs),
+    /// Copy a data directory's store into a backup file, while its server runs or not.
+    ///
+    /// While a server runs, through its admin API. The file holds ciphertext and wrapped keys
+    /// only: it opens only with the same root key.
+    Backup(crate::backup::BackupArgs),
+    /// Fill a new or empty data directory from a backup file; needs no server.
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,10 +3,12 @@
 //! SIGTERM or SIGINT, then finishes in-flight requests and flushes storage before exiting.
 //! `secretstore secrets` sets, finds, lists and deletes secrets on a server (this one or
 //! Stripe); `secretstore admin` provisions tenants over a production server's admin API;
-//! `completions` and `man` print shell completions and the man pages.
+//! `backup` and `restore` copy an embedded store out and back; `completions` and `man` print
+//! shell completions and the man pages.
 
 mod admin;
 mod audit;
+mod backup;
 mod cli;
 mod generate;
 mod keys;
@@ -46,5 +48,7 @@ fn main() -> ExitCode {
         cli::Command::Admin(args) => admin::main(args),
         cli::Command::Audit(args) => audit::main(args),
         cli::Command::Keys(args) => keys::main(args),
+        cli::Command::Backup(args) => backup::backup(args),
+        cli::Command::Restore(args) => backup::restore(args),
     }
 }

@@ -6,12 +6,13 @@
 //! crates.io groups its controllers; they share the token check (`AdminCaller`), the JSON body
 //! reader (`JsonBody`), listing parameters (`page`) and the error table of `crate::error`.
 //! `GET /metrics` (Prometheus's text format, `crate::metrics`) is served here too, behind the
-//! same token.
+//! same token, and so is `GET /v1/backup`, a copy of the whole store (`backup`).
 
 mod accounts;
 mod audit;
 pub use audit::parse_time;
 mod apps;
+mod backup;
 mod installations;
 mod keys;
 mod render;
@@ -27,7 +28,9 @@ use axum::Router;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use secretstore_core::metrics::AuthFailure;
-use secretstore_core::{AccountId, AppId, AuditSlot, Clock, Directory, DirectoryPage, Listed};
+use secretstore_core::{
+    AccountId, AppId, AuditSlot, Clock, Directory, DirectoryPage, Lifecycle, Listed,
+};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -60,6 +63,8 @@ pub struct AdminState {
     pub keys: Arc<secretstore_core::KeyManager>,
     /// Re-seals a namespace's secrets when its key is rotated.
     pub service: secretstore_core::SecretService,
+    /// The backend as a whole, whose snapshot `GET /v1/backup` streams.
+    pub storage: Arc<dyn Lifecycle>,
 }
 
 /// The SHA-256 an admin token is kept as.
@@ -117,6 +122,7 @@ admin_routes! {
     "/v1/root_keys" => get(root_keys::status);
     "/v1/root_keys/rotate" => post(root_keys::rotate);
     "/v1/namespace_keys/rotate" => post(root_keys::rotate_namespace);
+    "/v1/backup" => get(backup::download);
     "/openapi.json" => get(openapi);
     "/metrics" => get(crate::metrics::scrape);
 }

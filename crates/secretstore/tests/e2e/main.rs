@@ -9,6 +9,7 @@ mod server;
 
 mod abuse;
 mod audit;
+mod backup;
 mod durability;
 mod faults;
 mod keys;
