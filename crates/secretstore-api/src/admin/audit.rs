@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use super::{json, Admin, AdminCaller, JsonBody, Query};
 use crate::audit::{record_json, Auditor};
 use crate::error::{ApiError, Code};
-use crate::params::parse_integer;
 
 /// Records read per step of a verification.
 const VERIFY_PAGE: u32 = 1000;
@@ -131,10 +130,9 @@ fn parse_outcome(text: &str) -> Outcome {
 
 pub async fn records(admin: Admin, _: AdminCaller, mut query: Query) -> Result<Response, ApiError> {
     let auditor = auditor(&admin)?;
-    let limit = match query.text("limit")? {
+    let limit = match query.integer("limit")? {
         None => 100,
-        Some(text) => {
-            let n = parse_integer(&text, "limit")?;
+        Some(n) => {
             if !(1..=MAX_SEARCH).contains(&n) {
                 return Err(ApiError::out_of_range(
                     "limit",
@@ -149,10 +147,7 @@ pub async fn records(admin: Admin, _: AdminCaller, mut query: Query) -> Result<R
     };
     let since_ms = time(&mut query, "since")?;
     let until_ms = time(&mut query, "until")?;
-    let before_seq = query
-        .text("starting_after")?
-        .map(|t| parse_integer(&t, "starting_after"))
-        .transpose()?;
+    let before_seq = query.integer("starting_after")?;
     let filter = AuditFilter {
         since_ms,
         until_ms,
