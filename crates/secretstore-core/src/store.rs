@@ -276,6 +276,13 @@ impl KeyOwner {
         })
     }
 
+    /// The kind, app, account and mode columns a stored key's owner is kept as, in that order:
+    /// what both SQL backends bind to find an owner's rows.
+    pub fn stored_columns(&self) -> [&str; 4] {
+        let (app, account, mode) = self.columns();
+        [self.kind(), app, account, mode]
+    }
+
     /// The app, account and mode columns: a namespace's, or empty for the server's keys.
     pub fn columns(&self) -> (&str, &str, &str) {
         match self {

@@ -30,17 +30,11 @@ macro_rules! key_columns {
 }
 
 /// The condition that a row of `keys` belongs to the owner bound as `$1`..`$4`
-/// (`owner_params`).
+/// (`KeyOwner::stored_columns`).
 macro_rules! of_owner {
     () => {
         "kind = $1 AND app = $2 AND account = $3 AND mode = $4"
     };
-}
-
-/// `kind, app, account, mode` of `owner`, as `of_owner!()` binds them.
-fn owner_params(owner: &KeyOwner) -> [&str; 4] {
-    let (app, account, mode) = owner.columns();
-    [owner.kind(), app, account, mode]
 }
 
 /// A row of `key_columns!()` (an owner this version cannot read is an error:
@@ -75,7 +69,7 @@ pub async fn keys_of<C: GenericClient>(
         of_owner!(),
         " ORDER BY version"
     );
-    let [kind, app, account, mode] = owner_params(owner);
+    let [kind, app, account, mode] = owner.stored_columns();
     key_rows(&query(client, SQL, &[&kind, &app, &account, &mode]).await?)
 }
 
@@ -96,7 +90,7 @@ pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<Stored
         of_owner!(),
         " AND version = $5"
     );
-    let [kind, app, account, mode] = owner_params(&key.owner);
+    let [kind, app, account, mode] = &key.owner.stored_columns();
     let version = i64::from(key.version);
     let root = &key.root.0[..];
     execute(
@@ -144,7 +138,7 @@ pub async fn rewrap_key<C: GenericClient>(
         of_owner!(),
         " AND version = $5 AND root = $8 AND wrapped = $9"
     );
-    let [kind, app, account, mode] = owner_params(&key.owner);
+    let [kind, app, account, mode] = &key.owner.stored_columns();
     let (new_root, old_root) = (&to.0 .0[..], &key.root.0[..]);
     let changed = execute(
         client,

@@ -26,17 +26,11 @@ macro_rules! key_columns {
     };
 }
 
-/// The condition that a row of `keys` belongs to the owner bound as `?1`..`?4` (`owner_params`).
+/// The condition that a row of `keys` belongs to the owner bound as `?1`..`?4` (`KeyOwner::stored_columns`).
 macro_rules! of_owner {
     () => {
         "kind = ?1 AND app = ?2 AND account = ?3 AND mode = ?4"
     };
-}
-
-/// `kind, app, account, mode` of `owner`, as `of_owner!()` binds them.
-fn owner_params(owner: &KeyOwner) -> [&str; 4] {
-    let (app, account, mode) = owner.columns();
-    [owner.kind(), app, account, mode]
 }
 
 /// Runs `sql` with the owner and version of `key` bound as `?1`..`?5` (`of_owner!()` and the
@@ -48,7 +42,7 @@ fn execute_for(
     more: &[&dyn ToSql],
 ) -> Result<usize, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(failure)?;
-    for (at, column) in owner_params(&key.owner).into_iter().enumerate() {
+    for (at, column) in key.owner.stored_columns().into_iter().enumerate() {
         stmt.raw_bind_parameter(at + 1, column).map_err(failure)?;
     }
     stmt.raw_bind_parameter(5, key.version).map_err(failure)?;
@@ -101,7 +95,7 @@ pub fn keys_of(conn: &Connection, owner: &KeyOwner) -> Result<Vec<StoredKey>, St
         of_owner!(),
         " ORDER BY version"
     );
-    rows_of(conn, SQL, owner_params(owner), key_row)
+    rows_of(conn, SQL, owner.stored_columns(), key_row)
 }
 
 /// Inserts `key` unless its owner has that version already, and answers the stored one. The
@@ -125,7 +119,7 @@ pub fn add_key(conn: &Connection, key: &StoredKey) -> Result<StoredKey, StoreErr
         key,
         &[&key.root.0, &key.wrapped, &key.created],
     )?;
-    let [kind, app, account, mode] = owner_params(&key.owner);
+    let [kind, app, account, mode] = &key.owner.stored_columns();
     rows_of(
         conn,
         SELECT,
