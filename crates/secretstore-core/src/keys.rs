@@ -353,14 +353,6 @@ impl KeyManager {
         Ok(keys)
     }
 
-    /// Forgets the unwrapped keys of `namespace` (it was removed, and its keys with it).
-    pub fn forget(&self, namespace: &Namespace) {
-        self.namespaces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(namespace);
-    }
-
     /// How many stored keys each root key version wraps, the ones given to this server first
     /// (the active one at the top).
     pub async fn status(&self) -> Result<Vec<RootStatus>, KeyError> {
