@@ -30,7 +30,8 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::error::StoreError;
-use crate::ids::Namespace;
+use crate::ids::{AccountId, Namespace, UserId};
+use crate::secret::Scope;
 use crate::store::{KeyOwner, KeyStore, MetaStore, Reseal, SealedSecret, StoredKey};
 
 /// How long a namespace's unwrapped keys are used before storage is asked again for newer
@@ -77,16 +78,29 @@ pub enum KeyError {
 /// The associated data a stored key is wrapped under: its owner and version, so a wrapped key
 /// copied to another owner's row, or to another version, does not unwrap.
 fn key_aad(owner: &KeyOwner, version: u32) -> Vec<u8> {
-    let (app, account, mode) = owner.columns();
+    let columns = owner.stored_columns();
+    // The user column came after keys of the other kinds were first wrapped; theirs leave it
+    // out (it is empty for them), so that they unwrap as they always did.
+    let named = match owner {
+        KeyOwner::User { .. } => &columns[..],
+        _ => &columns[..4],
+    };
     let version = version.to_be_bytes();
+    let mut fields: Vec<&[u8]> = named.iter().map(|c| c.as_bytes()).collect();
+    fields.push(&version);
+    length_prefixed(b"secretstore/stored-key/v1", &fields)
+}
+
+/// The context a user's combined key is derived with (`Kek::for_user`): the namespace and the
+/// user, so that no two of them share a key.
+fn user_context(namespace: &Namespace, user: &UserId) -> Vec<u8> {
     length_prefixed(
-        b"secretstore/stored-key/v1",
+        b"secretstore/user-kek/v1",
         &[
-            owner.kind().as_bytes(),
-            app.as_bytes(),
-            account.as_bytes(),
-            mode.as_bytes(),
-            &version,
+            namespace.app.as_str().as_bytes(),
+            namespace.account.as_str().as_bytes(),
+            namespace.mode.as_str().as_bytes(),
+            user.as_str().as_bytes(),
         ],
     )
 }
@@ -104,23 +118,37 @@ pub(crate) fn length_prefixed(domain: &[u8], fields: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// The sealed-bytes header of format 2 under key `version`: what every value sealed under that
-/// version starts with.
-fn header(version: u32) -> [u8; 5] {
-    let v = version.to_be_bytes();
-    [2, v[0], v[1], v[2], v[3]]
+/// The sealed-bytes header of format 2 under `kek`: what every value sealed under it starts
+/// with (a user's combined key has its own first byte).
+fn header(kek: &Kek) -> [u8; 5] {
+    let v = kek.version().to_be_bytes();
+    let format = if kek.per_user() { 3 } else { 2 };
+    [format, v[0], v[1], v[2], v[3]]
+}
+
+/// One version of a namespace's key, unwrapped: as a key-encryption key, and as the key a
+/// user's combined key is derived from.
+struct NamespaceKey {
+    kek: Arc<Kek>,
+    key: SecretKey,
 }
 
 /// A namespace's keys, unwrapped, by version.
 struct NamespaceKeys {
-    versions: BTreeMap<u32, Arc<Kek>>,
+    versions: BTreeMap<u32, NamespaceKey>,
     loaded: Instant,
 }
 
 impl NamespaceKeys {
-    fn newest(&self) -> Option<&Arc<Kek>> {
-        self.versions.values().next_back()
+    fn newest(&self) -> Option<(&u32, &NamespaceKey)> {
+        self.versions.iter().next_back()
     }
+}
+
+/// A user's own key, unwrapped.
+struct UserKey {
+    key: SecretKey,
+    loaded: Instant,
 }
 
 /// What `status` reports of one root key version.
@@ -152,6 +180,11 @@ pub struct KeyManager {
     store: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
     namespaces: Mutex<HashMap<Namespace, Arc<NamespaceKeys>>>,
+    users: Mutex<HashMap<(AccountId, UserId), Arc<UserKey>>>,
+    /// Shared by each write from the moment it takes its sealing key until its row is stored
+    /// (`writing`), exclusive around a removal and the `forget` after it (`removing`): a write
+    /// that took a key a removal then destroys would otherwise store a row no key opens.
+    writes: tokio::sync::RwLock<()>,
     service: Arc<Kek>,
     digest: DigestKey,
 }
@@ -198,6 +231,8 @@ impl KeyManager {
             store,
             clock,
             namespaces: Mutex::default(),
+            users: Mutex::default(),
+            writes: tokio::sync::RwLock::new(()),
             service: Arc::new(Kek::new(1, &service)),
             digest: DigestKey::from_secret_key(&digest),
         })
@@ -254,38 +289,56 @@ impl KeyManager {
         }
     }
 
-    /// The key new payloads of `namespace` are sealed under: its newest version, made now if
-    /// the namespace has none.
-    pub async fn sealing_key(&self, namespace: &Namespace) -> Result<Arc<Kek>, KeyError> {
+    /// The key new payloads of `namespace` in `scope` are sealed under: the namespace key's
+    /// newest version, made now if the namespace has none, combined with the user's own key
+    /// (made now too if need be) for a user's secret.
+    pub async fn sealing_key(
+        &self,
+        namespace: &Namespace,
+        scope: &Scope,
+    ) -> Result<Arc<Kek>, KeyError> {
         let keys = self.namespace_keys(namespace, None).await?;
-        if let Some(newest) = keys.newest() {
-            return Ok(Arc::clone(newest));
-        }
-        let key = SecretKey::generate().map_err(|source| KeyError::Crypto {
-            what: "making a namespace key",
-            source,
-        })?;
-        let owner = KeyOwner::Namespace(namespace.clone());
-        first_key(&self.ring(), &*self.store, owner, key, self.clock.now()).await?;
-        let keys = self.reload(namespace).await?;
-        keys.newest().cloned().ok_or_else(|| {
-            KeyError::Store(StoreError::Internal(format!(
+        let keys = match keys.newest() {
+            Some(_) => keys,
+            None => {
+                let key = SecretKey::generate().map_err(|source| KeyError::Crypto {
+                    what: "making a namespace key",
+                    source,
+                })?;
+                let owner = KeyOwner::Namespace(namespace.clone());
+                first_key(&self.ring(), &*self.store, owner, key, self.clock.now()).await?;
+                self.reload(namespace).await?
+            }
+        };
+        let Some((&version, newest)) = keys.newest() else {
+            return Err(KeyError::Store(StoreError::Internal(format!(
                 "the key stored for {namespace:?} is not read back"
-            )))
-        })
+            ))));
+        };
+        match scope {
+            Scope::Account => Ok(Arc::clone(&newest.kek)),
+            Scope::User(user) => self.user_kek(namespace, user, version, &newest.key).await,
+        }
     }
 
-    /// Opens a payload of `namespace` sealed in either format; `aad` is the secret's identity.
+    /// Opens a payload of `namespace` in `scope` sealed in either format; `aad` is the
+    /// secret's identity.
     pub async fn open_payload(
         &self,
         namespace: &Namespace,
+        scope: &Scope,
         aad: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let opened = match envelope_v2::sealed_format(sealed) {
             Ok(SealedFormat::V1 { .. }) => self.ring().open_v1(aad, sealed),
-            Ok(SealedFormat::V2 { kek_version }) => {
-                let kek = self.opening_key(namespace, kek_version).await?;
+            Ok(SealedFormat::V2 {
+                kek_version,
+                per_user,
+            }) => {
+                let kek = self
+                    .opening_key(namespace, scope, kek_version, per_user)
+                    .await?;
                 envelope_v2::open(&kek, aad, sealed)
             }
             Err(e) => Err(e),
@@ -296,15 +349,111 @@ impl KeyManager {
         })
     }
 
-    async fn opening_key(&self, namespace: &Namespace, version: u32) -> Result<Arc<Kek>, KeyError> {
+    /// The key a value sealed under `version` of the namespace key opens with: that version,
+    /// or (`per_user`) that version combined with the key of the user whose secret it is.
+    async fn opening_key(
+        &self,
+        namespace: &Namespace,
+        scope: &Scope,
+        version: u32,
+        per_user: bool,
+    ) -> Result<Arc<Kek>, KeyError> {
         let keys = self.namespace_keys(namespace, Some(version)).await?;
-        keys.versions
-            .get(&version)
-            .cloned()
-            .ok_or(KeyError::Crypto {
+        let Some(key) = keys.versions.get(&version) else {
+            return Err(KeyError::Crypto {
                 what: "opening a payload",
                 source: CryptoError::UnknownKeyVersion(version),
-            })
+            });
+        };
+        match (per_user, scope) {
+            (false, _) => Ok(Arc::clone(&key.kek)),
+            (true, Scope::User(user)) => self.user_kek(namespace, user, version, &key.key).await,
+            // A user's key sealed what is now an account's secret: moved from another row.
+            (true, Scope::Account) => Err(KeyError::Crypto {
+                what: "opening a payload",
+                source: CryptoError::Tampered,
+            }),
+        }
+    }
+
+    /// `version` of the namespace key (`namespace_key`) combined with `user`'s own key, which
+    /// is made now if the user has none: the first write of a user's secret anywhere makes it.
+    async fn user_kek(
+        &self,
+        namespace: &Namespace,
+        user: &UserId,
+        version: u32,
+        namespace_key: &SecretKey,
+    ) -> Result<Arc<Kek>, KeyError> {
+        let account = namespace.account.clone();
+        let id = (account.clone(), user.clone());
+        let cached = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .filter(|key| key.loaded.elapsed() < RELOAD_AFTER)
+            .cloned();
+        let user_key = match cached {
+            Some(key) => key,
+            None => {
+                let owner = KeyOwner::User {
+                    account,
+                    user: user.clone(),
+                };
+                let made = SecretKey::generate().map_err(|source| KeyError::Crypto {
+                    what: "making a user's key",
+                    source,
+                })?;
+                let key =
+                    first_key(&self.ring(), &*self.store, owner, made, self.clock.now()).await?;
+                let key = Arc::new(UserKey {
+                    key,
+                    loaded: Instant::now(),
+                });
+                let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+                if users.len() >= CACHED_NAMESPACES {
+                    users.clear();
+                }
+                users.insert(id, Arc::clone(&key));
+                key
+            }
+        };
+        Ok(Arc::new(Kek::for_user(
+            version,
+            namespace_key,
+            &user_key.key,
+            &user_context(namespace, user),
+        )))
+    }
+
+    /// Held by a write of a secret from before it takes its sealing key until its row is
+    /// stored, so that no removal (`removing`) comes between the two on this server.
+    pub async fn writing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.writes.read().await
+    }
+
+    /// Held around a removal and the `forget` after it: waits for the writes that took a key
+    /// before it to be stored (the removal then takes their rows too), and holds back the ones
+    /// after it until the destroyed keys are forgotten (they make new keys).
+    pub async fn removing(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.writes.write().await
+    }
+
+    /// Drops every key this server holds unwrapped, after a removal destroyed some of them:
+    /// nothing more is sealed under those here (a later write to the same namespace or user
+    /// makes new keys), and the others are unwrapped again when next needed (removals are
+    /// rare; which namespaces an installation's removal took is not known here). Other
+    /// servers sharing the database drop theirs within `RELOAD_AFTER`.
+    pub fn forget(&self) {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The namespace's keys from the cache, read again from storage when they are older than
@@ -336,7 +485,8 @@ impl KeyManager {
         let mut versions = BTreeMap::new();
         for key in &stored {
             let secret = unwrap(&ring, key)?;
-            versions.insert(key.version, Arc::new(Kek::new(key.version, &secret)));
+            let kek = Arc::new(Kek::new(key.version, &secret));
+            versions.insert(key.version, NamespaceKey { kek, key: secret });
         }
         let keys = Arc::new(NamespaceKeys {
             versions,
@@ -407,11 +557,20 @@ impl KeyManager {
                 loop {
                     let batch = self
                         .store
-                        .stale_sealed(namespace, &[2], after.as_ref(), 1000)
+                        .stale_sealed(namespace, [&[2], &[3]], after.as_ref(), 1000)
                         .await?;
                     let Some(last) = batch.last() else { break };
                     after = Some(last.id.clone());
-                    count += batch.len() as u64;
+                    // A user's secret still under the namespace key alone is in format 2.
+                    count += batch
+                        .iter()
+                        .filter(|s| {
+                            matches!(
+                                envelope_v2::sealed_format(&s.sealed),
+                                Ok(SealedFormat::V1 { .. })
+                            )
+                        })
+                        .count() as u64;
                 }
             }
             after_ns = Some(last);
@@ -488,41 +647,58 @@ impl KeyManager {
             .await?;
         // Another rotation may have made this version first; use the stored one.
         let keys = self.reload(namespace).await?;
-        let new = keys.versions.get(&stored.version).cloned().ok_or_else(|| {
-            KeyError::Store(StoreError::Internal(
+        if !keys.versions.contains_key(&stored.version) {
+            return Err(KeyError::Store(StoreError::Internal(
                 "a new key version is not read back".into(),
-            ))
-        })?;
+            )));
+        }
         let mut done = Rotated {
             version: stored.version,
             ..Rotated::default()
         };
-        self.reseal_all(namespace, &keys, &new, &aad, &mut done)
+        self.reseal_all(namespace, &keys, stored.version, &aad, &mut done)
             .await?;
         // Servers sharing the database seal under the old version until their cache is
         // reloaded; a second pass after that moves what they wrote meanwhile.
         if self.store.shared() {
             tokio::time::sleep(RELOAD_AFTER + Duration::from_secs(1)).await;
-            self.reseal_all(namespace, &keys, &new, &aad, &mut done)
+            self.reseal_all(namespace, &keys, stored.version, &aad, &mut done)
                 .await?;
         }
         Ok(done)
     }
 
+    /// Re-wraps every payload of `namespace` not yet under `version` of its key: an account's
+    /// secret under that version, a user's under that version combined with the user's key (a
+    /// user's secret sealed under the namespace key alone, before users had keys, moves to
+    /// it).
     async fn reseal_all(
         &self,
         namespace: &Namespace,
         keys: &NamespaceKeys,
-        new: &Arc<Kek>,
+        version: u32,
         aad: &impl Fn(&SealedSecret) -> Vec<u8>,
         done: &mut Rotated,
     ) -> Result<(), KeyError> {
-        let current = header(new.version());
+        let Some(new) = keys.versions.get(&version) else {
+            return Err(KeyError::Crypto {
+                what: "re-wrapping a payload",
+                source: CryptoError::UnknownKeyVersion(version),
+            });
+        };
+        let current = header(&new.kek);
+        let mut current_user = current;
+        current_user[0] = 3;
         let mut after = None;
         loop {
             let batch = self
                 .store
-                .stale_sealed(namespace, &current, after.as_ref(), RESEAL_BATCH)
+                .stale_sealed(
+                    namespace,
+                    [&current, &current_user],
+                    after.as_ref(),
+                    RESEAL_BATCH,
+                )
                 .await?;
             let Some(last) = batch.last() else {
                 return Ok(());
@@ -532,21 +708,33 @@ impl KeyManager {
             let mut resealed = 0;
             for stored in batch {
                 let aad = aad(&stored);
+                let scope = &stored.address.scope;
+                let target = match scope {
+                    Scope::Account => Arc::clone(&new.kek),
+                    Scope::User(user) => self.user_kek(namespace, user, version, &new.key).await?,
+                };
                 let to = match envelope_v2::sealed_format(&stored.sealed) {
-                    Ok(SealedFormat::V2 { kek_version }) => {
-                        let Some(old) = keys.versions.get(&kek_version) else {
-                            return Err(KeyError::Crypto {
-                                what: "re-wrapping a payload",
-                                source: CryptoError::UnknownKeyVersion(kek_version),
-                            });
-                        };
-                        envelope_v2::rewrap(old, new, &aad, &stored.sealed)
+                    Ok(SealedFormat::V2 {
+                        kek_version,
+                        per_user,
+                    }) => {
+                        let old = self
+                            .opening_key(namespace, scope, kek_version, per_user)
+                            .await
+                            .map_err(|e| match e {
+                                KeyError::Crypto { source, .. } => KeyError::Crypto {
+                                    what: "re-wrapping a payload",
+                                    source,
+                                },
+                                other => other,
+                            })?;
+                        envelope_v2::rewrap(&old, &target, &aad, &stored.sealed)
                     }
                     Ok(SealedFormat::V1 { .. }) => {
                         resealed += 1;
                         self.ring()
                             .open_v1(&aad, &stored.sealed)
-                            .and_then(|plain| envelope_v2::seal(new, &aad, &plain))
+                            .and_then(|plain| envelope_v2::seal(&target, &aad, &plain))
                     }
                     Err(e) => Err(e),
                 }

@@ -174,7 +174,11 @@ impl SecretService {
             .expires_at
             .map(|at| ExpiresAt::validate(at, now).map(ExpiresAt::get))
             .transpose()?;
-        let kek = self.keys.sealing_key(&request.address.namespace).await?;
+        let writing = self.keys.writing().await;
+        let kek = self
+            .keys
+            .sealing_key(&request.address.namespace, &request.address.scope)
+            .await?;
         let seal_address = request.address.clone();
         let plaintext = Zeroizing::new(request.payload.expose().as_bytes().to_vec());
         let put = PutRequest {
@@ -195,6 +199,7 @@ impl SecretService {
                 other => return Err(unexpected(&other)),
             },
         };
+        drop(writing);
         Ok(Secret {
             id: stored.id,
             address: stored.address,
@@ -322,7 +327,12 @@ impl SecretService {
             let aad = payload_aad(&stored.address, &stored.id);
             let opened = self
                 .keys
-                .open_payload(&stored.address.namespace, &aad, &stored.sealed)
+                .open_payload(
+                    &stored.address.namespace,
+                    &stored.address.scope,
+                    &aad,
+                    &stored.sealed,
+                )
                 .await
                 .map_err(|err| match err {
                     KeyError::Crypto { source, .. } => CoreError::Unsealable {

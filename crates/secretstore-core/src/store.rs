@@ -220,10 +220,18 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Whose key a stored key is (`keys`): a namespace's key-encryption key, which wraps the data
-/// key of each of its secrets, or one of the server's own keys.
+/// key of each of its secrets, a user's own key, or one of the server's own keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyOwner {
     Namespace(Namespace),
+    /// A user of an account: combined with a namespace's key (`Kek::for_user`), its key wraps
+    /// the data keys of the user's secrets in that namespace, so that removing the user (which
+    /// destroys this key) destroys them in every app and mode, and removing the namespace
+    /// destroys them there. It has one version; the root key rotation re-wraps it like any.
+    User {
+        account: AccountId,
+        user: UserId,
+    },
     /// Seals what the server keeps that is not a secret of a namespace: idempotent answers
     /// (which may hold a payload) and the root-key check.
     Service,
@@ -232,26 +240,32 @@ pub enum KeyOwner {
 }
 
 impl KeyOwner {
-    /// The owner's kind as stored: `namespace`, `service` or `digest`.
+    /// The owner's kind as stored: `namespace`, `user`, `service` or `digest`.
     pub fn kind(&self) -> &'static str {
         match self {
             KeyOwner::Namespace(_) => "namespace",
+            KeyOwner::User { .. } => "user",
             KeyOwner::Service => "service",
             KeyOwner::Digest => "digest",
         }
     }
 
-    /// The owner from its stored columns: the kind, and for a namespace its app, account and
-    /// mode (empty for the server's keys). `None` for what this version does not know.
-    pub fn from_columns(kind: &str, app: &str, account: &str, mode: &str) -> Option<Self> {
-        match kind {
-            "service" => Some(KeyOwner::Service),
-            "digest" => Some(KeyOwner::Digest),
-            "namespace" => Some(KeyOwner::Namespace(Namespace {
+    /// The owner from its stored columns (`stored_columns`). `None` for what this version does
+    /// not know.
+    pub fn from_columns(columns: [&str; 5]) -> Option<Self> {
+        let [kind, app, account, mode, user] = columns;
+        match (kind, app, account, mode, user) {
+            ("service", "", "", "", "") => Some(KeyOwner::Service),
+            ("digest", "", "", "", "") => Some(KeyOwner::Digest),
+            ("namespace", app, account, mode, "") => Some(KeyOwner::Namespace(Namespace {
                 app: AppId::parse(app).ok()?,
                 account: AccountId::parse(account).ok()?,
                 mode: Mode::parse(mode)?,
             })),
+            ("user", "", account, "", user) => Some(KeyOwner::User {
+                account: AccountId::parse(account).ok()?,
+                user: UserId::parse(user).ok()?,
+            }),
             _ => None,
         }
     }
@@ -261,33 +275,31 @@ impl KeyOwner {
     /// error rather than skipped: the reads that meet every owner's keys serve root key
     /// rotations, and a key skipped there would stay wrapped by a root key version the
     /// operator then believes unused and retires, after which nothing could unwrap it.
-    pub fn from_stored(
-        kind: &str,
-        app: &str,
-        account: &str,
-        mode: &str,
-    ) -> Result<Self, StoreError> {
-        Self::from_columns(kind, app, account, mode).ok_or_else(|| {
+    pub fn from_stored(columns: [&str; 5]) -> Result<Self, StoreError> {
+        Self::from_columns(columns).ok_or_else(|| {
             StoreError::Internal(
                 "a stored key names an owner this secretstore does not know (keys.kind, app, \
-                 account, mode): written by a newer secretstore, or damaged"
+                 account, mode, scope_user): written by a newer secretstore, or damaged"
                     .into(),
             )
         })
     }
 
-    /// The kind, app, account and mode columns a stored key's owner is kept as, in that order:
-    /// what both SQL backends bind to find an owner's rows.
-    pub fn stored_columns(&self) -> [&str; 4] {
-        let (app, account, mode) = self.columns();
-        [self.kind(), app, account, mode]
-    }
-
-    /// The app, account and mode columns: a namespace's, or empty for the server's keys.
-    pub fn columns(&self) -> (&str, &str, &str) {
+    /// The kind, app, account, mode and scope_user columns a stored key's owner is kept as, in
+    /// that order: what both SQL backends bind to find an owner's rows. What an owner does not
+    /// have is empty.
+    pub fn stored_columns(&self) -> [&str; 5] {
+        let kind = self.kind();
         match self {
-            KeyOwner::Namespace(ns) => (ns.app.as_str(), ns.account.as_str(), ns.mode.as_str()),
-            KeyOwner::Service | KeyOwner::Digest => ("", "", ""),
+            KeyOwner::Namespace(ns) => [
+                kind,
+                ns.app.as_str(),
+                ns.account.as_str(),
+                ns.mode.as_str(),
+                "",
+            ],
+            KeyOwner::User { account, user } => [kind, "", account.as_str(), "", user.as_str()],
+            KeyOwner::Service | KeyOwner::Digest => [kind, "", "", "", ""],
         }
     }
 }
@@ -348,12 +360,13 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     async fn keys_by_root(&self) -> Result<Vec<RootUse>, StoreError>;
 
     /// Up to `limit` secrets of `namespace` (expired ones too), in id order after `after`,
-    /// whose sealed bytes do not start with `current` (the header of the namespace's current
-    /// key version): the ones a rotation has still to re-wrap.
+    /// whose sealed bytes do not start with `current[0]` (an account's secret) or `current[1]`
+    /// (a user's secret): the headers of the namespace's current key version, alone and
+    /// combined with a user's key. They are the ones a rotation has still to re-wrap.
     async fn stale_sealed(
         &self,
         namespace: &Namespace,
-        current: &[u8],
+        current: [&[u8]; 2],
         after: Option<&SecretId>,
         limit: u32,
     ) -> Result<Vec<SealedSecret>, StoreError>;

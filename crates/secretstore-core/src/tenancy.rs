@@ -169,6 +169,8 @@ pub struct Removed {
     pub api_keys: u64,
     pub user_sessions: u64,
     pub secrets: u64,
+    /// Stored keys destroyed with it (crypto-shredding): namespace keys and users' keys.
+    pub keys: u64,
 }
 
 impl std::ops::AddAssign for Removed {
@@ -180,6 +182,7 @@ impl std::ops::AddAssign for Removed {
         self.api_keys += more.api_keys;
         self.user_sessions += more.user_sessions;
         self.secrets += more.secrets;
+        self.keys += more.keys;
     }
 }
 

@@ -12,22 +12,17 @@ use std::sync::Arc;
 use secretstore_core::{
     payload_aad, AccountId, AppId, CredentialId, FindRequest, KeyError, KeyManager, Limits,
     ManualClock, MetaStore, Mode, Namespace, Payload, PutRequest, RequestContext, Scope,
-    SecretAddress, SecretId, SecretName, SecretService, SecretStore, SetRequest,
+    SecretAddress, SecretId, SecretName, SecretService, SecretStore, SetRequest, UserId,
 };
 use secretstore_crypto::{
-    envelope_v2, sealed_format, DigestKey, Envelope, LocalRootKey, RootKey, RootKeyProvider,
-    RootKeyring, SealedFormat,
+    envelope_v2, sealed_format, DigestKey, Envelope, RootKey, RootKeyring, SealedFormat,
 };
 use secretstore_testkit::MemoryStore;
 
 const NOW: i64 = 1_700_000_000;
 
 fn ring(keys: &[&RootKey]) -> RootKeyring {
-    let mut providers = keys
-        .iter()
-        .map(|key| Arc::new(LocalRootKey::new((*key).clone())) as Arc<dyn RootKeyProvider>);
-    let active = providers.next().unwrap();
-    RootKeyring::new(active, providers.collect()).unwrap()
+    RootKeyring::local(keys[0], &keys[1..]).unwrap()
 }
 
 async fn manager(store: &Arc<MemoryStore>, keys: &[&RootKey]) -> Result<KeyManager, KeyError> {
@@ -161,7 +156,7 @@ async fn a_directory_made_before_the_hierarchy_keeps_its_digest_key_and_its_payl
         Ok(SealedFormat::V1 { .. })
     ));
     let opened = keys
-        .open_payload(&namespace("acct_1"), b"identity", &sealed)
+        .open_payload(&namespace("acct_1"), &Scope::Account, b"identity", &sealed)
         .await
         .unwrap();
     assert_eq!(opened.as_slice(), b"old payload");
@@ -213,12 +208,17 @@ async fn racing_first_writes_through_two_servers_make_one_namespace_key() {
     let one = Arc::new(manager(&store, &[&root]).await.unwrap());
     let two = Arc::new(manager(&store, &[&root]).await.unwrap());
     let ns = namespace("acct_race");
+    // A user's first secret makes the user's key too: racing, they make one of each.
+    let scope = |n: usize| match n % 4 < 2 {
+        true => Scope::Account,
+        false => Scope::User(UserId::parse("usr_race").unwrap()),
+    };
     let mut tasks = Vec::new();
     for n in 0..32 {
         let keys = if n % 2 == 0 { one.clone() } else { two.clone() };
-        let ns = ns.clone();
+        let (ns, scope) = (ns.clone(), scope(n));
         tasks.push(tokio::spawn(async move {
-            let kek = keys.sealing_key(&ns).await.unwrap();
+            let kek = keys.sealing_key(&ns, &scope).await.unwrap();
             envelope_v2::seal(&kek, b"id", format!("payload {n}").as_bytes()).unwrap()
         }));
     }
@@ -226,7 +226,10 @@ async fn racing_first_writes_through_two_servers_make_one_namespace_key() {
         let sealed = task.await.unwrap();
         // Sealed through either server, it opens through both: there is one key.
         for keys in [&one, &two] {
-            let opened = keys.open_payload(&ns, b"id", &sealed).await.unwrap();
+            let opened = keys
+                .open_payload(&ns, &scope(n), b"id", &sealed)
+                .await
+                .unwrap();
             assert_eq!(opened.as_slice(), format!("payload {n}").as_bytes());
         }
     }

@@ -5,9 +5,13 @@
 //! version and so changes on a rotation.
 //!
 //! ```text
-//! version(1) = 2 | kek version(4, big-endian) | wrap nonce(12) | wrapped data key(32 + 16 tag)
-//!                | payload nonce(12) | ciphertext(n + 16 tag)
+//! format(1) = 2 or 3 | kek version(4, big-endian) | wrap nonce(12)
+//!                    | wrapped data key(32 + 16 tag) | payload nonce(12) | ciphertext(n + 16 tag)
 //! ```
+//!
+//! The first byte is 3 when the key-encryption key is a user's ([`Kek::for_user`]: the
+//! namespace key's version combined with the user's own key, so that destroying either one
+//! destroys what it sealed), 2 when it is the namespace key alone. Both are this same format.
 //!
 //! Wrap layer AAD: `"secretstore data key v2" | header(5) | caller's aad`. Payload layer AAD:
 //! `"secretstore payload v2" | caller's aad`. The caller's aad (the secret's identity) is in
@@ -18,6 +22,8 @@ use std::fmt;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::envelope;
@@ -26,6 +32,8 @@ use crate::secret_key::{unwrap_key, wrap_key, SecretKey, NONCE_LEN, TAG_LEN, WRA
 use crate::{random, CryptoError};
 
 const VERSION: u8 = 2;
+/// The first byte of a value whose data key is wrapped by a user's combined key.
+const VERSION_USER: u8 = 3;
 const HEADER_LEN: usize = 1 + 4;
 const MIN_LEN: usize = HEADER_LEN + WRAPPED_KEY_LEN + NONCE_LEN + TAG_LEN;
 const DATA_KEY_DOMAIN: &[u8] = b"secretstore data key v2";
@@ -34,6 +42,8 @@ const PAYLOAD_DOMAIN: &[u8] = b"secretstore payload v2";
 /// A namespace's key-encryption key, unwrapped, with the version stored in what it wraps.
 pub struct Kek {
     version: u32,
+    /// The first byte of what it seals: `VERSION`, or `VERSION_USER` for a user's key.
+    format: u8,
     cipher: Aes256Gcm,
 }
 
@@ -41,6 +51,7 @@ impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Kek")
             .field("version", &self.version)
+            .field("per_user", &self.per_user())
             .finish_non_exhaustive()
     }
 }
@@ -49,22 +60,56 @@ impl Kek {
     pub fn new(version: u32, key: &SecretKey) -> Self {
         Self {
             version,
+            format: VERSION,
             cipher: Aes256Gcm::new(key.bytes().into()),
+        }
+    }
+
+    /// The key that wraps the data keys of one user's secrets in a namespace: derived (HKDF-
+    /// SHA-256) from version `version` of the namespace key and from the user's own key, with
+    /// `context` (the namespace and the user) as its info. Without either key it cannot be
+    /// made again, so removing the namespace or the user, which destroys its key, destroys
+    /// every data key it wrapped.
+    pub fn for_user(
+        version: u32,
+        namespace_key: &SecretKey,
+        user_key: &SecretKey,
+        context: &[u8],
+    ) -> Self {
+        let mut ikm = Zeroizing::new([0u8; 64]);
+        ikm[..32].copy_from_slice(namespace_key.bytes());
+        ikm[32..].copy_from_slice(user_key.bytes());
+        let hkdf = Hkdf::<Sha256>::new(Some(USER_KEK_SALT), ikm.as_ref());
+        let mut derived = Zeroizing::new([0u8; 32]);
+        hkdf.expand(context, derived.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA-256 output length");
+        Self {
+            version,
+            format: VERSION_USER,
+            cipher: Aes256Gcm::new(derived.as_ref().into()),
         }
     }
 
     pub fn version(&self) -> u32 {
         self.version
     }
+
+    /// Whether this is a user's combined key (`for_user`).
+    pub fn per_user(&self) -> bool {
+        self.format == VERSION_USER
+    }
 }
+
+const USER_KEK_SALT: &[u8] = b"secretstore user key-encryption key v1";
 
 /// Which format a sealed value is in, and which key it needs, read from its header alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedFormat {
     /// Format 1 ([`crate::Envelope`]): the data key is wrapped by the root key `root`.
     V1 { root: KeyId },
-    /// Format 2: the data key is wrapped by version `kek_version` of its namespace's key.
-    V2 { kek_version: u32 },
+    /// Format 2: the data key is wrapped by version `kek_version` of its namespace's key, or
+    /// (`per_user`) by that version combined with its user's key (`Kek::for_user`).
+    V2 { kek_version: u32, per_user: bool },
 }
 
 /// Reads a sealed value's format and key from its header; `Malformed` if it is neither format
@@ -74,8 +119,9 @@ pub fn sealed_format(sealed: &[u8]) -> Result<SealedFormat, CryptoError> {
         Some(&envelope::VERSION) => Ok(SealedFormat::V1 {
             root: envelope::root_key_id(sealed)?,
         }),
-        Some(&VERSION) => Ok(SealedFormat::V2 {
+        Some(&VERSION | &VERSION_USER) => Ok(SealedFormat::V2 {
             kek_version: Parts::parse(sealed)?.kek_version,
+            per_user: sealed[0] == VERSION_USER,
         }),
         _ => Err(CryptoError::Malformed),
     }
@@ -102,7 +148,8 @@ pub fn seal(kek: &Kek, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoEr
 }
 
 /// Opens a value sealed by [`seal`] under `kek` with the same `aad`. A value whose data key is
-/// wrapped by another version of the namespace key is `UnknownKeyVersion`, naming that version.
+/// wrapped by another version of the namespace key is `UnknownKeyVersion`, naming that version;
+/// one wrapped by a user's key when `kek` is not one (or the reverse) is `Tampered`.
 pub fn open(kek: &Kek, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let parts = Parts::parse(sealed)?;
     let data_key = parts.data_key(kek, aad)?;
@@ -121,7 +168,9 @@ pub fn open(kek: &Kek, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, 
 
 /// Re-wraps the data key of a value sealed under `old` so that it opens under `new`. Only the
 /// header and the wrapped data key change: the payload nonce and ciphertext are copied as they
-/// are, unread, so a rotation costs the same whatever the payload's size.
+/// are, unread, so a rotation costs the same whatever the payload's size. `old` and `new` may
+/// differ in kind too (a user's secret sealed under the namespace key alone moves to the user's
+/// key).
 pub fn rewrap(old: &Kek, new: &Kek, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let parts = Parts::parse(sealed)?;
     let data_key = parts.data_key(old, aad)?;
@@ -133,6 +182,7 @@ pub fn rewrap(old: &Kek, new: &Kek, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>
 /// A format 2 value split at its fixed offsets.
 struct Parts<'a> {
     kek_version: u32,
+    format: u8,
     header: &'a [u8],
     wrapped: &'a [u8],
     /// The payload nonce and ciphertext, which no key rotation changes.
@@ -141,7 +191,7 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn parse(sealed: &'a [u8]) -> Result<Self, CryptoError> {
-        if sealed.len() < MIN_LEN || sealed[0] != VERSION {
+        if sealed.len() < MIN_LEN || !matches!(sealed[0], VERSION | VERSION_USER) {
             return Err(CryptoError::Malformed);
         }
         let (header, rest) = sealed.split_at(HEADER_LEN);
@@ -150,6 +200,7 @@ impl<'a> Parts<'a> {
         version.copy_from_slice(&header[1..]);
         Ok(Self {
             kek_version: u32::from_be_bytes(version),
+            format: sealed[0],
             header,
             wrapped,
             payload,
@@ -159,6 +210,9 @@ impl<'a> Parts<'a> {
     fn data_key(&self, kek: &Kek, aad: &[u8]) -> Result<SecretKey, CryptoError> {
         if self.kek_version != kek.version {
             return Err(CryptoError::UnknownKeyVersion(self.kek_version));
+        }
+        if self.format != kek.format {
+            return Err(CryptoError::Tampered);
         }
         unwrap_key(&kek.cipher, &wrap_aad(self.header, aad), self.wrapped)
     }
@@ -173,7 +227,7 @@ fn wrapped_header(
     payload_len: usize,
 ) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(HEADER_LEN + WRAPPED_KEY_LEN + payload_len);
-    out.push(VERSION);
+    out.push(kek.format);
     out.extend_from_slice(&kek.version.to_be_bytes());
     let wrapped = wrap_key(&kek.cipher, &wrap_aad(&out, aad), data_key)?;
     out.extend_from_slice(&wrapped);
@@ -271,7 +325,10 @@ mod tests {
         assert_ne!(rewrapped[..payload_at], sealed[..payload_at]);
         assert_eq!(
             sealed_format(&rewrapped).unwrap(),
-            SealedFormat::V2 { kek_version: 2 }
+            SealedFormat::V2 {
+                kek_version: 2,
+                per_user: false
+            }
         );
         assert_eq!(
             open(&new, b"row-1", &rewrapped).unwrap().as_slice(),
@@ -322,10 +379,11 @@ mod tests {
         assert_eq!(
             sealed_format(&v2).unwrap(),
             SealedFormat::V2 {
-                kek_version: 0x0102_0304
+                kek_version: 0x0102_0304,
+                per_user: false
             }
         );
-        for junk in [&[][..], &[3u8; 200][..], &v1[..20], &v2[..20]] {
+        for junk in [&[][..], &[4u8; 200][..], &v1[..20], &v2[..20]] {
             assert!(matches!(sealed_format(junk), Err(CryptoError::Malformed)));
         }
         // Neither format opens as the other.
@@ -339,7 +397,57 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         let kek = Kek::new(5, &SecretKey::from_bytes([7u8; 32]));
-        assert_eq!(format!("{kek:?}"), "Kek { version: 5, .. }");
+        assert_eq!(
+            format!("{kek:?}"),
+            "Kek { version: 5, per_user: false, .. }"
+        );
         assert_eq!(kek.version(), 5);
+    }
+
+    #[test]
+    fn a_users_key_needs_both_keys_and_its_context_and_is_told_apart_by_its_header() {
+        let (namespace, user) = (
+            SecretKey::generate().unwrap(),
+            SecretKey::generate().unwrap(),
+        );
+        let key = Kek::for_user(4, &namespace, &user, b"ns/usr_1");
+        assert!(key.per_user());
+        let sealed = seal(&key, b"row", b"payload").unwrap();
+        assert_eq!(&sealed[..HEADER_LEN], &[3, 0, 0, 0, 4]);
+        assert_eq!(
+            sealed_format(&sealed).unwrap(),
+            SealedFormat::V2 {
+                kek_version: 4,
+                per_user: true
+            }
+        );
+        let again = Kek::for_user(4, &namespace, &user, b"ns/usr_1");
+        assert_eq!(
+            open(&again, b"row", &sealed).unwrap().as_slice(),
+            b"payload"
+        );
+        let other_user = SecretKey::generate().unwrap();
+        for wrong in [
+            Kek::for_user(4, &namespace, &other_user, b"ns/usr_1"),
+            Kek::for_user(4, &other_user, &user, b"ns/usr_1"),
+            Kek::for_user(4, &namespace, &user, b"ns/usr_2"),
+            Kek::new(4, &namespace),
+            Kek::new(4, &user),
+        ] {
+            assert!(matches!(
+                open(&wrong, b"row", &sealed),
+                Err(CryptoError::Tampered)
+            ));
+        }
+        // The namespace key alone moves to the user's key by a re-wrap, and back.
+        let plain = Kek::new(4, &namespace);
+        let under_namespace = seal(&plain, b"row", b"payload").unwrap();
+        let moved = rewrap(&plain, &key, b"row", &under_namespace).unwrap();
+        assert_eq!(moved[0], 3);
+        assert_eq!(open(&key, b"row", &moved).unwrap().as_slice(), b"payload");
+        assert!(matches!(
+            open(&plain, b"row", &moved),
+            Err(CryptoError::Tampered)
+        ));
     }
 }

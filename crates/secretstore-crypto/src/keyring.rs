@@ -8,8 +8,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::envelope;
-use crate::provider::RootKeyProvider;
-use crate::root_key::KeyId;
+use crate::provider::{LocalRootKey, RootKeyProvider};
+use crate::root_key::{KeyId, RootKey};
 use crate::secret_key::SecretKey;
 use crate::CryptoError;
 
@@ -40,6 +40,14 @@ impl RootKeyring {
             providers.push(provider);
         }
         Ok(Self { providers })
+    }
+
+    /// A ring of local root keys (`LocalRootKey`), the first one active: what a server given
+    /// key files or keys in the environment runs with, and what tests build.
+    pub fn local(active: &RootKey, older: &[&RootKey]) -> Result<Self, CryptoError> {
+        let local =
+            |key: &RootKey| Arc::new(LocalRootKey::new(key.clone())) as Arc<dyn RootKeyProvider>;
+        Self::new(local(active), older.iter().map(|key| local(key)).collect())
     }
 
     /// The key that wraps new values.

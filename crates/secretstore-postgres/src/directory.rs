@@ -214,6 +214,8 @@ pub async fn remove_account<C: GenericClient>(
     removed.installations +=
         execute(tx, "DELETE FROM installations WHERE account = $1", &[&a]).await?;
     removed.users += execute(tx, "DELETE FROM users WHERE account = $1", &[&a]).await?;
+    // Every namespace key of any app on the account, and its users' keys.
+    removed.keys += execute(tx, "DELETE FROM keys WHERE account = $1", &[&a]).await?;
     execute(tx, "DELETE FROM accounts WHERE id = $1", &[&a]).await?;
     Ok(Some(removed))
 }
@@ -280,6 +282,12 @@ async fn remove_app_rows<C: GenericClient>(tx: &C, id: &AppId) -> Result<Removed
         api_keys: execute(tx, "DELETE FROM api_keys WHERE app = $1", &[&a]).await?,
         user_sessions: execute(tx, "DELETE FROM user_sessions WHERE app = $1", &[&a]).await?,
         secrets: execute(tx, "DELETE FROM secrets WHERE app = $1", &[&a]).await?,
+        keys: execute(
+            tx,
+            "DELETE FROM keys WHERE kind = 'namespace' AND app = $1",
+            &[&a],
+        )
+        .await?,
     })
 }
 
@@ -419,6 +427,12 @@ pub async fn remove_installation<C: GenericClient>(
             &[&app, &account],
         )
         .await?,
+        keys: execute(
+            tx,
+            "DELETE FROM keys WHERE kind = 'namespace' AND app = $1 AND account = $2",
+            &[&app, &account],
+        )
+        .await?,
         ..Removed::default()
     }))
 }
@@ -528,6 +542,13 @@ pub async fn remove_user<C: GenericClient>(
         secrets: execute(
             tx,
             "DELETE FROM secrets WHERE account = $1 AND scope_type = 'user' AND scope_user = $2",
+            &[&a, &u],
+        )
+        .await?,
+        keys: execute(
+            tx,
+            "DELETE FROM keys WHERE kind = 'user' AND app = '' AND account = $1 AND mode = '' \
+             AND scope_user = $2",
             &[&a, &u],
         )
         .await?,

@@ -25,15 +25,15 @@ use crate::secrets::{execute, query, secret_columns, secret_from_row};
 /// The columns of a key as `key_row` reads them, in its order.
 macro_rules! key_columns {
     () => {
-        "kind, app, account, mode, version, root, wrapped, created"
+        "kind, app, account, mode, scope_user, version, root, wrapped, created"
     };
 }
 
-/// The condition that a row of `keys` belongs to the owner bound as `$1`..`$4`
+/// The condition that a row of `keys` belongs to the owner bound as `$1`..`$5`
 /// (`KeyOwner::stored_columns`).
 macro_rules! of_owner {
     () => {
-        "kind = $1 AND app = $2 AND account = $3 AND mode = $4"
+        "kind = $1 AND app = $2 AND account = $3 AND mode = $4 AND scope_user = $5"
     };
 }
 
@@ -42,11 +42,11 @@ macro_rules! of_owner {
 fn key_row(row: &Row) -> Result<StoredKey, StoreError> {
     let text = |i: usize| col::<String>(row, i);
     Ok(StoredKey {
-        owner: KeyOwner::from_stored(&text(0)?, &text(1)?, &text(2)?, &text(3)?)?,
-        version: u32::try_from(col::<i64>(row, 4)?).map_err(|_| damaged("keys.version"))?,
-        root: root_of(col(row, 5)?)?,
-        wrapped: col(row, 6)?,
-        created: col(row, 7)?,
+        owner: KeyOwner::from_stored([&text(0)?, &text(1)?, &text(2)?, &text(3)?, &text(4)?])?,
+        version: u32::try_from(col::<i64>(row, 5)?).map_err(|_| damaged("keys.version"))?,
+        root: root_of(col(row, 6)?)?,
+        wrapped: col(row, 7)?,
+        created: col(row, 8)?,
     })
 }
 
@@ -69,8 +69,8 @@ pub async fn keys_of<C: GenericClient>(
         of_owner!(),
         " ORDER BY version"
     );
-    let [kind, app, account, mode] = owner.stored_columns();
-    key_rows(&query(client, SQL, &[&kind, &app, &account, &mode]).await?)
+    let [kind, app, account, mode, user] = owner.stored_columns();
+    key_rows(&query(client, SQL, &[&kind, &app, &account, &mode, &user]).await?)
 }
 
 /// Inserts `key` unless its owner has that version already, and answers the stored one. An
@@ -81,16 +81,16 @@ pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<Stored
     const INSERT: &str = concat!(
         "INSERT INTO keys (",
         key_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
     );
     const SELECT: &str = concat!(
         "SELECT ",
         key_columns!(),
         " FROM keys WHERE ",
         of_owner!(),
-        " AND version = $5"
+        " AND version = $6"
     );
-    let [kind, app, account, mode] = &key.owner.stored_columns();
+    let [kind, app, account, mode, user] = &key.owner.stored_columns();
     let version = i64::from(key.version);
     let root = &key.root.0[..];
     execute(
@@ -101,6 +101,7 @@ pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<Stored
             &app,
             &account,
             &mode,
+            &user,
             &version,
             &root,
             &key.wrapped,
@@ -108,7 +109,7 @@ pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<Stored
         ],
     )
     .await?;
-    key_rows(&query(tx, SELECT, &[&kind, &app, &account, &mode, &version]).await?)?
+    key_rows(&query(tx, SELECT, &[&kind, &app, &account, &mode, &user, &version]).await?)?
         .pop()
         .ok_or_else(|| StoreError::Internal("a key just stored cannot be read back".into()))
 }
@@ -122,7 +123,8 @@ pub async fn keys_not_under<C: GenericClient>(
     const SQL: &str = concat!(
         "SELECT ",
         key_columns!(),
-        " FROM keys WHERE root <> $1 ORDER BY kind, app, account, mode, version LIMIT $2"
+        " FROM keys WHERE root <> $1 ORDER BY kind, app, account, mode, scope_user, version \
+          LIMIT $2"
     );
     let root = &root.0[..];
     key_rows(&query(client, SQL, &[&root, &i64::from(limit)]).await?)
@@ -134,11 +136,11 @@ pub async fn rewrap_key<C: GenericClient>(
     to: &(KeyId, Vec<u8>),
 ) -> Result<bool, StoreError> {
     const SQL: &str = concat!(
-        "UPDATE keys SET root = $6, wrapped = $7 WHERE ",
+        "UPDATE keys SET root = $7, wrapped = $8 WHERE ",
         of_owner!(),
-        " AND version = $5 AND root = $8 AND wrapped = $9"
+        " AND version = $6 AND root = $9 AND wrapped = $10"
     );
-    let [kind, app, account, mode] = &key.owner.stored_columns();
+    let [kind, app, account, mode, user] = &key.owner.stored_columns();
     let (new_root, old_root) = (&to.0 .0[..], &key.root.0[..]);
     let changed = execute(
         client,
@@ -148,6 +150,7 @@ pub async fn rewrap_key<C: GenericClient>(
             &app,
             &account,
             &mode,
+            &user,
             &i64::from(key.version),
             &new_root,
             &to.1,
@@ -178,12 +181,12 @@ pub async fn keys_by_root<C: GenericClient>(client: &C) -> Result<Vec<RootUse>, 
 }
 
 /// The namespace's secrets, expired ones included, whose sealed bytes do not start with
-/// `current`, in id order after `after`. Each page sorts the namespace's rows: an index that
+/// `current[0]` (an account's) or `current[1]` (a user's), in id order after `after`. Each page sorts the namespace's rows: an index that
 /// orders a namespace's secrets by id would cost every put, for a walk only rotations make.
 pub async fn stale_sealed<C: GenericClient>(
     client: &C,
     namespace: &Namespace,
-    current: &[u8],
+    current: [&[u8]; 2],
     after: Option<&SecretId>,
     limit: u32,
 ) -> Result<Vec<SealedSecret>, StoreError> {
@@ -192,7 +195,9 @@ pub async fn stale_sealed<C: GenericClient>(
         secret_columns!(),
         ", scope_type, scope_user FROM secrets \
          WHERE app = $1 AND account = $2 AND livemode = $3 AND id COLLATE \"C\" > $4 \
-             AND substring(sealed FROM 1 FOR length($5::bytea)) <> $5::bytea \
+             AND CASE WHEN scope_type = 'user' \
+                 THEN substring(sealed FROM 1 FOR length($7::bytea)) <> $7::bytea \
+                 ELSE substring(sealed FROM 1 FOR length($5::bytea)) <> $5::bytea END \
          ORDER BY id COLLATE \"C\" LIMIT $6"
     );
     // Every id is longer than '', so no cursor is the start.
@@ -206,8 +211,9 @@ pub async fn stale_sealed<C: GenericClient>(
             &account,
             &namespace.mode.livemode(),
             &after,
-            &current,
+            &current[0],
             &i64::from(limit),
+            &current[1],
         ],
     )
     .await?;

@@ -584,7 +584,7 @@ impl KeyStore for PostgresStore {
     async fn stale_sealed(
         &self,
         namespace: &Namespace,
-        current: &[u8],
+        current: [&[u8]; 2],
         after: Option<&SecretId>,
         limit: u32,
     ) -> Result<Vec<SealedSecret>, StoreError> {

@@ -219,6 +219,14 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, app, account, mode, version)
     );
     CREATE INDEX keys_root ON keys (root);",
+    // 4: users' own keys (crypto-shredding): `kind` 'user' with `account` and `scope_user`
+    // (the others ''); every other kind has `scope_user` ''. The primary key gains it. A
+    // removal now deletes the keys of what it removes; `keys_account` serves an account's
+    // removal, which meets keys of every app on it.
+    "ALTER TABLE keys ADD COLUMN scope_user TEXT COLLATE \"C\" NOT NULL DEFAULT '';
+    ALTER TABLE keys DROP CONSTRAINT keys_pkey;
+    ALTER TABLE keys ADD PRIMARY KEY (kind, app, account, mode, scope_user, version);
+    CREATE INDEX keys_account ON keys (account);",
 ];
 
 /// The schema version this binary writes.

@@ -174,6 +174,8 @@ pub fn remove_account(conn: &Connection, id: &AccountId) -> Result<Option<Remove
     removed.user_sessions += delete(conn, "DELETE FROM user_sessions WHERE account = ?1", [a])?;
     removed.installations += delete(conn, "DELETE FROM installations WHERE account = ?1", [a])?;
     removed.users += delete(conn, "DELETE FROM users WHERE account = ?1", [a])?;
+    // Every namespace key of any app on the account, and its users' keys.
+    removed.keys += delete(conn, "DELETE FROM keys WHERE account = ?1", [a])?;
     delete(conn, "DELETE FROM accounts WHERE id = ?1", [a])?;
     Ok(Some(removed))
 }
@@ -236,6 +238,11 @@ fn remove_app_rows(conn: &Connection, id: &AppId) -> Result<Removed, StoreError>
         api_keys: delete(conn, "DELETE FROM api_keys WHERE app = ?1", [a])?,
         user_sessions: delete(conn, "DELETE FROM user_sessions WHERE app = ?1", [a])?,
         secrets: delete(conn, "DELETE FROM secrets WHERE app = ?1", [a])?,
+        keys: delete(
+            conn,
+            "DELETE FROM keys WHERE kind = 'namespace' AND app = ?1",
+            [a],
+        )?,
     })
 }
 
@@ -354,6 +361,11 @@ pub fn remove_installation(
             "DELETE FROM secrets WHERE app = ?1 AND account = ?2",
             [app, account],
         )?,
+        keys: delete(
+            conn,
+            "DELETE FROM keys WHERE kind = 'namespace' AND app = ?1 AND account = ?2",
+            [app, account],
+        )?,
         ..Removed::default()
     }))
 }
@@ -462,6 +474,12 @@ pub fn remove_user(
         secrets: delete(
             conn,
             "DELETE FROM secrets WHERE account = ?1 AND scope_type = 'user' AND scope_user = ?2",
+            [a, u],
+        )?,
+        keys: delete(
+            conn,
+            "DELETE FROM keys WHERE kind = 'user' AND app = '' AND account = ?1 AND mode = ''
+                 AND scope_user = ?2",
             [a, u],
         )?,
         ..Removed::default()

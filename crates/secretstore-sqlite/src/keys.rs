@@ -22,18 +22,19 @@ fn failure(e: rusqlite::Error) -> StoreError {
 /// The columns of a key as `key_row` reads them, in its order.
 macro_rules! key_columns {
     () => {
-        "kind, app, account, mode, version, root, wrapped, created"
+        "kind, app, account, mode, scope_user, version, root, wrapped, created"
     };
 }
 
-/// The condition that a row of `keys` belongs to the owner bound as `?1`..`?4` (`KeyOwner::stored_columns`).
+/// The condition that a row of `keys` belongs to the owner bound as `?1`..`?5`
+/// (`KeyOwner::stored_columns`).
 macro_rules! of_owner {
     () => {
-        "kind = ?1 AND app = ?2 AND account = ?3 AND mode = ?4"
+        "kind = ?1 AND app = ?2 AND account = ?3 AND mode = ?4 AND scope_user = ?5"
     };
 }
 
-/// Runs `sql` with the owner and version of `key` bound as `?1`..`?5` (`of_owner!()` and the
+/// Runs `sql` with the owner and version of `key` bound as `?1`..`?6` (`of_owner!()` and the
 /// version) and `more` after them; answers how many rows it changed.
 fn execute_for(
     conn: &Connection,
@@ -45,9 +46,9 @@ fn execute_for(
     for (at, column) in key.owner.stored_columns().into_iter().enumerate() {
         stmt.raw_bind_parameter(at + 1, column).map_err(failure)?;
     }
-    stmt.raw_bind_parameter(5, key.version).map_err(failure)?;
+    stmt.raw_bind_parameter(6, key.version).map_err(failure)?;
     for (at, value) in more.iter().enumerate() {
-        stmt.raw_bind_parameter(at + 6, value).map_err(failure)?;
+        stmt.raw_bind_parameter(at + 7, value).map_err(failure)?;
     }
     stmt.raw_execute().map_err(failure)
 }
@@ -56,14 +57,14 @@ fn execute_for(
 /// `KeyOwner::from_stored`).
 fn key_row(row: &Row<'_>) -> Result<StoredKey, StoreError> {
     let text = |i: usize| row.get::<_, String>(i).map_err(failure);
-    let owner = KeyOwner::from_stored(&text(0)?, &text(1)?, &text(2)?, &text(3)?)?;
-    let version: i64 = row.get(4).map_err(failure)?;
+    let owner = KeyOwner::from_stored([&text(0)?, &text(1)?, &text(2)?, &text(3)?, &text(4)?])?;
+    let version: i64 = row.get(5).map_err(failure)?;
     Ok(StoredKey {
         owner,
         version: u32::try_from(version).map_err(|_| damaged("keys.version"))?,
-        root: root_of(row.get(5).map_err(failure)?)?,
-        wrapped: row.get(6).map_err(failure)?,
-        created: row.get(7).map_err(failure)?,
+        root: root_of(row.get(6).map_err(failure)?)?,
+        wrapped: row.get(7).map_err(failure)?,
+        created: row.get(8).map_err(failure)?,
     })
 }
 
@@ -106,12 +107,12 @@ pub fn add_key(conn: &Connection, key: &StoredKey) -> Result<StoredKey, StoreErr
         key_columns!(),
         " FROM keys WHERE ",
         of_owner!(),
-        " AND version = ?5"
+        " AND version = ?6"
     );
     const INSERT: &str = concat!(
         "INSERT INTO keys (",
         key_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
     );
     execute_for(
         conn,
@@ -119,11 +120,11 @@ pub fn add_key(conn: &Connection, key: &StoredKey) -> Result<StoredKey, StoreErr
         key,
         &[&key.root.0, &key.wrapped, &key.created],
     )?;
-    let [kind, app, account, mode] = &key.owner.stored_columns();
+    let [kind, app, account, mode, user] = &key.owner.stored_columns();
     rows_of(
         conn,
         SELECT,
-        params![kind, app, account, mode, key.version],
+        params![kind, app, account, mode, user, key.version],
         key_row,
     )?
     .pop()
@@ -139,7 +140,7 @@ pub fn keys_not_under(
     const SQL: &str = concat!(
         "SELECT ",
         key_columns!(),
-        " FROM keys WHERE root <> ?1 ORDER BY kind, app, account, mode, version LIMIT ?2"
+        " FROM keys WHERE root <> ?1 ORDER BY kind, app, account, mode, scope_user, version LIMIT ?2"
     );
     rows_of(conn, SQL, params![&root.0, limit], key_row)
 }
@@ -150,9 +151,9 @@ pub fn rewrap_key(
     to: &(KeyId, Vec<u8>),
 ) -> Result<bool, StoreError> {
     const SQL: &str = concat!(
-        "UPDATE keys SET root = ?6, wrapped = ?7 WHERE ",
+        "UPDATE keys SET root = ?7, wrapped = ?8 WHERE ",
         of_owner!(),
-        " AND version = ?5 AND root = ?8 AND wrapped = ?9"
+        " AND version = ?6 AND root = ?9 AND wrapped = ?10"
     );
     let (root, wrapped) = to;
     let more: [&dyn ToSql; 4] = [&root.0, wrapped, &key.root.0, &key.wrapped];
@@ -172,13 +173,13 @@ pub fn keys_by_root(conn: &Connection) -> Result<Vec<RootUse>, StoreError> {
 }
 
 /// The namespace's secrets, expired ones included, whose sealed bytes do not start with
-/// `current`, in id order after `after`. SQLite compares blobs byte by byte, and `substr` and
+/// `current[0]` (an account's) or `current[1]` (a user's), in id order after `after`. SQLite compares blobs byte by byte, and `substr` and
 /// `length` of a blob count bytes. Each page sorts the namespace's rows: an index that orders a
 /// namespace's secrets by id would cost every put, for a walk only rotations make.
 pub fn stale_sealed(
     conn: &Connection,
     namespace: &Namespace,
-    current: &[u8],
+    current: [&[u8]; 2],
     after: Option<&SecretId>,
     limit: u32,
 ) -> Result<Vec<SealedSecret>, StoreError> {
@@ -187,7 +188,8 @@ pub fn stale_sealed(
         secret_columns!(),
         ", scope_type, scope_user FROM secrets
          WHERE app = ?1 AND account = ?2 AND livemode = ?3 AND id > ?4
-             AND substr(sealed, 1, length(?5)) <> ?5
+             AND CASE scope_type WHEN 'user' THEN substr(sealed, 1, length(?7)) <> ?7
+                 ELSE substr(sealed, 1, length(?5)) <> ?5 END
          ORDER BY id LIMIT ?6"
     );
     // Every id is longer than '', so no cursor is the start.
@@ -197,8 +199,9 @@ pub fn stale_sealed(
         namespace.account.as_str(),
         namespace.mode.livemode(),
         after,
-        current,
-        limit
+        current[0],
+        limit,
+        current[1]
     ];
     rows_of(conn, SQL, params, |row| {
         let text = |i: usize| row.get::<_, String>(i).map_err(failure);

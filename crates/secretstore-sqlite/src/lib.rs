@@ -808,13 +808,17 @@ impl KeyStore for SqliteStore {
     async fn stale_sealed(
         &self,
         namespace: &Namespace,
-        current: &[u8],
+        current: [&[u8]; 2],
         after: Option<&SecretId>,
         limit: u32,
     ) -> Result<Vec<SealedSecret>, StoreError> {
-        let (namespace, current, after) = (namespace.clone(), current.to_vec(), after.cloned());
-        self.read(move |conn| keys::stale_sealed(conn, &namespace, &current, after.as_ref(), limit))
-            .await
+        let (namespace, after) = (namespace.clone(), after.cloned());
+        let current = current.map(<[u8]>::to_vec);
+        self.read(move |conn| {
+            let current = [current[0].as_slice(), current[1].as_slice()];
+            keys::stale_sealed(conn, &namespace, current, after.as_ref(), limit)
+        })
+        .await
     }
 
     /// The read cache is keyed by address, which a reseal does not carry, so the addresses are

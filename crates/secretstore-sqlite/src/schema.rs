@@ -218,6 +218,29 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, app, account, mode, version)
     );
     CREATE INDEX keys_root ON keys (root);",
+    // 8: users' own keys (crypto-shredding): `kind` 'user' with `account` and `scope_user`
+    // (the others ''), so the primary key gains `scope_user` ('' for every other kind) and
+    // the table is made again, as SQLite changes no primary key in place. A removal now
+    // deletes the keys of what it removes; `keys_account` serves an account's removal, which
+    // meets keys of every app on it.
+    "CREATE TABLE keys_8 (
+        kind TEXT NOT NULL,
+        app TEXT NOT NULL,
+        account TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        scope_user TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        root BLOB NOT NULL,
+        wrapped BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (kind, app, account, mode, scope_user, version)
+    );
+    INSERT INTO keys_8 (kind, app, account, mode, scope_user, version, root, wrapped, created)
+        SELECT kind, app, account, mode, '', version, root, wrapped, created FROM keys;
+    DROP TABLE keys;
+    ALTER TABLE keys_8 RENAME TO keys;
+    CREATE INDEX keys_root ON keys (root);
+    CREATE INDEX keys_account ON keys (account);",
 ];
 
 /// The schema version this binary writes.

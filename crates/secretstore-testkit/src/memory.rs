@@ -111,6 +111,13 @@ impl Data {
                 .any(|i| i.app == *app && i.account == *account)
     }
 
+    /// Deletes the stored keys `doomed` picks (crypto-shredding); answers how many went.
+    fn remove_keys(&mut self, doomed: impl Fn(&KeyOwner) -> bool) -> u64 {
+        let before = self.stored_keys.len();
+        self.stored_keys.retain(|k| !doomed(&k.owner));
+        (before - self.stored_keys.len()) as u64
+    }
+
     /// Deletes the secrets `doomed` picks; answers how many went.
     fn remove_secrets(&mut self, doomed: impl Fn(&SecretAddress) -> bool) -> u64 {
         let before = self.secrets.rows.len();
@@ -136,6 +143,7 @@ impl Data {
             user_sessions: (before.3 - self.sessions.len()) as u64,
             secrets: self.remove_secrets(|a| a.namespace.app == *id),
             users: 0,
+            keys: self.remove_keys(|o| matches!(o, KeyOwner::Namespace(ns) if ns.app == *id)),
         }
     }
 }
@@ -424,6 +432,11 @@ impl Directory for MemoryStore {
             removed += more;
         }
         removed.secrets += data.remove_secrets(|a| a.namespace.account == *id);
+        removed.keys += data.remove_keys(|o| match o {
+            KeyOwner::Namespace(ns) => ns.account == *id,
+            KeyOwner::User { account, .. } => account == id,
+            KeyOwner::Service | KeyOwner::Digest => false,
+        });
         let before = (
             data.sessions.len(),
             data.installations.len(),
@@ -530,10 +543,14 @@ impl Directory for MemoryStore {
         let sessions = (before - data.sessions.len()) as u64;
         let secrets = data
             .remove_secrets(|a| a.namespace.app == inst.app && a.namespace.account == inst.account);
+        let keys = data.remove_keys(|o| {
+            matches!(o, KeyOwner::Namespace(ns) if ns.app == inst.app && ns.account == inst.account)
+        });
         Ok(Some(Removed {
             installations: 1,
             user_sessions: sessions,
             secrets,
+            keys,
             ..Removed::default()
         }))
     }
@@ -606,10 +623,14 @@ impl Directory for MemoryStore {
         let secrets = data.remove_secrets(|a| {
             a.namespace.account == *account && a.scope == Scope::User(id.clone())
         });
+        let keys = data.remove_keys(
+            |o| matches!(o, KeyOwner::User { account: a, user } if a == account && user == id),
+        );
         Ok(Some(Removed {
             users: 1,
             user_sessions: sessions,
             secrets,
+            keys,
             ..Removed::default()
         }))
     }
@@ -754,9 +775,10 @@ impl AtomicWrites for MemoryStore {
 }
 
 /// Where `keys_not_under` puts a key: the order of the SQL backends' primary key (kind, app,
-/// account, mode as stored, version; text byte by byte), so that every backend walks alike.
-fn key_order(key: &StoredKey) -> (&'static str, (&str, &str, &str), u32) {
-    (key.owner.kind(), key.owner.columns(), key.version)
+/// account, mode, scope_user as stored, version; text byte by byte), so that every backend
+/// walks alike.
+fn key_order(key: &StoredKey) -> ([&str; 5], u32) {
+    (key.owner.stored_columns(), key.version)
 }
 
 #[async_trait]
@@ -827,7 +849,7 @@ impl KeyStore for MemoryStore {
     async fn stale_sealed(
         &self,
         namespace: &Namespace,
-        current: &[u8],
+        current: [&[u8]; 2],
         after: Option<&SecretId>,
         limit: u32,
     ) -> Result<Vec<SealedSecret>, StoreError> {
@@ -839,7 +861,10 @@ impl KeyStore for MemoryStore {
             .map(|row| &row.secret)
             .filter(|s| {
                 s.address.namespace == *namespace
-                    && !s.sealed.starts_with(current)
+                    && !s.sealed.starts_with(match s.address.scope {
+                        Scope::Account => current[0],
+                        Scope::User(_) => current[1],
+                    })
                     && after.is_none_or(|after| s.id > *after)
             })
             .cloned()

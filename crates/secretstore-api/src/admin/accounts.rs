@@ -76,7 +76,7 @@ pub async fn remove(
     query.finish()?;
     let id = path_id(path.id(), "account", AccountId::parse)?;
     found(
-        admin.directory.remove_account(&id).await?,
+        admin.shredding(admin.directory.remove_account(&id)).await?,
         "account",
         path.id(),
         |removed| render::removed(id.as_str(), "account", removed),

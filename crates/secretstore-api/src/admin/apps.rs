@@ -78,7 +78,7 @@ pub async fn remove(
     query.finish()?;
     let id = path_id(path.id(), "app", AppId::parse)?;
     found(
-        admin.directory.remove_app(&id).await?,
+        admin.shredding(admin.directory.remove_app(&id)).await?,
         "app",
         path.id(),
         |removed| render::removed(id.as_str(), "app", removed),

@@ -76,7 +76,9 @@ pub async fn remove(
     query.finish()?;
     let id = path_id(path.id(), "installation", InstallationId::parse)?;
     found(
-        admin.directory.remove_installation(&id).await?,
+        admin
+            .shredding(admin.directory.remove_installation(&id))
+            .await?,
         "installation",
         path.id(),
         |removed| render::removed(id.as_str(), "installation", removed),

@@ -29,7 +29,8 @@ use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use secretstore_core::metrics::AuthFailure;
 use secretstore_core::{
-    AccountId, AppId, AuditSlot, Clock, Directory, DirectoryPage, Lifecycle, Listed,
+    AccountId, AppId, AuditSlot, Clock, Directory, DirectoryPage, Lifecycle, Listed, Removed,
+    StoreError,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -65,6 +66,23 @@ pub struct AdminState {
     pub service: secretstore_core::SecretService,
     /// The backend as a whole, whose snapshot `GET /v1/backup` streams.
     pub storage: Arc<dyn Lifecycle>,
+}
+
+impl AdminState {
+    /// Runs a removal (`remove`) so that the keys it destroys (crypto-shredding) are gone
+    /// from this server too: no write that took one of them before is stored after it, and
+    /// none is used after it (`KeyManager::removing`, `forget`).
+    async fn shredding<F>(&self, remove: F) -> Result<Option<Removed>, ApiError>
+    where
+        F: std::future::Future<Output = Result<Option<Removed>, StoreError>>,
+    {
+        let _removing = self.keys.removing().await;
+        let removed = remove.await?;
+        if removed.is_some() {
+            self.keys.forget();
+        }
+        Ok(removed)
+    }
 }
 
 /// The SHA-256 an admin token is kept as.

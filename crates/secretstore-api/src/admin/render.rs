@@ -71,6 +71,7 @@ pub fn removed(id: &str, object: &str, removed: &Removed) -> Value {
             "apps": removed.apps, "installations": removed.installations,
             "users": removed.users, "api_keys": removed.api_keys,
             "user_sessions": removed.user_sessions, "secrets": removed.secrets,
+            "keys": removed.keys,
         },
     })
 }

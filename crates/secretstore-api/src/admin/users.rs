@@ -99,7 +99,9 @@ pub async fn remove(
     let account = account_of(&path)?;
     let id = path_id(path.id(), "user", UserId::parse)?;
     found(
-        admin.directory.remove_user(&account, &id).await?,
+        admin
+            .shredding(admin.directory.remove_user(&account, &id))
+            .await?,
         "user",
         path.id(),
         |removed| render::removed(id.as_str(), "user", removed),

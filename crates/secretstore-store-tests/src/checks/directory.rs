@@ -1,15 +1,17 @@
 //! `Directory`: accounts, apps, installations, users, keys and sessions; duplicates and
 //! dangling references refused; listings newest first with `starting_after`; and removals that
-//! take exactly what an object owns, with the counts.
+//! take exactly what an object owns, with the counts, the keys that protected it included
+//! (crypto-shredding).
 
 use std::sync::Arc;
 
 use secretstore_core::{
     Account, AccountId, ApiKeyId, ApiKeyRecord, App, AppId, Credential, CredentialHint,
     CredentialId, CursorKind, DirectoryPage, Installation, InstallationFilter, InstallationId,
-    KeyType, Mode, Permissions, Removed, Scope, SessionId, Store, StoreError, User, UserId,
-    UserSession,
+    KeyOwner, KeyType, Mode, Permissions, Removed, Scope, SessionId, Store, StoreError, StoredKey,
+    User, UserId, UserSession,
 };
+use secretstore_crypto::KeyId;
 
 use crate::fixtures::*;
 
@@ -434,6 +436,27 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
         }
     }
     assert_eq!(count, 18);
+    // The keys that protect them: each namespace's (two versions of one), the users' (and one
+    // of a user of the owner's account), and the server's own.
+    let mut owners = vec![
+        KeyOwner::Service,
+        user_key("acct_other", "usr_1"),
+        user_key("acct_other", "usr_2"),
+        user_key("acct_owner", "usr_9"),
+    ];
+    for (app, account) in [
+        ("app_x", "acct_owner"),
+        ("app_x", "acct_other"),
+        ("app_y", "acct_other"),
+    ] {
+        for mode in [Mode::Test, Mode::Live] {
+            owners.push(KeyOwner::Namespace(namespace(app, account, mode)));
+        }
+    }
+    for owner in &owners {
+        add_key_ok(&store, owner, 1).await;
+    }
+    add_key_ok(&store, &owners[4], 2).await;
 
     // The user usr_1 of acct_other: its scope's secrets under both apps and modes (4), its
     // sessions (2).
@@ -448,6 +471,7 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
             users: 1,
             user_sessions: 2,
             secrets: 4,
+            keys: 1,
             ..Removed::default()
         }
     );
@@ -472,6 +496,7 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
             installations: 1,
             user_sessions: 1,
             secrets: 4,
+            keys: 2,
             ..Removed::default()
         }
     );
@@ -481,8 +506,8 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
         .await
         .expect("the owner keeps it"));
 
-    // Account acct_other: its user usr_2, the app y it owns (key, secrets: 4 left after usr_1),
-    // nothing of x (already gone there).
+    // Account acct_other: its user usr_2, the app y it owns (key, secrets: 4 left after usr_1,
+    // its two namespace keys), usr_2's key, nothing of x (already gone there).
     let removed = store
         .remove_account(&other)
         .await
@@ -495,13 +520,14 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
             users: 1,
             api_keys: 1,
             secrets: 4,
+            keys: 3,
             ..Removed::default()
         }
     );
     assert_eq!(store.app(&y).await.expect("app"), None);
     assert_eq!(store.account(&other).await.expect("account"), None);
 
-    // App x: its key and its secrets on its owner (6).
+    // App x: its key, its secrets on its owner (6) and its namespace keys there (3 versions).
     let removed = store
         .remove_app(&x)
         .await
@@ -513,6 +539,7 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
             apps: 1,
             api_keys: 1,
             secrets: 6,
+            keys: 3,
             ..Removed::default()
         }
     );
@@ -529,4 +556,27 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
     }
     assert_eq!(store.remove_app(&x).await.expect("again"), None);
     assert!(store.account(&owner).await.expect("account").is_some());
+    // What no removal owned keeps its key: the server's, and the owner account's user.
+    for (at, owner) in owners.iter().enumerate() {
+        let left = store.keys_of(owner).await.expect("keys_of").len();
+        assert_eq!(left, usize::from(at == 0 || at == 3), "{owner:?}");
+    }
+}
+
+fn user_key(account: &str, user: &str) -> KeyOwner {
+    KeyOwner::User {
+        account: acct(account),
+        user: usr(user),
+    }
+}
+
+async fn add_key_ok(store: &Arc<dyn Store>, owner: &KeyOwner, version: u32) {
+    let key = StoredKey {
+        owner: owner.clone(),
+        version,
+        root: KeyId([7; 8]),
+        wrapped: vec![version as u8; 60],
+        created: NOW,
+    };
+    store.add_key(key).await.expect("add_key");
 }

@@ -352,6 +352,20 @@ fn format2(version: u32, tag: u8) -> Vec<u8> {
     bytes
 }
 
+/// The header of format 2 under a key version combined with a user's key, and sealed bytes
+/// under it.
+fn user_header(version: u32) -> Vec<u8> {
+    let mut bytes = header(version);
+    bytes[0] = 3;
+    bytes
+}
+
+fn format2_user(version: u32, tag: u8) -> Vec<u8> {
+    let mut bytes = user_header(version);
+    bytes.extend([tag, 0, tag]);
+    bytes
+}
+
 async fn put_sealed(
     store: &Arc<dyn Store>,
     namespace: &Namespace,
@@ -371,7 +385,7 @@ async fn put_sealed(
 async fn stale_ok(
     store: &Arc<dyn Store>,
     namespace: &Namespace,
-    current: &[u8],
+    current: [&[u8]; 2],
     after: Option<&SecretId>,
     limit: u32,
 ) -> Vec<SealedSecret> {
@@ -381,19 +395,32 @@ async fn stale_ok(
     }
 }
 
-/// A namespace's secrets whose sealed bytes do not start with the current header (format 1,
-/// an older key version, bytes shorter than the header), every scope, expired ones too, each as
-/// stored, in id order; paged by `after`. Secrets under the current header and secrets of any
-/// other namespace (the same one in the other mode included) are never answered.
+/// A namespace's secrets whose sealed bytes do not start with the current header of their
+/// scope (format 1, an older key version, bytes shorter than the header, and for a user's
+/// secret the namespace key's header without the user's key, or for an account's secret the
+/// reverse), every scope, expired ones too, each as stored, in id order; paged by `after`.
+/// Secrets under their scope's current header and secrets of any other namespace (the same one
+/// in the other mode included) are never answered.
 pub async fn stale_sealed_answers_what_a_rotation_must_reseal(store: Arc<dyn Store>) {
     let ns = home();
-    let current = header(2);
+    let (for_account, for_user) = (header(2), user_header(2));
+    let current: [&[u8]; 2] = [&for_account, &for_user];
     let user = user("usr_stale");
     let mut stale = vec![
         put_sealed(&store, &ns, &Scope::Account, "format-1", format1(1), None).await,
         put_sealed(&store, &ns, &user, "format-1-user", format1(2), None).await,
         put_sealed(&store, &ns, &Scope::Account, "v1", format2(1, 3), None).await,
-        put_sealed(&store, &ns, &user, "v1-user", format2(1, 4), None).await,
+        put_sealed(&store, &ns, &user, "v1-user", format2_user(1, 4), None).await,
+        put_sealed(&store, &ns, &user, "v2-namespace-key", format2(2, 11), None).await,
+        put_sealed(
+            &store,
+            &ns,
+            &Scope::Account,
+            "v2-user-key",
+            format2_user(2, 12),
+            None,
+        )
+        .await,
         put_sealed(
             &store,
             &ns,
@@ -406,10 +433,19 @@ pub async fn stale_sealed_answers_what_a_rotation_must_reseal(store: Arc<dyn Sto
         put_sealed(&store, &ns, &Scope::Account, "short", vec![2, 0, 0], None).await,
         put_sealed(&store, &ns, &Scope::Account, "v3", format2(3, 6), None).await,
     ];
-    for (name, sealed) in [("v2", format2(2, 7)), ("v2-header-only", current.clone())] {
+    for (name, sealed) in [("v2", format2(2, 7)), ("v2-header-only", header(2))] {
         put_sealed(&store, &ns, &Scope::Account, name, sealed, None).await;
     }
-    put_sealed(&store, &ns, &user, "v2-user", format2(2, 8), None).await;
+    put_sealed(&store, &ns, &user, "v2-user", format2_user(2, 8), None).await;
+    put_sealed(
+        &store,
+        &ns,
+        &user,
+        "v2-user-header-only",
+        user_header(2),
+        None,
+    )
+    .await;
     let live = Namespace {
         mode: Mode::Live,
         ..ns.clone()
@@ -435,12 +471,12 @@ pub async fn stale_sealed_answers_what_a_rotation_must_reseal(store: Arc<dyn Sto
     );
     stale.sort_by(|a, b| a.id.cmp(&b.id));
 
-    assert_eq!(stale_ok(&store, &ns, &current, None, 100).await, stale);
+    assert_eq!(stale_ok(&store, &ns, current, None, 100).await, stale);
     for limit in [1, 2, 3] {
         let mut pages = Vec::new();
         let mut after: Option<SecretId> = None;
         loop {
-            let page = stale_ok(&store, &ns, &current, after.as_ref(), limit).await;
+            let page = stale_ok(&store, &ns, current, after.as_ref(), limit).await;
             assert!(page.len() <= limit as usize, "limit {limit}");
             match page.last() {
                 Some(last) => after = Some(last.id.clone()),
@@ -451,17 +487,17 @@ pub async fn stale_sealed_answers_what_a_rotation_must_reseal(store: Arc<dyn Sto
         assert_eq!(pages, stale, "paged by {limit}");
     }
     let last = stale.last().map(|s| s.id.clone());
-    assert!(stale_ok(&store, &ns, &current, last.as_ref(), 100)
+    assert!(stale_ok(&store, &ns, current, last.as_ref(), 100)
         .await
         .is_empty());
-    assert!(stale_ok(&store, &ns, &current, None, 0).await.is_empty());
+    assert!(stale_ok(&store, &ns, current, None, 0).await.is_empty());
     let empty = namespace("app_empty", "acct_1", Mode::Test);
-    assert!(stale_ok(&store, &empty, &current, None, 100)
+    assert!(stale_ok(&store, &empty, current, None, 100)
         .await
         .is_empty());
     // The live namespace's current key is its own: there, only format 1 is stale.
     assert_eq!(
-        stale_ok(&store, &live, &header(1), None, 100).await,
+        stale_ok(&store, &live, [&header(1), &user_header(1)], None, 100).await,
         vec![format1_elsewhere[0].clone()]
     );
 }
@@ -492,7 +528,7 @@ pub async fn reseal_applies_only_where_the_sealed_bytes_still_match(store: Arc<d
     }
     // A put replaces the second after the rotation read it.
     let replaced = (store
-        .put(put_bytes(&second.address, NOW + 1, format2(2, 20)))
+        .put(put_bytes(&second.address, NOW + 1, format2_user(2, 20)))
         .await)
         .expect("replace");
     assert_eq!(replaced.id, second.id);
@@ -543,7 +579,7 @@ pub async fn reseal_applies_only_where_the_sealed_bytes_still_match(store: Arc<d
         Some(resealed_first.clone())
     );
     assert!(
-        stale_ok(&store, &ns, &header(2), None, 100)
+        stale_ok(&store, &ns, [&header(2), &user_header(2)], None, 100)
             .await
             .is_empty(),
         "every secret is under version 2 now"

@@ -761,6 +761,8 @@ async fn revocation_rolls_and_ended_sessions_take_effect_on_the_next_request() {
         .await;
     assert_eq!(status, 200, "{removed}");
     assert_eq!(removed["removed"]["secrets"], 3, "{removed}");
+    // Crypto-shredding: the namespace key of app.a on acct_cust went with its secrets.
+    assert_eq!(removed["removed"]["keys"], 1, "{removed}");
     assert_eq!(send(url, new_secret, Some("acct_cust"), &read).await.0, 403);
 }
 
