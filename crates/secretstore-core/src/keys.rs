@@ -137,6 +137,8 @@ struct NamespaceKey {
 struct NamespaceKeys {
     versions: BTreeMap<u32, NamespaceKey>,
     loaded: Instant,
+    /// `KeyStore::destroyed_generation` when they were read.
+    generation: u64,
 }
 
 impl NamespaceKeys {
@@ -149,6 +151,8 @@ impl NamespaceKeys {
 struct UserKey {
     key: SecretKey,
     loaded: Instant,
+    /// `KeyStore::destroyed_generation` when it was read.
+    generation: u64,
 }
 
 /// What `status` reports of one root key version.
@@ -392,7 +396,7 @@ impl KeyManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
-            .filter(|key| key.loaded.elapsed() < RELOAD_AFTER)
+            .filter(|key| self.fresh(key.loaded, key.generation))
             .cloned();
         let user_key = match cached {
             Some(key) => key,
@@ -405,11 +409,13 @@ impl KeyManager {
                     what: "making a user's key",
                     source,
                 })?;
+                let generation = self.store.destroyed_generation();
                 let key =
                     first_key(&self.ring(), &*self.store, owner, made, self.clock.now()).await?;
                 let key = Arc::new(UserKey {
                     key,
                     loaded: Instant::now(),
+                    generation,
                 });
                 let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
                 if users.len() >= CACHED_NAMESPACES {
@@ -444,7 +450,8 @@ impl KeyManager {
     /// nothing more is sealed under those here (a later write to the same namespace or user
     /// makes new keys), and the others are unwrapped again when next needed (removals are
     /// rare; which namespaces an installation's removal took is not known here). Other
-    /// servers sharing the database drop theirs within `RELOAD_AFTER`.
+    /// servers sharing the database drop theirs when the removal's notification reaches them
+    /// (`KeyStore::destroyed_generation`), or within `RELOAD_AFTER` at the latest.
     pub fn forget(&self) {
         self.namespaces
             .lock()
@@ -470,7 +477,7 @@ impl KeyManager {
             .get(namespace)
             .cloned();
         if let Some(keys) = cached {
-            let fresh = keys.loaded.elapsed() < RELOAD_AFTER && !keys.versions.is_empty();
+            let fresh = self.fresh(keys.loaded, keys.generation) && !keys.versions.is_empty();
             if fresh && version.is_none_or(|v| keys.versions.contains_key(&v)) {
                 return Ok(keys);
             }
@@ -478,8 +485,16 @@ impl KeyManager {
         self.reload(namespace).await
     }
 
+    /// Whether keys read at `loaded`, under `generation`, may still be used: younger than
+    /// `RELOAD_AFTER`, and no removal through another server destroyed keys since.
+    fn fresh(&self, loaded: Instant, generation: u64) -> bool {
+        loaded.elapsed() < RELOAD_AFTER && generation == self.store.destroyed_generation()
+    }
+
     async fn reload(&self, namespace: &Namespace) -> Result<Arc<NamespaceKeys>, KeyError> {
         let owner = KeyOwner::Namespace(namespace.clone());
+        // Read before the keys: a removal between the two makes the next use read them again.
+        let generation = self.store.destroyed_generation();
         let stored = self.store.keys_of(&owner).await?;
         let ring = self.ring();
         let mut versions = BTreeMap::new();
@@ -491,6 +506,7 @@ impl KeyManager {
         let keys = Arc::new(NamespaceKeys {
             versions,
             loaded: Instant::now(),
+            generation,
         });
         let mut cache = self
             .namespaces

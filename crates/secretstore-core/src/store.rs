@@ -388,6 +388,14 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     fn shared(&self) -> bool {
         false
     }
+
+    /// A number that changes once keys may have been destroyed through another handle (a
+    /// removal through another server): a key cached before the change may be gone, and must
+    /// be read again before it seals anything. A store no other server writes answers 0 (this
+    /// server's own removals drop its keys directly: `KeyManager::forget`).
+    fn destroyed_generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Small named values of the store itself (the root key check, for one).

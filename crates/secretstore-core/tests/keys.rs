@@ -292,3 +292,53 @@ async fn a_namespace_rotation_re_wraps_every_payload_without_changing_it() {
     assert_eq!(find(&svc, "acct_ns", "s7").await, "payload 7");
     assert_eq!(find(&svc, "acct_other", "s0").await, "untouched");
 }
+
+/// A removal through one server destroys keys another server holds unwrapped: the other hears
+/// of it (`KeyStore::destroyed_generation`) and seals its next write under new keys, which
+/// open through any server, instead of under the destroyed ones, which open nowhere.
+#[tokio::test]
+async fn a_removal_through_one_server_stops_another_sealing_under_destroyed_keys() {
+    use secretstore_core::{Account, Directory as _, User};
+    let store = Arc::new(MemoryStore::new());
+    let other = Arc::new(store.handle());
+    let root = RootKey::generate().unwrap();
+    let here = manager(&store, &[&root]).await.unwrap();
+    let there = manager(&other, &[&root]).await.unwrap();
+    let (ns, user) = (namespace("acct_gone"), UserId::parse("usr_gone").unwrap());
+    let scope = Scope::User(user.clone());
+    store
+        .create_account(Account {
+            id: ns.account.clone(),
+            name: None,
+            created: NOW,
+        })
+        .await
+        .unwrap();
+    store
+        .create_user(User {
+            id: user.clone(),
+            account: ns.account.clone(),
+            email: None,
+            created: NOW,
+        })
+        .await
+        .unwrap();
+    let before = there.sealing_key(&ns, &scope).await.unwrap();
+    let old = envelope_v2::seal(&before, b"id", b"before the removal").unwrap();
+    let removed = store
+        .remove_user(&ns.account, &user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(removed.keys, 1, "the user's key");
+    here.forget();
+
+    let after = there.sealing_key(&ns, &scope).await.unwrap();
+    let new = envelope_v2::seal(&after, b"id", b"after the removal").unwrap();
+    let fresh = manager(&store, &[&root]).await.unwrap();
+    for keys in [&here, &there, &fresh] {
+        let opened = keys.open_payload(&ns, &scope, b"id", &new).await.unwrap();
+        assert_eq!(opened.as_slice(), b"after the removal");
+        assert!(keys.open_payload(&ns, &scope, b"id", &old).await.is_err());
+    }
+}

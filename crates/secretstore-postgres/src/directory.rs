@@ -27,6 +27,28 @@ pub async fn notify_changed<C: GenericClient>(tx: &C) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// The payload of the notification a removal that destroyed keys sends too (besides
+/// `notify_changed`'s): every server then drops the keys it holds unwrapped.
+pub const KEYS_DESTROYED: &str = "keys";
+
+/// Deletes the keys `sql` picks (crypto-shredding), telling every server if any went.
+async fn destroy_keys<C: GenericClient>(
+    tx: &C,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, StoreError> {
+    let destroyed = execute(tx, sql, params).await?;
+    if destroyed > 0 {
+        execute(
+            tx,
+            "SELECT pg_notify($1, $2)",
+            &[&CHANGED_CHANNEL, &KEYS_DESTROYED],
+        )
+        .await?;
+    }
+    Ok(destroyed)
+}
+
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 pub(crate) fn col<T: for<'a> tokio_postgres::types::FromSql<'a>>(
@@ -215,7 +237,7 @@ pub async fn remove_account<C: GenericClient>(
         execute(tx, "DELETE FROM installations WHERE account = $1", &[&a]).await?;
     removed.users += execute(tx, "DELETE FROM users WHERE account = $1", &[&a]).await?;
     // Every namespace key of any app on the account, and its users' keys.
-    removed.keys += execute(tx, "DELETE FROM keys WHERE account = $1", &[&a]).await?;
+    removed.keys += destroy_keys(tx, "DELETE FROM keys WHERE account = $1", &[&a]).await?;
     execute(tx, "DELETE FROM accounts WHERE id = $1", &[&a]).await?;
     Ok(Some(removed))
 }
@@ -282,7 +304,7 @@ async fn remove_app_rows<C: GenericClient>(tx: &C, id: &AppId) -> Result<Removed
         api_keys: execute(tx, "DELETE FROM api_keys WHERE app = $1", &[&a]).await?,
         user_sessions: execute(tx, "DELETE FROM user_sessions WHERE app = $1", &[&a]).await?,
         secrets: execute(tx, "DELETE FROM secrets WHERE app = $1", &[&a]).await?,
-        keys: execute(
+        keys: destroy_keys(
             tx,
             "DELETE FROM keys WHERE kind = 'namespace' AND app = $1",
             &[&a],
@@ -427,7 +449,7 @@ pub async fn remove_installation<C: GenericClient>(
             &[&app, &account],
         )
         .await?,
-        keys: execute(
+        keys: destroy_keys(
             tx,
             "DELETE FROM keys WHERE kind = 'namespace' AND app = $1 AND account = $2",
             &[&app, &account],
@@ -545,7 +567,7 @@ pub async fn remove_user<C: GenericClient>(
             &[&a, &u],
         )
         .await?,
-        keys: execute(
+        keys: destroy_keys(
             tx,
             "DELETE FROM keys WHERE kind = 'user' AND app = '' AND account = $1 AND mode = '' \
              AND scope_user = $2",

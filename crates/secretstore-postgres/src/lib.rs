@@ -27,7 +27,7 @@ mod listener;
 mod schema;
 mod secrets;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +88,9 @@ pub struct PostgresStore {
     options: PostgresOptions,
     /// Off while the listener is not connected (see `listener`).
     cache: Arc<DirectoryCache>,
+    /// Moved on by the listener when a removal through any server destroyed keys
+    /// (`KeyStore::destroyed_generation`).
+    keys_destroyed: Arc<AtomicU64>,
     claims: Claims,
     /// Whether the latest writes succeeded, for the readiness check.
     health: WriteHealth,
@@ -151,7 +154,12 @@ impl PostgresStore {
         )));
         // Off until the listener is connected.
         cache.set_enabled(false);
-        let listener = tokio::spawn(listener::run(config, Arc::clone(&cache)));
+        let keys_destroyed = Arc::new(AtomicU64::new(0));
+        let listener = tokio::spawn(listener::run(
+            config,
+            Arc::clone(&cache),
+            Arc::clone(&keys_destroyed),
+        ));
         let (audit_queue, queued) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(audit::group_commit(pool.clone(), queued));
         tracing::info!(pool_size = options.pool_size, "postgres store open");
@@ -159,6 +167,7 @@ impl PostgresStore {
             pool,
             options,
             cache,
+            keys_destroyed,
             claims: Claims::default(),
             health: WriteHealth::default(),
             listener: parking_lot::Mutex::new(Some(listener)),
@@ -614,6 +623,10 @@ impl KeyStore for PostgresStore {
     /// Any number of servers share one database, each caching namespace keys.
     fn shared(&self) -> bool {
         true
+    }
+
+    fn destroyed_generation(&self) -> u64 {
+        self.keys_destroyed.load(Ordering::SeqCst)
     }
 }
 

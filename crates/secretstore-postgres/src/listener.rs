@@ -1,27 +1,36 @@
 //! The directory listener: one connection per handle, outside the pool, that `LISTEN`s on the
 //! channel every directory write notifies and clears the `DirectoryCache` on each notification.
+//! A removal that destroyed keys notifies `KEYS_DESTROYED` too, on which the listener moves the
+//! handle's destroyed-keys generation on, so that every server drops the keys it held unwrapped
+//! (`KeyStore::destroyed_generation`); so does every (re)connection, since a removal may have
+//! happened unheard.
 //! While it is not connected (the database went away, say) the cache is not used at all, and it
 //! is cleared again once the listener is back, since notifications sent meanwhile were lost.
 //! This is how a revocation through one server is refused by every other within milliseconds,
 //! and never later than the cache's `max_age`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::directory::CHANGED_CHANNEL;
+use crate::directory::{CHANGED_CHANNEL, KEYS_DESTROYED};
 use secretstore_core::DirectoryCache;
 
 /// Pause between attempts to reconnect.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Runs until the task is aborted (`close`).
-pub async fn run(config: tokio_postgres::Config, cache: Arc<DirectoryCache>) {
+pub async fn run(
+    config: tokio_postgres::Config,
+    cache: Arc<DirectoryCache>,
+    keys_destroyed: Arc<AtomicU64>,
+) {
     let mut failures = 0u32;
     loop {
-        match listen_once(&config, &cache).await {
+        match listen_once(&config, &cache, &keys_destroyed).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures += 1;
@@ -41,6 +50,7 @@ pub async fn run(config: tokio_postgres::Config, cache: Arc<DirectoryCache>) {
 async fn listen_once(
     config: &tokio_postgres::Config,
     cache: &DirectoryCache,
+    keys_destroyed: &AtomicU64,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (sender, mut messages) = futures::channel::mpsc::unbounded();
@@ -69,8 +79,12 @@ async fn listen_once(
     }
     // On, and empty: anything cached before this instant may have missed a notification.
     cache.set_enabled(true);
+    keys_destroyed.fetch_add(1, Ordering::SeqCst);
     while let Some(message) = messages.next().await {
-        if let AsyncMessage::Notification(_) = message {
+        if let AsyncMessage::Notification(note) = message {
+            if note.payload() == KEYS_DESTROYED {
+                keys_destroyed.fetch_add(1, Ordering::SeqCst);
+            }
             cache.clear();
         }
     }

@@ -153,7 +153,8 @@ macro_rules! __every_check {
                 a_claim_of_a_vanished_handle_frees_after_its_lease,
                 two_handles_share_an_idempotency_quota,
                 two_handles_append_to_one_chain,
-                two_handles_adding_one_key_keep_one
+                two_handles_adding_one_key_keep_one,
+                a_removal_through_one_handle_tells_the_other_keys_were_destroyed
             ]
         );
     };

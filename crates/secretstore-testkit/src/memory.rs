@@ -55,6 +55,9 @@ struct Data {
     anchor: Option<AuditAnchor>,
     /// The key hierarchy's stored keys, in order of adding.
     stored_keys: Vec<StoredKey>,
+    /// How many removals destroyed keys (`KeyStore::destroyed_generation`): every handle sees
+    /// it at once, as a server would hear the removal's notification.
+    keys_destroyed: u64,
 }
 
 /// Appends to `audit` (a chain that starts after `anchor`).
@@ -115,7 +118,11 @@ impl Data {
     fn remove_keys(&mut self, doomed: impl Fn(&KeyOwner) -> bool) -> u64 {
         let before = self.stored_keys.len();
         self.stored_keys.retain(|k| !doomed(&k.owner));
-        (before - self.stored_keys.len()) as u64
+        let destroyed = (before - self.stored_keys.len()) as u64;
+        if destroyed > 0 {
+            self.keys_destroyed += 1;
+        }
+        destroyed
     }
 
     /// Deletes the secrets `doomed` picks; answers how many went.
@@ -844,6 +851,10 @@ impl KeyStore for MemoryStore {
                 keys,
             })
             .collect())
+    }
+
+    fn destroyed_generation(&self) -> u64 {
+        self.data.lock().keys_destroyed
     }
 
     async fn stale_sealed(

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use secretstore_core::{Completed, IdempotencyClaim, Scope, Store, StoreError, StoredKey};
+use secretstore_core::{
+    Account, AccountId, Completed, IdempotencyClaim, KeyOwner, Scope, Store, StoreError, StoredKey,
+    User, UserId,
+};
 use secretstore_crypto::KeyId;
 use tokio::task::JoinSet;
 
@@ -184,4 +187,75 @@ pub async fn two_handles_adding_one_key_keep_one(one: Arc<dyn Store>, two: Arc<d
         ..winner
     };
     assert_eq!(two.keys_of(&owner).await.expect("keys_of"), vec![rewrapped]);
+}
+
+/// A removal through one handle that destroys keys moves the other's destroyed-keys generation
+/// on (at once, or for a backend that hears of it by notification, within seconds), so that
+/// the other server stops sealing under keys that no longer exist.
+pub async fn a_removal_through_one_handle_tells_the_other_keys_were_destroyed(
+    one: Arc<dyn Store>,
+    two: Arc<dyn Store>,
+) {
+    let account = AccountId::parse("acct_shred").expect("account id");
+    let user = UserId::parse("usr_shred").expect("user id");
+    one.create_account(Account {
+        id: account.clone(),
+        name: None,
+        created: NOW,
+    })
+    .await
+    .expect("account");
+    one.create_user(User {
+        id: user.clone(),
+        account: account.clone(),
+        email: None,
+        created: NOW,
+    })
+    .await
+    .expect("user");
+    let owner = KeyOwner::User {
+        account: account.clone(),
+        user: user.clone(),
+    };
+    let key = StoredKey {
+        owner: owner.clone(),
+        version: 1,
+        root: KeyId([0x44; 8]),
+        wrapped: vec![0x55; 60],
+        created: NOW,
+    };
+    two.add_key(key).await.expect("add_key");
+    // A backend that hears of removals by notification moves the generation on when it starts
+    // listening too (it may have missed one before); wait for that to settle.
+    let before = match two.shared() {
+        true => wait_for(|| two.destroyed_generation(), |g| g > 0)
+            .await
+            .expect("the listener never started"),
+        false => two.destroyed_generation(),
+    };
+    let removed = one
+        .remove_user(&account, &user)
+        .await
+        .expect("remove_user")
+        .expect("existed");
+    assert_eq!(removed.keys, 1);
+    assert!(two.keys_of(&owner).await.expect("keys_of").is_empty());
+    assert!(
+        wait_for(|| two.destroyed_generation(), |g| g != before)
+            .await
+            .is_some(),
+        "the other handle still believes no key was destroyed"
+    );
+}
+
+/// Polls `read` for up to 5 s until `until` holds of it; `None` if it never did.
+async fn wait_for(read: impl Fn() -> u64, until: impl Fn(u64) -> bool) -> Option<u64> {
+    for _ in 0..500 {
+        let value = read();
+        if until(value) {
+            return Some(value);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
 }
