@@ -1,7 +1,8 @@
 //! Production mode through the real binary: provisioning over the admin API, and every
 //! cross-tenant attempt refused the same way whether or not its target exists, changing
 //! nothing (docs/api.md §6 and §10's table); revocation, rolls and ended sessions taking effect
-//! on the next request; and a removal that a kill cannot leave half done.
+//! on the next request; a removal that a kill cannot leave half done; and a removal's
+//! crypto-shredding, seen from outside: its rows put back from an older copy do not open.
 
 use std::time::Duration;
 
@@ -901,4 +902,139 @@ async fn dev_mode_opens_the_admin_listener_when_asked_and_still_takes_any_key() 
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("needs the admin token"), "{text}");
     assert!(text.contains("token-generate"), "{text}");
+}
+
+/// Crypto-shredding through the real binary (SECURITY.md): a copy of the database is taken,
+/// an installation is removed, and the removed secrets' rows from the copy are put back into
+/// the live database. With the real key hierarchy and root key, the server opens none of them:
+/// reading one answers a clear JSON error, never the payload, even once the app is installed
+/// there again; a new secret there, and every other tenant's, is served as before.
+#[tokio::test]
+async fn rows_of_a_removed_installation_put_back_from_an_older_copy_do_not_open() {
+    let mut site = Site::production(BIN);
+    let mut server = site.start(&[]);
+    let admin = Admin::of(&site, &server);
+    admin
+        .tenants(
+            "app.shred",
+            "acct_dev",
+            &["acct_gone", "acct_kept"],
+            &["usr_ann"],
+        )
+        .await;
+    let key = admin.key("app.shred", "test", "secret", &[]).await;
+    let account_scope = [("scope[type]", "account")];
+    let user_scope = [("scope[type]", "user"), ("scope[user]", "usr_ann")];
+    let set_in = |scope: &[(&str, &str)], name: &str, payload: &str| {
+        let mut params = scope.to_vec();
+        params.extend([("name", name), ("payload", payload)]);
+        call("POST", "/v1/apps/secrets", &params)
+    };
+    let find_in = |scope: &[(&str, &str)], name: &str| {
+        let mut params = scope.to_vec();
+        params.extend([("name", name), ("expand[]", "payload")]);
+        call("GET", "/v1/apps/secrets/find", &params)
+    };
+    let gone = [
+        (&account_scope[..], "token", "shredded-account-payload"),
+        (&user_scope[..], "oauth", "shredded-user-payload"),
+    ];
+    for (scope, name, payload) in gone {
+        let (status, answer) = send(
+            &server.url,
+            &key,
+            Some("acct_gone"),
+            &set_in(scope, name, payload),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let kept = set_in(&account_scope, "token", "kept-payload");
+    assert_eq!(
+        send(&server.url, &key, Some("acct_kept"), &kept).await.0,
+        200
+    );
+
+    // The copy: the database file of the stopped server, taken before the removal.
+    server.terminate();
+    let copy = site.dir.path().join("copy.db");
+    std::fs::copy(site.db(), &copy).unwrap();
+    let mut server = site.start(&[]);
+    let admin = Admin::of(&site, &server);
+    let (status, listed) = admin
+        .call(
+            "GET",
+            "/v1/installations?app=app.shred&account=acct_gone",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let installation = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, removed) = admin
+        .call(
+            "DELETE",
+            &format!("/v1/installations/{installation}?confirm=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["removed"]["secrets"], 2, "{removed}");
+    assert_eq!(removed["removed"]["keys"], 1, "{removed}");
+
+    // The removed rows put back from the copy, and the app installed there again.
+    server.terminate();
+    let live = rusqlite::Connection::open(site.db()).unwrap();
+    live.execute("ATTACH DATABASE ?1 AS copy", [copy.to_str().unwrap()])
+        .unwrap();
+    let restored = live
+        .execute(
+            "INSERT INTO secrets SELECT * FROM copy.secrets WHERE account = 'acct_gone'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(restored, 2);
+    drop(live);
+    let server = site.start(&[]);
+    let admin = Admin::of(&site, &server);
+    admin
+        .ok(
+            "POST",
+            "/v1/installations",
+            json!({"app": "app.shred", "account": "acct_gone"}),
+        )
+        .await;
+    for (scope, name, payload) in gone {
+        let (status, answer) =
+            send(&server.url, &key, Some("acct_gone"), &find_in(scope, name)).await;
+        assert_eq!(status, 500, "{name}: {answer}");
+        assert_eq!(answer["error"]["type"], "api_error", "{answer}");
+        assert!(!answer.to_string().contains(payload), "{answer}");
+    }
+    let (status, answer) = send(
+        &server.url,
+        &key,
+        Some("acct_kept"),
+        &find_in(&account_scope, "token"),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["payload"].clone()),
+        (200, json!("kept-payload"))
+    );
+    // The namespace made again has a key of its own: new secrets there are served, and a
+    // shredded row is replaced by a set of its name.
+    for (scope, name, _) in gone {
+        let fresh = format!("fresh-{name}");
+        let (status, answer) = send(
+            &server.url,
+            &key,
+            Some("acct_gone"),
+            &set_in(scope, name, &fresh),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) =
+            send(&server.url, &key, Some("acct_gone"), &find_in(scope, name)).await;
+        assert_eq!((status, answer["payload"].clone()), (200, json!(fresh)));
+    }
 }
