@@ -118,14 +118,6 @@ pub(crate) fn length_prefixed(domain: &[u8], fields: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// The sealed-bytes header of format 2 under `kek`: what every value sealed under it starts
-/// with (a user's combined key has its own first byte).
-fn header(kek: &Kek) -> [u8; 5] {
-    let v = kek.version().to_be_bytes();
-    let format = if kek.per_user() { 3 } else { 2 };
-    [format, v[0], v[1], v[2], v[3]]
-}
-
 /// One version of a namespace's key, unwrapped: as a key-encryption key, and as the key a
 /// user's combined key is derived from.
 struct NamespaceKey {
@@ -702,9 +694,8 @@ impl KeyManager {
                 source: CryptoError::UnknownKeyVersion(version),
             });
         };
-        let current = header(&new.kek);
-        let mut current_user = current;
-        current_user[0] = 3;
+        let current = envelope_v2::header(version, false);
+        let current_user = envelope_v2::header(version, true);
         let mut after = None;
         loop {
             let batch = self

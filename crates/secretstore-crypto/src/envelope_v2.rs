@@ -220,6 +220,14 @@ impl<'a> Parts<'a> {
 
 /// The header for `kek` followed by `data_key` wrapped under it, with room for `payload_len`
 /// more bytes.
+/// What every value sealed under version `kek_version` of a namespace key starts with: alone,
+/// or (`per_user`) combined with a user's key. A rotation looks for values that do not.
+pub fn header(kek_version: u32, per_user: bool) -> [u8; HEADER_LEN] {
+    let v = kek_version.to_be_bytes();
+    let format = if per_user { VERSION_USER } else { VERSION };
+    [format, v[0], v[1], v[2], v[3]]
+}
+
 fn wrapped_header(
     kek: &Kek,
     aad: &[u8],
@@ -227,8 +235,7 @@ fn wrapped_header(
     payload_len: usize,
 ) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(HEADER_LEN + WRAPPED_KEY_LEN + payload_len);
-    out.push(kek.format);
-    out.extend_from_slice(&kek.version.to_be_bytes());
+    out.extend_from_slice(&header(kek.version, kek.per_user()));
     let wrapped = wrap_key(&kek.cipher, &wrap_aad(&out, aad), data_key)?;
     out.extend_from_slice(&wrapped);
     Ok(out)
