@@ -213,3 +213,23 @@ def test_the_benchmark(server):
         assert re.search(rf"^{scenario}\s+\d+", out, flags=re.M), f"no {scenario} row:\n{out[-3000:]}"
     assert re.search(r"^limiter: \d+ distinct credentials", out, flags=re.M), out[-3000:]
     assert re.search(r"^memory: 500 secrets .* at most \(limit 256 MiB\).*: PASS$", out, flags=re.M), out[-3000:]
+
+
+def test_the_profile(server):
+    # The README names `scripts/profile` in its text: one second of finds and of creates
+    # checks that it runs and that each figure it prints comes from the run (a thread that
+    # worked, bytes that reached the disk, commits that happened), not what they are.
+    env = {"DURATION": "1", "WARMUP": "0"}
+    for op in ("find", "create"):
+        out = sh(f"scripts/profile {op}", env=env, timeout=BUILD_TIMEOUT)
+        assert re.search(rf"^{op}, 32 connections, 1 s: [1-9]\d* requests$", out, flags=re.M), out
+        assert re.search(r"^  req/s [\d.]+, p50 \S+, p99 \S+$", out, flags=re.M), out
+        workers = re.search(r"^    async workers +([\d.]+) us$", out, flags=re.M)
+        writer = re.search(r"^    sqlite writer +([\d.]+) us$", out, flags=re.M)
+        assert workers and float(workers.group(1)) > 0, out
+        # Every find appends an audit record, every create a secret: both go through the writer.
+        assert writer and float(writer.group(1)) > 0, out
+        stored = re.search(r"^  bytes written per request +(\d+) to storage", out, flags=re.M)
+        assert stored and int(stored.group(1)) > 0, out
+        assert re.search(r"^  writer jobs per commit +[\d.]+ \([1-9]\d* commits\)$", out, flags=re.M), out
+

@@ -173,7 +173,7 @@ impl SqliteStore {
             let max_batch = options.max_batch;
             let mut wal = database.clone().into_os_string();
             wal.push("-wal");
-            workers.push(spawn("secretstore-sqlite-writer".into(), move || {
+            workers.push(spawn("sqlite-writer".into(), move || {
                 writer::run(
                     writer_conn,
                     write_rx,
@@ -184,10 +184,9 @@ impl SqliteStore {
             })?);
             for (n, conn) in readers.into_iter().enumerate() {
                 let jobs = read_rx.clone();
-                workers.push(spawn(
-                    format!("secretstore-sqlite-reader-{n}"),
-                    move || reader::run(conn, jobs),
-                )?);
+                workers.push(spawn(format!("sqlite-reader-{n}"), move || {
+                    reader::run(conn, jobs)
+                })?);
             }
             Ok(())
         })();
@@ -314,6 +313,9 @@ impl SqliteStore {
     }
 }
 
+/// Starts one of the store's threads. Names stay within the 15 characters the kernel keeps
+/// (`sqlite-writer`, `sqlite-reader-N`), so that `top -H`, perf and `scripts/profile` tell
+/// the writer from the readers.
 fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> std::io::Result<Worker> {
     let (ended_tx, ended) = oneshot::channel::<()>();
     let handle = std::thread::Builder::new().name(name).spawn(move || {
