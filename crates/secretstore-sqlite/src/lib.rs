@@ -2,8 +2,9 @@
 //! mode with `synchronous=FULL`, so nothing else needs to run beside the server.
 //!
 //! The shape is one writer thread owning the only read-write connection (group commit: many
-//! queued writes share one transaction and one fsync, and answer only once it is on disk) plus a
-//! small pool of reader threads with read-only connections. Async callers hand jobs to those
+//! queued writes share one transaction and one fsync, and answer only once it is on disk), its
+//! syncer thread (which syncs and checkpoints the log beside it and writes no row, `syncer.rs`),
+//! plus a small pool of reader threads with read-only connections. Async callers hand jobs to those
 //! threads over channels and await a oneshot answer, so no tokio worker ever blocks on SQLite.
 //! Idempotency claims in flight are kept in memory; an exclusive lock on the data directory
 //! makes sure no second process shares the files without sharing that memory. It implements
@@ -21,6 +22,7 @@ mod keys;
 mod reader;
 mod rows;
 mod schema;
+mod syncer;
 mod writer;
 mod writes;
 
@@ -57,6 +59,7 @@ pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 use crate::errors::{shutting_down, sql_failure, thread_stopped};
 use crate::reader::ReadJob;
+use crate::syncer::Syncer;
 use crate::writer::{Job, Touches, WriterState};
 
 /// The read cache's default budget: 64 MiB, what a quarter of the 256 MiB a whole server may
@@ -158,6 +161,11 @@ impl SqliteStore {
         let shown = database.display().to_string();
         let mut writer_conn = open_writer(&database, options.busy_timeout)?;
         schema::migrate(&mut writer_conn, &shown)?;
+        // The syncer checkpoints; the writer's own automatic checkpoint is only a backstop.
+        writer_conn
+            .pragma_update(None, "wal_autocheckpoint", syncer::BACKSTOP_PAGES)
+            .map_err(|e| open_failure(&database, &e))?;
+        let syncer_conn = open_writer(&database, options.busy_timeout)?;
         // Readers open after the writer so the WAL and its index already exist: a read-only
         // connection cannot create them.
         let readers = (0..options.readers.max(1))
@@ -168,19 +176,30 @@ impl SqliteStore {
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<Job>();
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let mut workers = Vec::with_capacity(readers.len() + 1);
+        let syncer = Arc::new(Syncer::default());
+        let mut wal = database.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
         let started = (|| -> std::io::Result<()> {
+            let thread_syncer = Arc::clone(&syncer);
+            let syncer_wal = wal.clone();
+            workers.push(spawn("sqlite-syncer".into(), move || {
+                syncer::run(&thread_syncer, syncer_conn, &syncer_wal);
+            })?);
             let thread_state = Arc::clone(&state);
+            let thread_syncer = Arc::clone(&syncer);
             let max_batch = options.max_batch;
-            let mut wal = database.clone().into_os_string();
-            wal.push("-wal");
             workers.push(spawn("sqlite-writer".into(), move || {
+                // However the writer ends, its syncer ends too (else `close` would wait on it).
+                let _stop = StopSyncer(&thread_syncer);
                 writer::run(
                     writer_conn,
                     write_rx,
                     max_batch,
                     &thread_state,
-                    Path::new(&wal),
-                )
+                    &thread_syncer,
+                    &wal,
+                );
             })?);
             for (n, conn) in readers.into_iter().enumerate() {
                 let jobs = read_rx.clone();
@@ -202,6 +221,9 @@ impl SqliteStore {
             _lock: lock,
         };
         // On failure, dropping the store stops and joins whatever did start.
+        if started.is_err() {
+            syncer.stop();
+        }
         started
             .map_err(|e| StoreError::Unavailable(format!("cannot start a storage thread: {e}")))?;
         tracing::info!(dir = %store.dir.display(), "sqlite store open");
@@ -310,6 +332,15 @@ impl SqliteStore {
     fn stop_accepting(&self) -> Vec<Worker> {
         self.channels.write().take();
         std::mem::take(&mut *self.workers.lock())
+    }
+}
+
+/// Stops the syncer thread when the writer's thread ends, by returning or by unwinding.
+struct StopSyncer<'a>(&'a Syncer);
+
+impl Drop for StopSyncer<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

@@ -69,6 +69,44 @@ async fn the_write_connection_uses_wal_full_sync_and_foreign_keys() {
         store.inspect(pragma("busy_timeout")).await.expect("pragma"),
         "0"
     );
+    // The syncer thread checkpoints; the writer's own is a backstop far off.
+    assert_eq!(
+        store
+            .inspect(pragma("wal_autocheckpoint"))
+            .await
+            .expect("pragma"),
+        crate::syncer::BACKSTOP_PAGES.to_string()
+    );
+}
+
+/// Stores `n` account secrets of 1,000 bytes, `secret-0` to `secret-{n-1}`.
+async fn put_secrets(store: &SqliteStore, n: usize) {
+    for i in 0..n {
+        let at = address(&home(), &Scope::Account, &format!("secret-{i}"));
+        store
+            .put(put_bytes(&at, NOW, vec![7; 1000]))
+            .await
+            .expect("put");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_reach_the_database_file_while_the_store_is_open() {
+    use secretstore_core::Lifecycle as _;
+    let tmp = private_tempdir();
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    put_secrets(&store, 200).await;
+    // Far below the writer's backstop: only the syncer's checkpoints move them out of the log.
+    let db = tmp.path().join(crate::data_dir::DATABASE_FILE);
+    let waited = std::time::Instant::now();
+    while std::fs::metadata(&db).expect("database file").len() < 200 * 1000 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "nothing was checkpointed into the database file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    store.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,16 +165,9 @@ async fn a_closed_store_leaves_its_writes_in_the_database_file_not_the_wal() {
     use secretstore_core::Lifecycle as _;
     let tmp = private_tempdir();
     let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
-    let ns = home();
-    for i in 0..50 {
-        let at = address(&ns, &Scope::Account, &format!("secret-{i}"));
-        store
-            .put(put_bytes(&at, NOW, vec![7; 1000]))
-            .await
-            .expect("put");
-    }
+    put_secrets(&store, 50).await;
     // A read, so that a reader connection is open too and may close after the writer.
-    let first = address(&ns, &Scope::Account, "secret-0");
+    let first = address(&home(), &Scope::Account, "secret-0");
     assert!(store.get(&first, NOW).await.expect("get").is_some());
     store.close().await.expect("close");
 

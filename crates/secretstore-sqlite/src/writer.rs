@@ -22,18 +22,16 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use rusqlite::Connection;
-use secretstore_core::{
-    DirectoryCache, IdempotencyKey, SecretAddress, StoreError, WriteHealth, AUDIT_SYNC_WITHIN_MS,
-};
+use secretstore_core::{DirectoryCache, IdempotencyKey, SecretAddress, StoreError, WriteHealth};
 use tokio::sync::oneshot;
 
 use crate::cache::SecretCache;
 use crate::errors::sql_failure;
+use crate::syncer::{self, Syncer};
 
 /// Where a job's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -115,7 +113,7 @@ pub struct Job {
     touches: Touches,
     /// Whether its answer waits for the batch to be synced to disk. A batch of jobs that do
     /// not (audit records of reads) commits without a sync, and the WAL is synced within
-    /// `LAZY_SYNC` after (or by the next batch that does sync).
+    /// `AUDIT_SYNC_WITHIN_MS` after, by the syncer thread (or by the next batch that does sync).
     durable: bool,
     step: Box<dyn for<'a> FnOnce(Step<'a>) -> Ran + Send>,
 }
@@ -168,39 +166,21 @@ impl Job {
     }
 }
 
-/// How long a batch committed without a sync may stay unsynced.
-pub const LAZY_SYNC: Duration = Duration::from_millis(AUDIT_SYNC_WITHIN_MS);
-
 /// The writer thread's body: returns when every sender is gone and the queue is drained, which
-/// is how `close` lets queued writes finish. `wal` is the database's write-ahead log, which it
-/// syncs itself after batches committed without a sync.
+/// is how `close` lets queued writes finish. `syncer` is its companion thread's handle, told of
+/// every commit (it syncs the log after commits made without a sync, and checkpoints); the
+/// writer stops it at the end. `wal` is the database's write-ahead log.
 pub fn run(
     conn: Connection,
     jobs: Receiver<Job>,
     max_batch: usize,
     state: &WriterState,
+    syncer: &Syncer,
     wal: &Path,
 ) {
     let max_batch = max_batch.max(1);
-    let mut sync = Sync::default();
-    loop {
-        let first = match sync.unsynced_since {
-            None => match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-            Some(since) => {
-                let left = LAZY_SYNC.saturating_sub(since.elapsed());
-                match jobs.recv_timeout(left) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout) => {
-                        sync.wal(wal);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        };
+    let mut lazy = false;
+    while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
         while batch.len() < max_batch {
@@ -210,22 +190,16 @@ pub fn run(
             }
         }
         let durable = batch.iter().any(|job| job.durable);
-        sync.set_mode(&conn, durable);
-        let committed = run_batch(&conn, batch, state, !sync.lazy);
-        if committed && !durable {
-            sync.unsynced_since.get_or_insert_with(Instant::now);
-        } else if committed {
-            // A synced commit syncs the whole WAL, the frames of unsynced ones before it too.
-            sync.unsynced_since = None;
-        }
-        if sync
-            .unsynced_since
-            .is_some_and(|since| since.elapsed() >= LAZY_SYNC)
-        {
-            sync.wal(wal);
+        set_sync_mode(&conn, &mut lazy, durable);
+        if run_batch(&conn, batch, state, !lazy) {
+            syncer.committed(!lazy);
         }
     }
-    sync.wal(wal);
+    // The syncer's connection closes before the log is emptied below, which it could hold up.
+    syncer.stop_and_wait();
+    if syncer.unsynced() && syncer::sync_wal(wal) {
+        syncer.synced();
+    }
     // Every write is in the WAL and durable already; moving it into the database file leaves a
     // closed store as one file. SQLite does this by itself when the last connection closes,
     // but that may be a reader's, which cannot. Busy (a reader still finishing) is harmless:
@@ -238,44 +212,23 @@ pub fn run(
     }
 }
 
-/// Whether batches commit with a sync (`synchronous = FULL`) or without (`NORMAL`, which in WAL
-/// mode still never corrupts: an unsynced commit is lost only with the machine, never with
-/// the process), and since when commits wait for a sync.
-#[derive(Debug, Default)]
-struct Sync {
-    lazy: bool,
-    unsynced_since: Option<Instant>,
-}
-
-impl Sync {
-    fn set_mode(&mut self, conn: &Connection, durable: bool) {
-        if self.lazy != durable {
-            return;
-        }
-        let mode = if durable {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        };
-        match exec(conn, mode) {
-            Ok(()) => self.lazy = !durable,
-            // Staying in FULL only costs time; staying in NORMAL for a durable batch is not
-            // allowed, so a failed switch back is retried by the next batch and meanwhile
-            // the WAL is synced by hand below.
-            Err(e) => tracing::warn!(error = %e, mode, "cannot switch the sync mode"),
-        }
+/// Makes the next batch commit with a sync (`synchronous = FULL`) if it is `durable`, else
+/// without (`NORMAL`, which in WAL mode still never corrupts: an unsynced commit is lost only
+/// with the machine, never with the process); `lazy` is the mode the connection is in.
+fn set_sync_mode(conn: &Connection, lazy: &mut bool, durable: bool) {
+    if *lazy != durable {
+        return;
     }
-
-    fn wal(&mut self, wal: &Path) {
-        if self.unsynced_since.is_none() {
-            return;
-        }
-        match std::fs::File::open(wal).and_then(|file| file.sync_data()) {
-            Ok(()) => self.unsynced_since = None,
-            // No WAL: everything was checkpointed into the database, which syncs it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.unsynced_since = None,
-            Err(e) => tracing::warn!(error = %e, "cannot sync the write-ahead log"),
-        }
+    let mode = if durable {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
+    match exec(conn, mode) {
+        Ok(()) => *lazy = !durable,
+        // Staying in FULL only costs time; staying in NORMAL for a durable batch is not
+        // allowed: `run_batch` refuses it, and the next batch tries the switch again.
+        Err(e) => tracing::warn!(error = %e, mode, "cannot switch the sync mode"),
     }
 }
 
