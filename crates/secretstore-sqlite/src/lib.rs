@@ -1,10 +1,10 @@
 //! secretstore's embedded default `Store`: one data directory holding a SQLite database in WAL
 //! mode with `synchronous=FULL`, so nothing else needs to run beside the server.
 //!
-//! The shape is one writer thread owning the only read-write connection (group commit: many
-//! queued writes share one transaction and one fsync, and answer only once it is on disk), its
-//! syncer thread (which syncs and checkpoints the log beside it and writes no row, `syncer.rs`),
-//! plus a small pool of reader threads with read-only connections. Async callers hand jobs to those
+//! The shape is one writer thread owning the only read-write connection that writes rows (group
+//! commit: many queued writes share one transaction and one fsync, and answer only once it is on
+//! disk), its syncer thread (which syncs and checkpoints the log beside it, `syncer.rs`), plus a
+//! small pool of reader threads with read-only connections. Async callers hand jobs to those
 //! threads over channels and await a oneshot answer, so no tokio worker ever blocks on SQLite.
 //! Idempotency claims in flight are kept in memory; an exclusive lock on the data directory
 //! makes sure no second process shares the files without sharing that memory. It implements

@@ -3,19 +3,19 @@
 //! audit records, `Job::lazy`, which must reach the disk within `AUDIT_SYNC_WITHIN_MS`), and
 //! checkpoints (copying the log back into the database, which syncs both files). Done by the
 //! writer, as SQLite does by default, each made every request waiting on the writer wait as
-//! long as an fsync takes, several times a second; moved here, audited finds answered about a
-//! fifth more per second (`scripts/profile find`). They run on a connection of their own:
-//! syncing the log's file never blocks a commit, and a passive checkpoint never takes the write
-//! lock nor waits for a reader.
+//! long as an fsync takes, several times a second; moved here, audited finds answered 7-20%
+//! more per second (`scripts/profile find`). They run on a connection of their own: syncing the
+//! log's file never blocks a commit, and a passive checkpoint never takes the write lock nor
+//! waits for a reader.
 //!
 //! The writer reports each commit (`committed`). The log is synced `SYNC_AFTER` after the first
 //! commit it must cover, so that even a slow sync keeps the promise; a checkpoint runs every
 //! `CHECKPOINT_EVERY` while commits come fast (`BUSY_COMMITS` of them), else every
 //! `QUIET_CHECKPOINT_EVERY`, so that a quiet server does not sync its database file for every
-//! few commits. SQLite's automatic checkpoint stays on the
-//! writer, at `BACKSTOP_PAGES`, only to bound the log should this thread fall behind. Closing:
-//! the writer stops this thread and waits for its connection to close (`stop_and_wait`), syncs
-//! what is left itself, and empties the log.
+//! few commits. SQLite's automatic checkpoint stays on the writer, at `BACKSTOP_PAGES`, only to
+//! bound the log should this thread fall behind. Closing: the writer stops this thread and
+//! waits for its connection to close (`stop_and_wait`), syncs what is left itself, and empties
+//! the log.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
