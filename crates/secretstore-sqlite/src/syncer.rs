@@ -94,11 +94,6 @@ impl Syncer {
         self.state.lock().unsynced_since.is_some()
     }
 
-    /// Every commit so far is on disk (the writer synced the log itself).
-    pub fn synced(&self) {
-        self.state.lock().unsynced_since = None;
-    }
-
     /// Asks the thread to end and waits until its connection is closed.
     pub fn stop_and_wait(&self) {
         let mut state = self.state.lock();
