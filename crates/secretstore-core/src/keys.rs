@@ -8,6 +8,11 @@
 //!   first write. Two first writes racing (on one server or several) make one key: the store
 //!   keeps the first `add_key` and answers it to both. A rotation adds a version; payloads
 //!   are sealed under the newest and opened under whichever version their header names.
+//! - Each user (of an account) has a key of their own, combined with the namespace key for
+//!   the user's secrets. It is made by the write of the user's first secret and stored in that
+//!   write's transaction (`Sealing::new_user_key`), so that the first secret costs one commit.
+//!   Two first writes racing: one commits, the other's commit fails whole and it seals again
+//!   under the key that won.
 //! - The service key seals what the server keeps outside any namespace (idempotent answers);
 //!   the digest key keys credential digests and the audit chain. A data directory made before
 //!   the hierarchy keeps its digest key (derived from its root key, carried over once), so its
@@ -32,7 +37,7 @@ use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::ids::{AccountId, Namespace, UserId};
 use crate::secret::Scope;
-use crate::store::{KeyOwner, KeyStore, MetaStore, Reseal, SealedSecret, StoredKey};
+use crate::store::{KeyOwner, KeyStore, MetaStore, Reseal, SealedSecret, StoredKey, Write};
 
 /// How long a namespace's unwrapped keys are used before storage is asked again for newer
 /// versions (made by a rotation through another server).
@@ -91,6 +96,14 @@ fn key_aad(owner: &KeyOwner, version: u32) -> Vec<u8> {
     length_prefixed(b"secretstore/stored-key/v1", &fields)
 }
 
+/// The owner of a user's own key.
+fn user_owner((account, user): &(AccountId, UserId)) -> KeyOwner {
+    KeyOwner::User {
+        account: account.clone(),
+        user: user.clone(),
+    }
+}
+
 /// The context a user's combined key is derived with (`Kek::for_user`): the namespace and the
 /// user, so that no two of them share a key.
 fn user_context(namespace: &Namespace, user: &UserId) -> Vec<u8> {
@@ -145,6 +158,43 @@ struct UserKey {
     loaded: Instant,
     /// `KeyStore::destroyed_generation` when it was read.
     generation: u64,
+}
+
+/// The key a write seals its payload under (`KeyManager::sealing`).
+#[derive(Debug)]
+pub struct Sealing {
+    pub kek: Arc<Kek>,
+    /// The user's own key, made for this write because the user had none: the write stores
+    /// it (`NewUserKey::write`) in the same transaction as the payload sealed under it.
+    pub new_user_key: Option<NewUserKey>,
+}
+
+/// A user's first key, made by a write and not stored yet. Stored in the write's own
+/// transaction rather than in one before it, a user's first secret costs one commit, not two.
+/// Once that commit succeeded, `KeyManager::stored` keeps it for the writes after it; if
+/// another request or server stored the user's first key meanwhile, the commit fails with
+/// `StoreError::AlreadyExists` and the write seals again under that key.
+pub struct NewUserKey {
+    stored: StoredKey,
+    key: SecretKey,
+    user: (AccountId, UserId),
+    /// `KeyStore::destroyed_generation` when the user was found to have no key.
+    generation: u64,
+}
+
+impl NewUserKey {
+    /// The write that stores it.
+    pub fn write(&self) -> Write {
+        Write::AddKey(self.stored.clone())
+    }
+}
+
+impl std::fmt::Debug for NewUserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUserKey")
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `status` reports of one root key version.
@@ -287,12 +337,9 @@ impl KeyManager {
 
     /// The key new payloads of `namespace` in `scope` are sealed under: the namespace key's
     /// newest version, made now if the namespace has none, combined with the user's own key
-    /// (made now too if need be) for a user's secret.
-    pub async fn sealing_key(
-        &self,
-        namespace: &Namespace,
-        scope: &Scope,
-    ) -> Result<Arc<Kek>, KeyError> {
+    /// for a user's secret. A user who has no key yet gets one made here and stored by the
+    /// write itself (`Sealing::new_user_key`).
+    pub async fn sealing(&self, namespace: &Namespace, scope: &Scope) -> Result<Sealing, KeyError> {
         let keys = self.namespace_keys(namespace, None).await?;
         let keys = match keys.newest() {
             Some(_) => keys,
@@ -311,9 +358,85 @@ impl KeyManager {
                 "the key stored for {namespace:?} is not read back"
             ))));
         };
-        match scope {
-            Scope::Account => Ok(Arc::clone(&newest.kek)),
-            Scope::User(user) => self.user_kek(namespace, user, version, &newest.key).await,
+        let Scope::User(user) = scope else {
+            return Ok(Sealing {
+                kek: Arc::clone(&newest.kek),
+                new_user_key: None,
+            });
+        };
+        let combined = |user_key: &SecretKey| {
+            Arc::new(Kek::for_user(
+                version,
+                &newest.key,
+                user_key,
+                &user_context(namespace, user),
+            ))
+        };
+        let id = (namespace.account.clone(), user.clone());
+        if let Some(known) = self.user_key(&id).await? {
+            return Ok(Sealing {
+                kek: combined(&known.key),
+                new_user_key: None,
+            });
+        }
+        let owner = user_owner(&id);
+        let made = SecretKey::generate().map_err(|source| KeyError::Crypto {
+            what: "making a user's key",
+            source,
+        })?;
+        let (root, wrapped) = self
+            .ring()
+            .wrap(&key_aad(&owner, 1), &made)
+            .map_err(|source| KeyError::Crypto {
+                what: "wrapping a new key",
+                source,
+            })?;
+        Ok(Sealing {
+            kek: combined(&made),
+            new_user_key: Some(NewUserKey {
+                stored: StoredKey {
+                    owner,
+                    version: 1,
+                    root,
+                    wrapped,
+                    created: self.clock.now(),
+                },
+                key: made,
+                generation: self.store.destroyed_generation(),
+                user: id,
+            }),
+        })
+    }
+
+    /// A user's key made by `sealing` and stored by the write's commit: later writes and
+    /// reads of the user's secrets use it.
+    pub fn stored(&self, new: NewUserKey) {
+        self.remember_user(new.user, new.key, new.generation);
+    }
+
+    /// As `sealing`, but a user's key that does not exist yet is stored now, on its own.
+    pub async fn sealing_key(
+        &self,
+        namespace: &Namespace,
+        scope: &Scope,
+    ) -> Result<Arc<Kek>, KeyError> {
+        let sealing = self.sealing(namespace, scope).await?;
+        let Some(new) = sealing.new_user_key else {
+            return Ok(sealing.kek);
+        };
+        let stored = self.store.add_key(new.stored.clone()).await?;
+        if stored == new.stored {
+            self.stored(new);
+            return Ok(sealing.kek);
+        }
+        // Another request or server stored the user's first key first: that one is the key.
+        let again = self.sealing(namespace, scope).await?;
+        match again.new_user_key {
+            None => Ok(again.kek),
+            Some(_) => Err(KeyError::Store(StoreError::Internal(format!(
+                "the key stored for {:?} is not read back",
+                new.stored.owner
+            )))),
         }
     }
 
@@ -373,7 +496,7 @@ impl KeyManager {
     }
 
     /// `version` of the namespace key (`namespace_key`) combined with `user`'s own key, which
-    /// is made now if the user has none: the first write of a user's secret anywhere makes it.
+    /// is made now if the user has none.
     async fn user_kek(
         &self,
         namespace: &Namespace,
@@ -381,40 +504,19 @@ impl KeyManager {
         version: u32,
         namespace_key: &SecretKey,
     ) -> Result<Arc<Kek>, KeyError> {
-        let account = namespace.account.clone();
-        let id = (account.clone(), user.clone());
-        let cached = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .filter(|key| self.fresh(key.loaded, key.generation))
-            .cloned();
-        let user_key = match cached {
+        let id = (namespace.account.clone(), user.clone());
+        let user_key = match self.user_key(&id).await? {
             Some(key) => key,
             None => {
-                let owner = KeyOwner::User {
-                    account,
-                    user: user.clone(),
-                };
                 let made = SecretKey::generate().map_err(|source| KeyError::Crypto {
                     what: "making a user's key",
                     source,
                 })?;
                 let generation = self.store.destroyed_generation();
+                let owner = user_owner(&id);
                 let key =
                     first_key(&self.ring(), &*self.store, owner, made, self.clock.now()).await?;
-                let key = Arc::new(UserKey {
-                    key,
-                    loaded: Instant::now(),
-                    generation,
-                });
-                let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-                if users.len() >= CACHED_NAMESPACES {
-                    users.clear();
-                }
-                users.insert(id, Arc::clone(&key));
-                key
+                self.remember_user(id, key, generation)
             }
         };
         Ok(Arc::new(Kek::for_user(
@@ -423,6 +525,46 @@ impl KeyManager {
             &user_key.key,
             &user_context(namespace, user),
         )))
+    }
+
+    /// The user's key from the cache, else from storage; `None` if the user has none.
+    async fn user_key(&self, id: &(AccountId, UserId)) -> Result<Option<Arc<UserKey>>, KeyError> {
+        let cached = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .filter(|key| self.fresh(key.loaded, key.generation))
+            .cloned();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        // Read before the key: a removal between the two makes the next use read it again.
+        let generation = self.store.destroyed_generation();
+        let Some(stored) = self.store.keys_of(&user_owner(id)).await?.pop() else {
+            return Ok(None);
+        };
+        let key = unwrap(&self.ring(), &stored)?;
+        Ok(Some(self.remember_user(id.clone(), key, generation)))
+    }
+
+    fn remember_user(
+        &self,
+        id: (AccountId, UserId),
+        key: SecretKey,
+        generation: u64,
+    ) -> Arc<UserKey> {
+        let key = Arc::new(UserKey {
+            key,
+            loaded: Instant::now(),
+            generation,
+        });
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        if users.len() >= CACHED_NAMESPACES {
+            users.clear();
+        }
+        users.insert(id, Arc::clone(&key));
+        key
     }
 
     /// Held by a write of a secret from before it takes its sealing key until its row is

@@ -35,7 +35,7 @@ pub use directory_cache::DirectoryCache;
 pub use error::{CoreError, CursorKind, SealError, StoreError};
 pub use idempotency::{ClaimTimes, Completed, IdempotencyClaim, IdempotencyKey, KeptAnswer};
 pub use ids::{AccountId, AppId, Mode, Namespace, SecretId, UserId};
-pub use keys::{KeyError, KeyManager, RootStatus, Rotated};
+pub use keys::{KeyError, KeyManager, NewUserKey, RootStatus, Rotated, Sealing};
 pub use limits::Limits;
 pub use principal::{
     authorize, Access, CredentialHint, CredentialId, Denied, Permission, Permissions, Principal,

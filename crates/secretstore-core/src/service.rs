@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::error::{CoreError, SealError, StoreError};
 use crate::ids::{Namespace, SecretId};
-use crate::keys::{KeyError, KeyManager, Rotated};
+use crate::keys::{KeyError, KeyManager, NewUserKey, Rotated, Sealing};
 use crate::limits::Limits;
 use crate::principal::{Access, Permission};
 use crate::secret::{ExpiresAt, Payload, Scope, SecretAddress};
@@ -132,7 +132,7 @@ pub fn payload_aad(address: &SecretAddress, id: &SecretId) -> Vec<u8> {
 }
 
 /// A commit that answered another kind of write than it was given: a backend's bug.
-fn unexpected(written: &Written) -> CoreError {
+fn unexpected(written: &dyn std::fmt::Debug) -> CoreError {
     CoreError::Store(StoreError::Internal(format!(
         "a commit answered an unexpected write: {written:?}"
     )))
@@ -175,29 +175,54 @@ impl SecretService {
             .map(|at| ExpiresAt::validate(at, now).map(ExpiresAt::get))
             .transpose()?;
         let writing = self.keys.writing().await;
-        let kek = self
-            .keys
-            .sealing_key(&request.address.namespace, &request.address.scope)
-            .await?;
-        let seal_address = request.address.clone();
-        let plaintext = Zeroizing::new(request.payload.expose().as_bytes().to_vec());
-        let put = PutRequest {
-            address: request.address,
-            new_id: SecretId::generate(),
-            now,
-            expires_at,
-            max_per_scope: self.limits.max_secrets_per_scope,
-            seal: Box::new(move |id: &SecretId| {
-                envelope_v2::seal(&kek, &payload_aad(&seal_address, id), &plaintext)
-                    .map_err(SealError::from)
-            }),
-        };
-        let stored = match &ctx.audit {
-            None => self.secrets.put(put).await?,
-            Some(ticket) => match self.audited(ticket, Write::PutSecret(put)).await? {
-                Written::PutSecret(stored) => stored,
-                other => return Err(unexpected(&other)),
-            },
+        let mut sealed_again = false;
+        let stored = loop {
+            let address = request.address.clone();
+            let Sealing { kek, new_user_key } = self
+                .keys
+                .sealing(&address.namespace, &address.scope)
+                .await?;
+            let seal_address = address.clone();
+            let plaintext = Zeroizing::new(request.payload.expose().as_bytes().to_vec());
+            let put = PutRequest {
+                address,
+                new_id: SecretId::generate(),
+                now,
+                expires_at,
+                max_per_scope: self.limits.max_secrets_per_scope,
+                seal: Box::new(move |id: &SecretId| {
+                    envelope_v2::seal(&kek, &payload_aad(&seal_address, id), &plaintext)
+                        .map_err(SealError::from)
+                }),
+            };
+            let put = match (&new_user_key, &ctx.audit) {
+                (None, None) => self.secrets.put(put).await.map_err(CoreError::from),
+                (new, _) => {
+                    let writes = new.iter().map(NewUserKey::write);
+                    let writes = writes.chain([Write::PutSecret(put)]).collect();
+                    // The put is the last write, so its answer comes last.
+                    self.commit(ctx, writes)
+                        .await
+                        .and_then(|mut written| match written.pop() {
+                            Some(Written::PutSecret(stored)) => Ok(stored),
+                            other => Err(unexpected(&other)),
+                        })
+                }
+            };
+            match (put, new_user_key) {
+                (Ok(stored), new) => {
+                    if let Some(new) = new {
+                        self.keys.stored(new);
+                    }
+                    break stored;
+                }
+                // Another request or server stored the user's first key meanwhile: seal under
+                // that one (the next `sealing` reads it).
+                (Err(CoreError::Store(StoreError::AlreadyExists(_))), Some(_)) if !sealed_again => {
+                    sealed_again = true;
+                }
+                (Err(err), _) => return Err(err),
+            }
         };
         drop(writing);
         Ok(Secret {
@@ -235,8 +260,12 @@ impl SecretService {
                     address: request.address.clone(),
                     now,
                 };
-                match self.audited(ticket, delete).await {
-                    Ok(Written::DeleteSecret(deleted)) => deleted,
+                match self
+                    .audited(ticket, vec![delete])
+                    .await
+                    .map(|mut w| w.pop())
+                {
+                    Ok(Some(Written::DeleteSecret(deleted))) => deleted,
                     Ok(other) => return Err(unexpected(&other)),
                     // Nothing live there: nothing was deleted, and the record went with it.
                     Err(CoreError::Store(StoreError::Missing(_))) => None,
@@ -252,9 +281,25 @@ impl SecretService {
         }
     }
 
-    /// Commits `write` with the request's audit record (a success, as it will be answered),
-    /// and notes the record as written.
-    async fn audited(&self, ticket: &AuditTicket, write: Write) -> Result<Written, CoreError> {
+    /// Commits `writes` as one transaction, with the request's audit record if it has one.
+    async fn commit(
+        &self,
+        ctx: &RequestContext,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Written>, CoreError> {
+        match &ctx.audit {
+            None => Ok(self.writes.commit(writes).await?),
+            Some(ticket) => self.audited(ticket, writes).await,
+        }
+    }
+
+    /// Commits `writes` with the request's audit record (a success, as it will be answered),
+    /// and notes the record as written; answers what `writes` did, without the record.
+    async fn audited(
+        &self,
+        ticket: &AuditTicket,
+        mut writes: Vec<Write>,
+    ) -> Result<Vec<Written>, CoreError> {
         let mut event = ticket.slot.take_draft();
         event.status = 200;
         event.code = None;
@@ -263,9 +308,10 @@ impl SecretService {
             Arc::clone(&event),
             Arc::clone(&ticket.chain),
         ));
-        let written = self.writes.commit(vec![write, record]).await;
+        writes.push(record);
+        let written = self.writes.commit(writes).await;
         let mut written = match written {
-            Ok(written) => written.into_iter(),
+            Ok(written) => written,
             Err(err) => {
                 // The record of the failure is the middleware's, from the same draft.
                 ticket
@@ -274,13 +320,13 @@ impl SecretService {
                 return Err(err.into());
             }
         };
-        match (written.next(), written.next()) {
-            (Some(done), Some(Written::Audit(entry))) => {
+        match written.pop() {
+            Some(Written::Audit(entry)) => {
                 ticket.slot.mark_written(entry);
-                Ok(done)
+                Ok(written)
             }
-            (done, _) => Err(CoreError::Store(StoreError::Internal(format!(
-                "a commit answered {done:?} without its audit record"
+            last => Err(CoreError::Store(StoreError::Internal(format!(
+                "a commit answered {last:?} without its audit record"
             )))),
         }
     }

@@ -318,6 +318,16 @@ pub struct StoredKey {
     pub created: i64,
 }
 
+impl StoredKey {
+    /// What `Write::AddKey` fails with when the owner has this version already.
+    pub fn taken(&self) -> StoreError {
+        StoreError::AlreadyExists(format!(
+            "version {} of the key of {:?}",
+            self.version, self.owner
+        ))
+    }
+}
+
 /// How many stored keys one root key version wraps (`KeyStore::keys_by_root`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootUse {
@@ -576,6 +586,12 @@ pub enum Write {
     DeleteLive { address: SecretAddress, now: i64 },
     /// As `AuditStore::audit_append`, but durable with the writes beside it.
     Audit(AuditAppend),
+    /// As `KeyStore::add_key`, for a key its owner must not have yet: a user's first key,
+    /// stored with the first payload sealed under it (`KeyManager::sealing`). If the owner has
+    /// this version already (another request or server made it first), the commit fails with
+    /// `StoreError::AlreadyExists` and stores nothing, so no payload is kept under a key that
+    /// lost.
+    AddKey(StoredKey),
 }
 
 /// What one write of a `commit` did, in the order the writes were given.
@@ -584,6 +600,7 @@ pub enum Written {
     PutSecret(SealedSecret),
     DeleteSecret(Option<SealedSecret>),
     Audit(AuditEntry),
+    AddKey(StoredKey),
 }
 
 /// Writes of several records as one transaction.

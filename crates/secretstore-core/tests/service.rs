@@ -279,3 +279,199 @@ async fn a_ciphertext_moved_to_another_secret_does_not_open() {
     // The list reads through `list`, which is not swapped: both open.
     assert_eq!(service.list(&ctx(), list).await.unwrap().items.len(), 2);
 }
+
+/// A service whose key hierarchy keeps its keys in `store` (through `keys`, the store itself
+/// unless a test stands between them), as a server's does: a user's first key is then stored
+/// by the write of the user's first secret.
+async fn service_keeping_keys(
+    store: &Arc<MemoryStore>,
+    keys: Arc<dyn secretstore_core::KeyStore>,
+    root: &RootKey,
+) -> SecretService {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let ring = RootKeyring::new(Arc::new(LocalRootKey::new(root.clone())), vec![]).unwrap();
+    let keys = KeyManager::start(ring, keys, &**store, clock.clone())
+        .await
+        .unwrap();
+    SecretService::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(keys),
+        clock,
+        Limits {
+            max_secrets_per_scope: 100,
+        },
+    )
+}
+
+fn user_address(user: &str, name: &str) -> SecretAddress {
+    SecretAddress {
+        scope: Scope::User(secretstore_core::UserId::parse(user).unwrap()),
+        ..address(name)
+    }
+}
+
+/// A set of `user`'s secret `name`, whose payload names it.
+fn user_set(user: &str, name: &str) -> SetRequest {
+    SetRequest {
+        address: user_address(user, name),
+        payload: Payload::parse(&format!("payload of {name}")).unwrap(),
+        expires_at: None,
+        reveal: false,
+    }
+}
+
+/// `user` has one key in `store`, and each of the user's secrets `names` (set by `user_set`)
+/// opens through every one of `services`.
+async fn assert_one_key_opens_all(
+    store: &MemoryStore,
+    user: &str,
+    services: &[&SecretService],
+    names: &[String],
+) {
+    let owner = secretstore_core::KeyOwner::User {
+        account: AccountId::parse("acct_1").unwrap(),
+        user: secretstore_core::UserId::parse(user).unwrap(),
+    };
+    let keys = secretstore_core::KeyStore::keys_of(store, &owner)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "one key for the user: {keys:?}");
+    for name in names {
+        for service in services {
+            let find = FindRequest {
+                address: user_address(user, name),
+                reveal: true,
+            };
+            let found = service.find(&ctx(), find).await.unwrap();
+            assert_eq!(
+                found.payload.unwrap().expose(),
+                format!("payload of {name}")
+            );
+        }
+    }
+}
+
+/// First secrets of one new user, written at once through two servers: each may make a key
+/// for the user and store it with its secret; one commits first, and the others' commits fail
+/// whole and seal again under its key. Every write succeeds, the user has one key, and every
+/// secret opens through either server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_first_secrets_of_a_new_user_store_one_key_and_all_open() {
+    let store = Arc::new(MemoryStore::new());
+    let root = RootKey::generate().unwrap();
+    let one = Arc::new(service_keeping_keys(&store, store.clone(), &root).await);
+    let two = Arc::new(service_keeping_keys(&store, store.clone(), &root).await);
+    let names: Vec<String> = (0..24).map(|n| format!("first-{n}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, name) in names.iter().enumerate() {
+        let service = if n % 2 == 0 { one.clone() } else { two.clone() };
+        let request = user_set("usr_new", name);
+        tasks.spawn(async move { service.set(&ctx(), request).await.map(|_| ()) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap().unwrap();
+    }
+    assert_one_key_opens_all(&store, "usr_new", &[&one, &two], &names).await;
+}
+
+/// The keys of a `MemoryStore`, except that the next `late` reads of a user's keys miss what
+/// is stored: as a read made just before another server's commit of the user's first key.
+#[derive(Debug)]
+struct LateKeyReads {
+    store: Arc<MemoryStore>,
+    late: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl secretstore_core::KeyStore for LateKeyReads {
+    async fn keys_of(
+        &self,
+        owner: &secretstore_core::KeyOwner,
+    ) -> Result<Vec<secretstore_core::StoredKey>, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let late = matches!(owner, secretstore_core::KeyOwner::User { .. })
+            && self
+                .late
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        match late {
+            true => Ok(Vec::new()),
+            false => self.store.keys_of(owner).await,
+        }
+    }
+    async fn add_key(
+        &self,
+        key: secretstore_core::StoredKey,
+    ) -> Result<secretstore_core::StoredKey, StoreError> {
+        self.store.add_key(key).await
+    }
+    async fn keys_not_under(
+        &self,
+        root: secretstore_crypto::KeyId,
+        limit: u32,
+    ) -> Result<Vec<secretstore_core::StoredKey>, StoreError> {
+        self.store.keys_not_under(root, limit).await
+    }
+    async fn rewrap_key(
+        &self,
+        key: &secretstore_core::StoredKey,
+        to: (secretstore_crypto::KeyId, Vec<u8>),
+    ) -> Result<bool, StoreError> {
+        self.store.rewrap_key(key, to).await
+    }
+    async fn keys_by_root(&self) -> Result<Vec<secretstore_core::RootUse>, StoreError> {
+        self.store.keys_by_root().await
+    }
+    async fn stale_sealed(
+        &self,
+        namespace: &Namespace,
+        current: [&[u8]; 2],
+        after: Option<&secretstore_core::SecretId>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecret>, StoreError> {
+        self.store
+            .stale_sealed(namespace, current, after, limit)
+            .await
+    }
+    async fn reseal(&self, reseals: Vec<secretstore_core::Reseal>) -> Result<u64, StoreError> {
+        self.store.reseal(reseals).await
+    }
+    async fn namespaces(
+        &self,
+        after: Option<&Namespace>,
+        limit: u32,
+    ) -> Result<Vec<Namespace>, StoreError> {
+        self.store.namespaces(after, limit).await
+    }
+}
+
+/// A user's first key made by two servers: the second one's read of the user's keys came
+/// before the first one's commit, so it makes a key too, and its commit of that key with the
+/// secret fails whole. It then seals again under the key stored, and its write succeeds: both
+/// secrets open through both servers, and the user has one key.
+#[tokio::test]
+async fn a_write_that_lost_the_race_for_a_users_first_key_seals_again_under_the_winner() {
+    let store = Arc::new(MemoryStore::new());
+    let root = RootKey::generate().unwrap();
+    let one = service_keeping_keys(&store, store.clone(), &root).await;
+    let late = Arc::new(LateKeyReads {
+        store: store.clone(),
+        late: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let two = service_keeping_keys(&store, late.clone(), &root).await;
+    one.set(&ctx(), user_set("usr_raced", "first"))
+        .await
+        .unwrap();
+    late.late.store(1, std::sync::atomic::Ordering::SeqCst);
+    two.set(&ctx(), user_set("usr_raced", "second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        late.late.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the late read happened"
+    );
+    let names = ["first".to_string(), "second".to_string()];
+    assert_one_key_opens_all(&store, "usr_raced", &[&one, &two], &names).await;
+}

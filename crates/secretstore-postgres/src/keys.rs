@@ -73,27 +73,19 @@ pub async fn keys_of<C: GenericClient>(
     key_rows(&query(client, SQL, &[&kind, &app, &account, &mode, &user]).await?)
 }
 
-/// Inserts `key` unless its owner has that version already, and answers the stored one. An
-/// insert that meets another server's uncommitted insert of the same version waits for it,
-/// and the look-up after it (a statement of its own, so a snapshot of its own) then sees
-/// whichever insert won.
-pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<StoredKey, StoreError> {
+/// Inserts `key` unless its owner has that version already; answers whether it did. An insert
+/// that meets another server's uncommitted insert of the same version waits for it, and
+/// inserts nothing if that one commits.
+async fn insert_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<bool, StoreError> {
     const INSERT: &str = concat!(
         "INSERT INTO keys (",
         key_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
     );
-    const SELECT: &str = concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM keys WHERE ",
-        of_owner!(),
-        " AND version = $6"
-    );
     let [kind, app, account, mode, user] = &key.owner.stored_columns();
     let version = i64::from(key.version);
     let root = &key.root.0[..];
-    execute(
+    let inserted = execute(
         tx,
         INSERT,
         &[
@@ -109,6 +101,35 @@ pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<Stored
         ],
     )
     .await?;
+    Ok(inserted == 1)
+}
+
+/// `Write::AddKey`: inserts `key`, or fails with `AlreadyExists` if its owner has that version
+/// already, which rolls back the transaction it is part of.
+pub async fn add_new_key<C: GenericClient>(
+    tx: &C,
+    key: StoredKey,
+) -> Result<StoredKey, StoreError> {
+    match insert_key(tx, &key).await? {
+        true => Ok(key),
+        false => Err(key.taken()),
+    }
+}
+
+/// Inserts `key` unless its owner has that version already, and answers the stored one. The
+/// look-up after the insert (a statement of its own, so a snapshot of its own) sees whichever
+/// insert won.
+pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<StoredKey, StoreError> {
+    const SELECT: &str = concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE ",
+        of_owner!(),
+        " AND version = $6"
+    );
+    insert_key(tx, key).await?;
+    let [kind, app, account, mode, user] = &key.owner.stored_columns();
+    let version = i64::from(key.version);
     key_rows(&query(tx, SELECT, &[&kind, &app, &account, &mode, &user, &version]).await?)?
         .pop()
         .ok_or_else(|| StoreError::Internal("a key just stored cannot be read back".into()))

@@ -207,7 +207,10 @@ pub fn scope_lock_keys(writes: &[Write]) -> Vec<i64> {
             Write::PutSecret(request) => Some(
                 ScopeColumns::new(&request.address.namespace, &request.address.scope).lock_key(),
             ),
-            Write::DeleteSecret { .. } | Write::DeleteLive { .. } | Write::Audit(_) => None,
+            Write::DeleteSecret { .. }
+            | Write::DeleteLive { .. }
+            | Write::Audit(_)
+            | Write::AddKey(_) => None,
         })
         .collect();
     keys.sort_unstable();
@@ -428,6 +431,7 @@ pub async fn commit<C: GenericClient>(
                 }
             },
             Write::Audit(append) => Written::Audit(crate::audit::append(tx, append).await?),
+            Write::AddKey(key) => Written::AddKey(crate::keys::add_new_key(tx, key).await?),
         });
     }
     Ok(done)

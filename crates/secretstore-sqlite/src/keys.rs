@@ -99,6 +99,31 @@ pub fn keys_of(conn: &Connection, owner: &KeyOwner) -> Result<Vec<StoredKey>, St
     rows_of(conn, SQL, owner.stored_columns(), key_row)
 }
 
+/// Inserts `key` unless its owner has that version already; answers whether it did.
+fn insert_key(conn: &Connection, key: &StoredKey) -> Result<bool, StoreError> {
+    const INSERT: &str = concat!(
+        "INSERT INTO keys (",
+        key_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
+    );
+    let inserted = execute_for(
+        conn,
+        INSERT,
+        key,
+        &[&key.root.0, &key.wrapped, &key.created],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// `Write::AddKey`: inserts `key`, or fails with `AlreadyExists` if its owner has that version
+/// already, which undoes the commit it is part of.
+pub fn add_new_key(conn: &Connection, key: StoredKey) -> Result<StoredKey, StoreError> {
+    match insert_key(conn, &key)? {
+        true => Ok(key),
+        false => Err(key.taken()),
+    }
+}
+
 /// Inserts `key` unless its owner has that version already, and answers the stored one. The
 /// writer runs one job at a time, so nothing comes between the insert and the look-up.
 pub fn add_key(conn: &Connection, key: &StoredKey) -> Result<StoredKey, StoreError> {
@@ -109,17 +134,7 @@ pub fn add_key(conn: &Connection, key: &StoredKey) -> Result<StoredKey, StoreErr
         of_owner!(),
         " AND version = ?6"
     );
-    const INSERT: &str = concat!(
-        "INSERT INTO keys (",
-        key_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
-    );
-    execute_for(
-        conn,
-        INSERT,
-        key,
-        &[&key.root.0, &key.wrapped, &key.created],
-    )?;
+    insert_key(conn, key)?;
     let [kind, app, account, mode, user] = &key.owner.stored_columns();
     rows_of(
         conn,

@@ -165,6 +165,15 @@ impl SqliteStore {
         writer_conn
             .pragma_update(None, "wal_autocheckpoint", syncer::BACKSTOP_PAGES)
             .map_err(|e| open_failure(&database, &e))?;
+        // Each job runs in a savepoint, whose undo record (the statement journal) SQLite
+        // keeps in memory only up to 64 KiB, then in a temporary file. A job that creates a
+        // user's first secret with the user's key touches enough pages to pass that: its
+        // writes to the temporary file were two thirds of the bytes the writer wrote, and a
+        // tenth of its time (`scripts/profile create`). In memory it costs a few pages a job.
+        // Set after the migrations, whose sorts of whole tables may stay in temporary files.
+        writer_conn
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| open_failure(&database, &e))?;
         let syncer_conn = open_writer(&database, options.busy_timeout)?;
         // Readers open after the writer so the WAL and its index already exist: a read-only
         // connection cannot create them.
@@ -797,7 +806,7 @@ impl AtomicWrites for SqliteStore {
                     Write::DeleteSecret { address, .. } | Write::DeleteLive { address, .. } => {
                         Some(address.clone())
                     }
-                    Write::Audit(_) => None,
+                    Write::Audit(_) | Write::AddKey(_) => None,
                 })
                 .collect(),
             ..Touches::default()

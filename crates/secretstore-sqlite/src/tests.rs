@@ -49,7 +49,7 @@ fn pragma(name: &'static str) -> impl FnOnce(&Connection) -> rusqlite::Result<St
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_write_connection_uses_wal_full_sync_and_foreign_keys() {
+async fn the_write_connection_uses_wal_full_sync_foreign_keys_and_memory_temp_store() {
     let tmp = private_tempdir();
     let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
     assert_eq!(
@@ -76,6 +76,12 @@ async fn the_write_connection_uses_wal_full_sync_and_foreign_keys() {
             .await
             .expect("pragma"),
         crate::syncer::BACKSTOP_PAGES.to_string()
+    );
+    // Jobs' savepoints keep their undo records in memory, not in temporary files.
+    assert_eq!(
+        store.inspect(pragma("temp_store")).await.expect("pragma"),
+        "2",
+        "temp_store = MEMORY"
     );
 }
 

@@ -149,6 +149,7 @@ pub fn commit(conn: &Connection, writes: Vec<Write>) -> Result<Vec<Written>, Sto
                 ))),
             },
             Write::Audit(append) => crate::audit::append(conn, append).map(Written::Audit),
+            Write::AddKey(key) => crate::keys::add_new_key(conn, key).map(Written::AddKey),
         })
         .collect()
 }

@@ -135,6 +135,8 @@ macro_rules! __every_check {
                 keys_are_kept_per_owner_oldest_first,
                 add_key_of_a_stored_version_answers_the_first,
                 concurrent_adds_of_one_version_keep_one_key,
+                a_commit_adds_a_new_key_with_its_writes_or_nothing,
+                concurrent_commits_of_a_new_key_keep_one,
                 keys_not_under_answers_the_keys_of_other_roots,
                 rewrap_key_is_a_compare_and_set,
                 keys_by_root_counts_the_keys_of_each_root,
@@ -154,6 +156,7 @@ macro_rules! __every_check {
                 two_handles_share_an_idempotency_quota,
                 two_handles_append_to_one_chain,
                 two_handles_adding_one_key_keep_one,
+                two_handles_committing_one_new_key_keep_one,
                 a_removal_through_one_handle_tells_the_other_keys_were_destroyed
             ]
         );

@@ -754,6 +754,7 @@ impl AtomicWrites for MemoryStore {
         let mut staged = data.secrets.clone();
         let mut audit = data.audit.clone();
         let anchor = data.anchor.clone();
+        let mut keys = data.stored_keys.clone();
         let written = writes
             .into_iter()
             .map(|write| match write {
@@ -773,10 +774,21 @@ impl AtomicWrites for MemoryStore {
                     anchor.as_ref(),
                     append,
                 ))),
+                Write::AddKey(key) => {
+                    if keys
+                        .iter()
+                        .any(|k| k.owner == key.owner && k.version == key.version)
+                    {
+                        return Err(key.taken());
+                    }
+                    keys.push(key.clone());
+                    Ok(Written::AddKey(key))
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         data.secrets = staged;
         data.audit = audit;
+        data.stored_keys = keys;
         Ok(written)
     }
 }

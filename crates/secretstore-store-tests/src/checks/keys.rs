@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use secretstore_core::{
-    KeyOwner, Mode, Namespace, Reseal, RootUse, Scope, SealedSecret, SecretId, Store, StoredKey,
+    KeyOwner, Mode, Namespace, Reseal, RootUse, Scope, SealedSecret, SecretId, Store, StoreError,
+    StoredKey, UserId, Write, Written,
 };
 use secretstore_crypto::KeyId;
 use tokio::task::JoinSet;
@@ -176,6 +177,128 @@ pub async fn concurrent_adds_of_one_version_keep_one_key(store: Arc<dyn Store>) 
     let stores = [Arc::clone(&store)];
     let winner = add_at_once(&stores, 32).await;
     assert_eq!(keys_of_ok(&store, &home_owner()).await, vec![winner]);
+}
+
+/// The owner of the key of `user`'s secrets on the home account.
+fn user_owner(user: &str) -> KeyOwner {
+    KeyOwner::User {
+        account: home().account,
+        user: UserId::parse(user).expect("fixture user id"),
+    }
+}
+
+/// A user's first key stored with the first secret sealed under it (`Write::AddKey`): stored
+/// together, or, when the user has that key version already, neither, with `AlreadyExists`.
+pub async fn a_commit_adds_a_new_key_with_its_writes_or_nothing(store: Arc<dyn Store>) {
+    let owner = user_owner("usr_first");
+    let scope = Scope::User(UserId::parse("usr_first").expect("fixture user id"));
+    let first = key(&owner, 1, ROOT_A, b"first");
+    let a = address(&home(), &scope, "a");
+    let written = store
+        .commit(vec![
+            Write::AddKey(first.clone()),
+            Write::PutSecret(put_request(&a, NOW, None, ROOMY, "a")),
+        ])
+        .await
+        .expect("commit");
+    let [Written::AddKey(added), Written::PutSecret(put)] = written.as_slice() else {
+        panic!("answers out of order: {written:?}");
+    };
+    assert_eq!(*added, first);
+    assert_eq!(get_ok(&store, &a, NOW).await.as_ref(), Some(put));
+
+    let second = key(&owner, 1, ROOT_B, b"second");
+    let b = address(&home(), &scope, "b");
+    let lost = store
+        .commit(vec![
+            Write::AddKey(second),
+            Write::PutSecret(put_request(&b, NOW, None, ROOMY, "b")),
+        ])
+        .await;
+    assert!(
+        matches!(lost, Err(StoreError::AlreadyExists(_))),
+        "{lost:?}"
+    );
+    assert_eq!(
+        get_ok(&store, &b, NOW).await,
+        None,
+        "the put went with the key"
+    );
+    assert_eq!(keys_of_ok(&store, &owner).await, vec![first.clone()]);
+
+    // The next version, and the same version of another user, are keys of their own.
+    let next = key(&owner, 2, ROOT_B, b"next");
+    let other = key(&user_owner("usr_other"), 1, ROOT_B, b"other");
+    let written = store
+        .commit(vec![
+            Write::AddKey(next.clone()),
+            Write::AddKey(other.clone()),
+        ])
+        .await
+        .expect("commit");
+    assert_eq!(
+        written,
+        vec![
+            Written::AddKey(next.clone()),
+            Written::AddKey(other.clone())
+        ]
+    );
+    assert_eq!(keys_of_ok(&store, &owner).await, vec![first, next]);
+    assert_eq!(keys_of_ok(&store, &other.owner).await, vec![other]);
+}
+
+/// `count` commits at once, spread over `stores`, each adding `user`'s key version 1 (its own
+/// wrapped bytes) with a secret of its own sealed under it: exactly one commits, the others
+/// fail with `AlreadyExists` and store nothing. Checks that, and returns the key stored.
+pub(crate) async fn commit_new_keys_at_once(
+    stores: &[Arc<dyn Store>],
+    user: &str,
+    count: usize,
+) -> StoredKey {
+    let owner = user_owner(user);
+    let scope = Scope::User(UserId::parse(user).expect("fixture user id"));
+    let mut tasks = JoinSet::new();
+    for n in 0..count {
+        let store = Arc::clone(&stores[n % stores.len()]);
+        let candidate = key(&owner, 1, ROOT_A, format!("candidate {n}").as_bytes());
+        let at = address(&home(), &scope, &format!("secret-{n}"));
+        tasks.spawn(async move {
+            let put = put_request(&at, NOW, None, ROOMY, "sealed under the candidate");
+            let outcome = store
+                .commit(vec![
+                    Write::AddKey(candidate.clone()),
+                    Write::PutSecret(put),
+                ])
+                .await;
+            (candidate, at, outcome)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (candidate, at, outcome) = joined.expect("task");
+        match outcome {
+            Ok(_) => winners.push((candidate, at)),
+            Err(StoreError::AlreadyExists(_)) => {
+                for store in stores {
+                    assert_eq!(get_ok(store, &at, NOW).await, None, "a loser's put stayed");
+                }
+            }
+            Err(e) => panic!("commit failed otherwise: {e:?}"),
+        }
+    }
+    let [(winner, at)] = &winners[..] else {
+        panic!("{} commits stored the first key, not one", winners.len());
+    };
+    for store in stores {
+        assert!(get_ok(store, at, NOW).await.is_some(), "the winner's put");
+        assert_eq!(keys_of_ok(store, &owner).await, vec![winner.clone()]);
+    }
+    winner.clone()
+}
+
+/// 16 commits of one user's first key at once: one stores its key and secret, no other does.
+pub async fn concurrent_commits_of_a_new_key_keep_one(store: Arc<dyn Store>) {
+    commit_new_keys_at_once(&[store], "usr_racing", 16).await;
 }
 
 /// `count` adds of the home namespace's key version 1 at once, spread over `stores`, each with

@@ -159,6 +159,12 @@ pub async fn two_handles_share_an_idempotency_quota(one: Arc<dyn Store>, two: Ar
     );
 }
 
+/// Commits of one user's first key with a secret sealed under it, racing through both
+/// handles: one commits, and every other fails whole, whichever handle it came through.
+pub async fn two_handles_committing_one_new_key_keep_one(one: Arc<dyn Store>, two: Arc<dyn Store>) {
+    super::keys::commit_new_keys_at_once(&[one, two], "usr_two_handles", 16).await;
+}
+
 /// Adds of one owner's first key racing through both handles store one key, which both answer
 /// from then on; a re-wrap through one makes a re-wrap through the other from the same read
 /// fail.
