@@ -379,32 +379,10 @@ impl KeyManager {
                 new_user_key: None,
             });
         }
-        let owner = user_owner(&id);
-        let made = SecretKey::generate().map_err(|source| KeyError::Crypto {
-            what: "making a user's key",
-            source,
-        })?;
-        let (root, wrapped) = self
-            .ring()
-            .wrap(&key_aad(&owner, 1), &made)
-            .map_err(|source| KeyError::Crypto {
-                what: "wrapping a new key",
-                source,
-            })?;
+        let new = self.new_user_key(id)?;
         Ok(Sealing {
-            kek: combined(&made),
-            new_user_key: Some(NewUserKey {
-                stored: StoredKey {
-                    owner,
-                    version: 1,
-                    root,
-                    wrapped,
-                    created: self.clock.now(),
-                },
-                key: made,
-                generation: self.store.destroyed_generation(),
-                user: id,
-            }),
+            kek: combined(&new.key),
+            new_user_key: Some(new),
         })
     }
 
@@ -424,18 +402,16 @@ impl KeyManager {
         let Some(new) = sealing.new_user_key else {
             return Ok(sealing.kek);
         };
-        let stored = self.store.add_key(new.stored.clone()).await?;
-        if stored == new.stored {
-            self.stored(new);
-            return Ok(sealing.kek);
-        }
-        // Another request or server stored the user's first key first: that one is the key.
-        let again = self.sealing(namespace, scope).await?;
-        match again.new_user_key {
-            None => Ok(again.kek),
-            Some(_) => Err(KeyError::Store(StoreError::Internal(format!(
-                "the key stored for {:?} is not read back",
-                new.stored.owner
+        let owner = new.stored.owner.clone();
+        // Now cached, whether this key or one another request or server stored first.
+        self.store_user_key(new).await?;
+        match self.sealing(namespace, scope).await? {
+            Sealing {
+                kek,
+                new_user_key: None,
+            } => Ok(kek),
+            Sealing { .. } => Err(KeyError::Store(StoreError::Internal(format!(
+                "the key stored for {owner:?} is not read back"
             )))),
         }
     }
@@ -507,17 +483,7 @@ impl KeyManager {
         let id = (namespace.account.clone(), user.clone());
         let user_key = match self.user_key(&id).await? {
             Some(key) => key,
-            None => {
-                let made = SecretKey::generate().map_err(|source| KeyError::Crypto {
-                    what: "making a user's key",
-                    source,
-                })?;
-                let generation = self.store.destroyed_generation();
-                let owner = user_owner(&id);
-                let key =
-                    first_key(&self.ring(), &*self.store, owner, made, self.clock.now()).await?;
-                self.remember_user(id, key, generation)
-            }
+            None => self.store_user_key(self.new_user_key(id)?).await?,
         };
         Ok(Arc::new(Kek::for_user(
             version,
@@ -546,6 +512,47 @@ impl KeyManager {
         };
         let key = unwrap(&self.ring(), &stored)?;
         Ok(Some(self.remember_user(id.clone(), key, generation)))
+    }
+
+    /// A new key for the user `id`, made and wrapped but not stored.
+    fn new_user_key(&self, id: (AccountId, UserId)) -> Result<NewUserKey, KeyError> {
+        // Read before the key is stored: a removal after it makes the next use read it again.
+        let generation = self.store.destroyed_generation();
+        let owner = user_owner(&id);
+        let key = SecretKey::generate().map_err(|source| KeyError::Crypto {
+            what: "making a user's key",
+            source,
+        })?;
+        let (root, wrapped) = self
+            .ring()
+            .wrap(&key_aad(&owner, 1), &key)
+            .map_err(|source| KeyError::Crypto {
+                what: "wrapping a new key",
+                source,
+            })?;
+        Ok(NewUserKey {
+            stored: StoredKey {
+                owner,
+                version: 1,
+                root,
+                wrapped,
+                created: self.clock.now(),
+            },
+            key,
+            user: id,
+            generation,
+        })
+    }
+
+    /// Stores `new` on its own, not with a write, unless the user has a key already (stored
+    /// first by another request or server), and answers the user's key: `new`'s or that one.
+    async fn store_user_key(&self, new: NewUserKey) -> Result<Arc<UserKey>, KeyError> {
+        let stored = self.store.add_key(new.stored.clone()).await?;
+        let key = match stored == new.stored {
+            true => new.key,
+            false => unwrap(&self.ring(), &stored)?,
+        };
+        Ok(self.remember_user(new.user, key, new.generation))
     }
 
     fn remember_user(
