@@ -148,6 +148,8 @@ pub struct SecretService {
 }
 
 impl SecretService {
+    /// `writes` must be the store that `keys` keeps its keys in: a user's first key is stored
+    /// by the commit of the user's first secret (`Write::AddKey`), and `keys` reads it back.
     pub fn new(
         secrets: Arc<dyn SecretStore>,
         writes: Arc<dyn AtomicWrites>,
