@@ -21,6 +21,7 @@ mod errors;
 mod keys;
 mod reader;
 mod rows;
+mod sched;
 mod schema;
 mod syncer;
 mod writer;
@@ -201,6 +202,9 @@ impl SqliteStore {
             workers.push(spawn("sqlite-writer".into(), move || {
                 // However the writer ends, its syncer ends too (else `close` would wait on it).
                 let _stop = StopSyncer(&thread_syncer);
+                if let Err(e) = sched::ask_for_slice(sched::WRITER_SLICE) {
+                    tracing::debug!(error = %e, "the writer keeps the default time slice");
+                }
                 writer::run(
                     writer_conn,
                     write_rx,

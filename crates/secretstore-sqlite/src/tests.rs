@@ -14,7 +14,7 @@ use crate::{SqliteOptions, SqliteStore};
 
 /// A temporary directory private to this user (0700), as a data directory must be: the
 /// default temporary directory follows the umask (often 0755), which the store refuses.
-fn private_tempdir() -> tempfile::TempDir {
+pub(crate) fn private_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt as _;
     tempfile::Builder::new()
         .permissions(std::fs::Permissions::from_mode(0o700))
