@@ -65,19 +65,10 @@ pub fn ask_for_slice(_slice: Duration) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// The calling thread's slice as /proc shows it, in nanoseconds.
-    fn slice_of_this_thread() -> u64 {
-        let sched = std::fs::read_to_string("/proc/thread-self/sched").expect("/proc");
-        let line = sched
-            .lines()
-            .find(|line| line.starts_with("se.slice"))
-            .expect("se.slice");
-        line.split(':')
-            .nth(1)
-            .expect("a value")
-            .trim()
-            .parse()
-            .expect("a number")
+    /// The slice a thread's `sched` file in /proc shows, in nanoseconds.
+    fn slice_in(sched: &str) -> Option<u64> {
+        let line = sched.lines().find(|line| line.starts_with("se.slice"))?;
+        line.split(':').nth(1)?.trim().parse().ok()
     }
 
     /// Whether this kernel keeps a slice a thread asks for (Linux 6.12 and later).
@@ -99,7 +90,8 @@ mod tests {
             ask_for_slice(Duration::from_micros(300)).expect("sched_setattr");
             assert_eq!(rustix::process::getpriority_process(None).expect("nice"), 5);
             if custom_slices() {
-                assert_eq!(slice_of_this_thread(), 300_000);
+                let sched = std::fs::read_to_string("/proc/thread-self/sched").expect("/proc");
+                assert_eq!(slice_in(&sched), Some(300_000));
             }
         })
         .join()
@@ -107,7 +99,7 @@ mod tests {
     }
 
     /// The slice of every `sqlite-writer` thread of this process, in nanoseconds.
-    fn writer_slices() -> Vec<String> {
+    fn writer_slices() -> Vec<Option<u64>> {
         let tasks = std::fs::read_dir("/proc/self/task").expect("/proc");
         tasks
             .map(|task| task.expect("a task").path())
@@ -116,10 +108,7 @@ mod tests {
                     .is_ok_and(|comm| comm.trim() == "sqlite-writer")
             })
             .filter_map(|task| std::fs::read_to_string(task.join("sched")).ok())
-            .filter_map(|sched| {
-                let line = sched.lines().find(|line| line.starts_with("se.slice"))?;
-                Some(line.split(':').nth(1)?.trim().to_owned())
-            })
+            .map(|sched| slice_in(&sched))
             .collect()
     }
 
@@ -131,18 +120,18 @@ mod tests {
         let tmp = crate::tests::private_tempdir();
         let store =
             crate::SqliteStore::open(tmp.path(), crate::SqliteOptions::default()).expect("open");
-        let wanted = WRITER_SLICE.as_nanos().to_string();
+        let wanted = u64::try_from(WRITER_SLICE.as_nanos()).ok();
         // Other tests of this process may be starting writers of their own, which ask for it
         // a moment after they start.
         let began = std::time::Instant::now();
         loop {
             let slices = writer_slices();
-            if !slices.is_empty() && slices.iter().all(|slice| *slice == wanted) {
+            if !slices.is_empty() && slices.iter().all(|&slice| slice == wanted) {
                 break;
             }
             assert!(
                 began.elapsed() < Duration::from_secs(10),
-                "writer slices {slices:?}, wanted {wanted}"
+                "writer slices {slices:?}, wanted {wanted:?}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
