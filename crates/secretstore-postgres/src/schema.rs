@@ -227,6 +227,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE keys DROP CONSTRAINT keys_pkey;
     ALTER TABLE keys ADD PRIMARY KEY (kind, app, account, mode, scope_user, version);
     CREATE INDEX keys_account ON keys (account);",
+    // 5: a secret's public id loses its unique index, as in the embedded store (its migration
+    // 9): nothing looks a secret up by id, an id is 30 random alphanumerics (178 bits), and
+    // the index cost every create an insert at a random place in a B-tree.
+    "ALTER TABLE secrets DROP CONSTRAINT secrets_id_key;",
 ];
 
 /// The schema version this binary writes.

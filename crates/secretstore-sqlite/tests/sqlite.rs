@@ -257,6 +257,114 @@ async fn an_upgraded_database_counts_the_answers_it_already_kept() {
     );
 }
 
+/// The first column of every row `sql` selects, as texts.
+fn texts(db: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = db.prepare(sql).expect("prepare");
+    let rows = stmt.query_map([], |r| r.get(0)).expect("query");
+    rows.collect::<Result<_, _>>().expect("texts")
+}
+
+/// The unique constraints on `secrets`, each as its columns.
+fn unique_indexes_of_secrets(db: &rusqlite::Connection) -> Vec<Vec<String>> {
+    texts(
+        db,
+        "SELECT (SELECT group_concat(name) FROM pragma_index_info(l.name))
+         FROM pragma_index_list('secrets') AS l WHERE l.\"unique\" = 1 ORDER BY 1",
+    )
+    .iter()
+    .map(|columns| columns.split(',').map(str::to_owned).collect())
+    .collect()
+}
+
+/// Migration 9 makes `secrets` again without the unique index on `id`: what schema 8 held is
+/// all there, readable, in its order, and the seq of the newest secret, deleted before the
+/// upgrade, is still never given again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_drops_the_unique_index_on_ids_and_keeps_every_secret_and_seq() {
+    let tmp = private_tempdir();
+    // The known state, written by this binary, then copied into a database of schema 8.
+    let source = tmp.path().join("source");
+    let (a, b, answer) = known_state_closed(&source).await;
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let database = dir.join(DATABASE_FILE);
+    {
+        let db = rusqlite::Connection::open(&database).expect("sqlite");
+        for script in &MIGRATIONS[..8] {
+            db.execute_batch(script).expect("migration");
+        }
+        db.execute_batch("PRAGMA user_version = 8")
+            .expect("version");
+        assert_eq!(
+            unique_indexes_of_secrets(&db).len(),
+            2,
+            "schema 8 has the unique index on id"
+        );
+        db.execute(
+            "ATTACH ?1 AS source",
+            [source.join(DATABASE_FILE).to_str().expect("utf-8")],
+        )
+        .expect("attach");
+        db.execute_batch(
+            "INSERT INTO secrets SELECT * FROM source.secrets;
+             INSERT INTO keys SELECT * FROM source.keys;
+             INSERT INTO meta SELECT * FROM source.meta;
+             INSERT INTO idempotency SELECT * FROM source.idempotency;
+             UPDATE sqlite_sequence SET seq = (SELECT seq FROM source.sqlite_sequence
+                                               WHERE name = 'secrets')
+                 WHERE name = 'secrets';
+             DETACH source;",
+        )
+        .expect("copy");
+        let (newest, counter): (i64, i64) = db
+            .query_row(
+                "SELECT (SELECT MAX(seq) FROM secrets),
+                        (SELECT seq FROM sqlite_sequence WHERE name = 'secrets')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("seq");
+        assert_eq!((newest, counter), (2, 3), "c, the newest, was deleted");
+    }
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // check_known_state reads a and b, the meta value and the kept answer, then puts d.
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    check_known_state(Arc::clone(&store), &a, &b, &answer).await;
+    store.close().await.expect("close");
+    drop(store);
+
+    let db = rusqlite::Connection::open(&database).expect("sqlite");
+    assert_eq!(
+        unique_indexes_of_secrets(&db),
+        vec![vec![
+            "app",
+            "account",
+            "livemode",
+            "scope_type",
+            "scope_user",
+            "name"
+        ]],
+        "only an address is unique"
+    );
+    let indexes = texts(&db, "SELECT name FROM pragma_index_list('secrets')");
+    for expected in [
+        "secrets_by_account",
+        "secrets_by_expiry",
+        "secrets_by_scope",
+    ] {
+        assert!(
+            indexes.iter().any(|i| i == expected),
+            "{expected}: {indexes:?}"
+        );
+    }
+    let d: i64 = db
+        .query_row("SELECT seq FROM secrets WHERE name = 'd'", [], |r| r.get(0))
+        .expect("d");
+    assert_eq!(d, 4, "the deleted c's seq 3 is not given again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn data_survives_drop_and_reopen() {
     let tmp = private_tempdir();
@@ -344,13 +452,7 @@ async fn migrations_are_recorded_in_user_version() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("journal_mode");
     assert_eq!(journal, "wal", "WAL is a property of the database file");
-    let columns: Vec<String> = {
-        let mut stmt = db
-            .prepare("SELECT name FROM pragma_table_info('secrets')")
-            .expect("prepare");
-        let names = stmt.query_map([], |r| r.get(0)).expect("query");
-        names.collect::<Result<_, _>>().expect("columns")
-    };
+    let columns = texts(&db, "SELECT name FROM pragma_table_info('secrets')");
     for expected in [
         "seq",
         "id",

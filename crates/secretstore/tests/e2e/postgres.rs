@@ -44,6 +44,14 @@ async fn five_servers_start_together_on_an_empty_database_and_act_as_one_store()
     let versions: Vec<i32> = applied.iter().map(|r| r.get(0)).collect();
     let expected: Vec<i32> = (1..=secretstore_postgres::SCHEMA_VERSION).collect();
     assert_eq!(versions, expected);
+    let unique = query(
+        &database,
+        "SELECT conname::text FROM pg_constraint
+         WHERE conrelid = 'secrets'::regclass AND contype = 'u'",
+    )
+    .await;
+    let unique: Vec<String> = unique.iter().map(|r| r.get(0)).collect();
+    assert_eq!(unique, ["secrets_address_key"], "only an address is unique");
     for server in &servers {
         assert!(
             !server.log_text().contains("ERROR"),
