@@ -115,6 +115,28 @@ fn insert_key(conn: &Connection, key: &StoredKey) -> Result<bool, StoreError> {
     Ok(inserted == 1)
 }
 
+/// Fails with `AlreadyExists`, as `add_new_key` would, if `key`'s owner has its version
+/// already; changes nothing (`writes::commit` asks before any write of a commit changes
+/// anything).
+pub fn check_new_key(conn: &Connection, key: &StoredKey) -> Result<(), StoreError> {
+    const SELECT: &str = concat!(
+        "SELECT 1 FROM keys WHERE ",
+        of_owner!(),
+        " AND version = ?6"
+    );
+    let [kind, app, account, mode, user] = &key.owner.stored_columns();
+    let taken = rows_of(
+        conn,
+        SELECT,
+        params![kind, app, account, mode, user, key.version],
+        |_| Ok(()),
+    )?;
+    match taken.is_empty() {
+        true => Ok(()),
+        false => Err(key.taken()),
+    }
+}
+
 /// `Write::AddKey`: inserts `key`, or fails with `AlreadyExists` if its owner has that version
 /// already, which undoes the commit it is part of.
 pub fn add_new_key(conn: &Connection, key: StoredKey) -> Result<StoredKey, StoreError> {

@@ -276,9 +276,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.queue(Job::new(name, touches, work, reply))?;
-        answer.await.map_err(|_| thread_stopped())?
+        self.submit(|reply| Job::new(name, touches, work, reply))
+            .await
     }
 
     /// As `write`, but answered once committed, before the sync (`writer::Job::lazy`).
@@ -287,8 +286,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(|reply| Job::new(name, Touches::default(), work, reply).lazy())
+            .await
+    }
+
+    /// Queues the job `job` makes with the channel of its answer, and awaits that answer.
+    async fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(writer::Reply<T>) -> Job,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue(Job::new(name, Touches::default(), work, reply).lazy())?;
+        self.queue(job(reply))?;
         answer.await.map_err(|_| thread_stopped())?
     }
 
@@ -447,7 +455,9 @@ impl SecretStore for SqliteStore {
             secrets: vec![request.address.clone()],
             ..Touches::default()
         };
-        self.write("put", touches, move |conn| writes::put(conn, request))
+        // Its expected failures come before its first change (`writes`): no savepoint.
+        let work = move |conn: &Connection| writes::put(conn, request);
+        self.submit(|reply| Job::new("put", touches, work, reply).fails_before_changing())
             .await
     }
 
@@ -480,10 +490,9 @@ impl SecretStore for SqliteStore {
             ..Touches::default()
         };
         let address = address.clone();
-        self.write("delete", touches, move |conn| {
-            writes::delete(conn, &address, now)
-        })
-        .await
+        let work = move |conn: &Connection| writes::delete(conn, &address, now);
+        self.submit(|reply| Job::new("delete", touches, work, reply).fails_before_changing())
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
@@ -815,7 +824,8 @@ impl AtomicWrites for SqliteStore {
                 .collect(),
             ..Touches::default()
         };
-        self.write("commit", touches, move |conn| writes::commit(conn, writes))
+        let work = move |conn: &Connection| writes::commit(conn, writes);
+        self.submit(|reply| Job::new("commit", touches, work, reply).fails_before_changing())
             .await
     }
 }

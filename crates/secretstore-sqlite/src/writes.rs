@@ -1,6 +1,8 @@
-//! Each write as one function of the write connection. The writer runs it inside a savepoint of
-//! its batch (`writer::Job`), so a function that fails leaves nothing behind and one that
-//! succeeds is durable once the batch commits.
+//! Each write as one function of the write connection, durable once its batch commits. The
+//! writer runs the secrets API's writes (a put, a delete, a commit) without a savepoint
+//! (`writer::Job::fails_before_changing`), so each function here checks everything that can
+//! refuse it (a full scope, a missing secret, a key that exists, sealing) before its first
+//! change: a write that fails then leaves nothing behind without one.
 
 use rusqlite::{params, Connection};
 use secretstore_core::{
@@ -47,6 +49,7 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
     })()
     .map_err(|e| sql_failure(&e))?;
 
+    let mut expired = None;
     if let Some((seq, id, created, old_expiry)) = existing {
         if is_live(old_expiry, now) {
             // Replace in place: same row, so same id, `created` and place in lists.
@@ -63,8 +66,8 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
                 sealed,
             });
         }
-        // Expired: as good as absent. The savepoint restores it if this put then fails.
-        delete_row(conn, seq)?;
+        // Expired: as good as absent, and not counted below; it goes once nothing can fail.
+        expired = Some(seq);
     }
 
     let live = (|| -> rusqlite::Result<i64> {
@@ -82,6 +85,9 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
         return Err(StoreError::ScopeFull { max: max_per_scope });
     }
     let sealed = seal_once(seal, &new_id)?;
+    if let Some(seq) = expired {
+        delete_row(conn, seq)?;
+    }
     conn.prepare_cached(
         "INSERT INTO secrets
              (id, app, account, livemode, scope_type, scope_user, name, created, expires_at, sealed)
@@ -131,27 +137,48 @@ pub fn delete(
     Ok(Some(secret))
 }
 
-/// Several writes in order; the first failure fails them all (the job's savepoint undoes the
-/// ones before it).
+/// Several writes in order; the first failure fails them all. Each write checks what can
+/// refuse it before it changes anything, and a new key can fail only because its owner has
+/// that version (`Write::AddKey`): that is checked for every key first, and the keys are
+/// inserted last (nothing else in a commit reads them), so that a put beside a user's first
+/// key fails, if it does, before the commit changed anything. Should a write fail after an
+/// earlier one changed something all the same (two puts into one full scope), the writer
+/// undoes the whole batch (`writer::Job::fails_before_changing`).
 pub fn commit(conn: &Connection, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
-    writes
+    let (keys, others): (Vec<_>, Vec<_>) = writes
         .into_iter()
-        .map(|write| match write {
-            Write::PutSecret(request) => put(conn, request).map(Written::PutSecret),
-            Write::DeleteSecret { address, now } => {
-                delete(conn, &address, now).map(Written::DeleteSecret)
-            }
-            Write::DeleteLive { address, now } => match delete(conn, &address, now)? {
-                Some(secret) => Ok(Written::DeleteSecret(Some(secret))),
-                None => Err(StoreError::Missing(format!(
-                    "secret {}",
-                    address.name.as_str()
-                ))),
-            },
-            Write::Audit(append) => crate::audit::append(conn, append).map(Written::Audit),
-            Write::AddKey(key) => crate::keys::add_new_key(conn, key).map(Written::AddKey),
-        })
-        .collect()
+        .enumerate()
+        .partition(|(_, write)| matches!(write, Write::AddKey(_)));
+    for (_, write) in &keys {
+        if let Write::AddKey(key) = write {
+            crate::keys::check_new_key(conn, key)?;
+        }
+    }
+    let mut written = others
+        .into_iter()
+        .chain(keys)
+        .map(|(at, write)| apply(conn, write).map(|done| (at, done)))
+        .collect::<Result<Vec<_>, _>>()?;
+    written.sort_by_key(|(at, _)| *at);
+    Ok(written.into_iter().map(|(_, done)| done).collect())
+}
+
+fn apply(conn: &Connection, write: Write) -> Result<Written, StoreError> {
+    match write {
+        Write::PutSecret(request) => put(conn, request).map(Written::PutSecret),
+        Write::DeleteSecret { address, now } => {
+            delete(conn, &address, now).map(Written::DeleteSecret)
+        }
+        Write::DeleteLive { address, now } => match delete(conn, &address, now)? {
+            Some(secret) => Ok(Written::DeleteSecret(Some(secret))),
+            None => Err(StoreError::Missing(format!(
+                "secret {}",
+                address.name.as_str()
+            ))),
+        },
+        Write::Audit(append) => crate::audit::append(conn, append).map(Written::Audit),
+        Write::AddKey(key) => crate::keys::add_new_key(conn, key).map(Written::AddKey),
+    }
 }
 
 /// Deletes up to `limit` expired secrets; the caller repeats until less than a full step went,

@@ -9,16 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secretstore_core::{
-    Completed, IdempotencyClaim, KeptAnswer, Lifecycle as _, ListQuery, MetaStore as _, Mode,
-    Namespace, PutRequest, Scope, SealedSecret, SecretId, SecretStore as _, Store, StoreError,
+    AtomicWrites as _, Completed, IdempotencyClaim, KeptAnswer, KeyOwner, KeyStore as _,
+    Lifecycle as _, ListQuery, MetaStore as _, Mode, Namespace, PutRequest, Scope, SealedSecret,
+    SecretId, SecretStore as _, Store, StoreError, StoredKey, UserId, Write, Written,
 };
+use secretstore_crypto::KeyId;
 use secretstore_sqlite::{
     inspect, restore, snapshot_stopped, try_lock, SqliteOptions, SqliteStore, DATABASE_FILE,
     LOCK_FILE, MIGRATIONS, SCHEMA_VERSION,
 };
 use secretstore_store_tests::fixtures::{
-    address, at, claim_and_complete, failing_put, home, idempotency_key, kept_answer, namespace,
-    put_ok, put_request, query, user, NOW, NO_QUOTA, ROOMY,
+    address, assert_scope_full, at, claim_and_complete, failing_put, home, idempotency_key,
+    kept_answer, namespace, put_ok, put_request, query, user, NOW, NO_QUOTA, ROOMY,
 };
 
 /// A temporary directory private to this user (0700), as a data directory must be: the
@@ -737,6 +739,150 @@ async fn failing_jobs_in_a_batch_are_undone_alone() {
         "a",
     )
     .await;
+}
+
+/// A commit behind the gate, queued in order.
+async fn queue_commit(
+    store: &Arc<SqliteStore>,
+    queued: &mut usize,
+    writes: Vec<Write>,
+) -> tokio::task::JoinHandle<Result<Vec<Written>, StoreError>> {
+    let job = {
+        let store = Arc::clone(store);
+        async move { store.commit(writes).await }
+    };
+    queue(store, queued, job).await
+}
+
+/// A put of `name` in the home namespace's account scope, its name as its payload.
+fn in_account(name: &str, now: i64) -> PutRequest {
+    put_request(
+        &address(&home(), &Scope::Account, name),
+        now,
+        None,
+        ROOMY,
+        name,
+    )
+}
+
+/// A put behind the gate, queued in order.
+async fn queue_put(
+    store: &Arc<SqliteStore>,
+    queued: &mut usize,
+    request: PutRequest,
+) -> tokio::task::JoinHandle<Result<SealedSecret, StoreError>> {
+    let job = {
+        let store = Arc::clone(store);
+        async move { store.put(request).await }
+    };
+    queue(store, queued, job).await
+}
+
+/// Puts, deletes and commits run without a savepoint, so each checks what can refuse it before
+/// its first change: a put at an expired secret's address into a full scope, and a put beside a
+/// user's first key into a scope that is full already (written before users had keys), fail
+/// alone, change nothing, and the batch around them commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_without_a_savepoint_fail_before_they_change_anything() {
+    let tmp = private_tempdir();
+    let store = open_with(tmp.path(), SqliteOptions::default());
+    let dyn_store = Arc::clone(&store) as Arc<dyn Store>;
+    let ns = home();
+    let full = user("usr_full");
+    let legacy = user("usr_legacy");
+    for (scope, name, expires_at) in [
+        (&full, "old", Some(NOW + 1)),
+        (&full, "live", None),
+        (&legacy, "l", None),
+    ] {
+        let at = address(&ns, scope, name);
+        put_ok(&dyn_store, &at, NOW, expires_at, ROOMY, name).await;
+    }
+    let owner = KeyOwner::User {
+        account: ns.account.clone(),
+        user: UserId::parse("usr_legacy").expect("user id"),
+    };
+    let first_key = StoredKey {
+        owner: owner.clone(),
+        version: 1,
+        root: KeyId([7; 8]),
+        wrapped: b"wrapped".to_vec(),
+        created: NOW,
+    };
+
+    let gate = Gate::close(&store).await;
+    let mut n = 0;
+    let before = queue_put(&store, &mut n, in_account("before", NOW + 2)).await;
+    // "old" expired at NOW + 1; the scope holds one live secret, its maximum.
+    let old = address(&ns, &full, "old");
+    let expired = queue_put(&store, &mut n, put_request(&old, NOW + 2, None, 1, "o")).await;
+    let new = address(&ns, &legacy, "new");
+    let writes = vec![
+        Write::AddKey(first_key),
+        Write::PutSecret(put_request(&new, NOW + 2, None, 1, "n")),
+    ];
+    let keyed = queue_commit(&store, &mut n, writes).await;
+    let after = queue_put(&store, &mut n, in_account("after", NOW + 2)).await;
+    gate.release().await;
+
+    assert_scope_full(expired.await.expect("task"), 1);
+    assert_scope_full(keyed.await.expect("task"), 1);
+    let before = before.await.expect("task").expect("the batch committed");
+    let after = after.await.expect("task").expect("the batch committed");
+    assert_eq!(
+        list_ids(&*store, &ns, &Scope::Account).await,
+        vec![after.id, before.id]
+    );
+    assert_eq!(
+        store.keys_of(&owner).await.expect("keys"),
+        Vec::new(),
+        "the key went with its put"
+    );
+    store.check_ready().await.expect("ready");
+}
+
+/// A write without a savepoint that fails after it changed something (two puts in one commit,
+/// the second past the scope's maximum) takes its batch with it: it keeps its own error,
+/// every other job of the batch is answered with a retryable failure, nothing of the batch
+/// is written, and storage is not reported unwell for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_that_fails_after_a_change_undoes_its_batch() {
+    let tmp = private_tempdir();
+    let store = open_with(tmp.path(), SqliteOptions::default());
+    let ns = home();
+    let scope = user("usr_two");
+    let gate = Gate::close(&store).await;
+    let mut n = 0;
+    let mate = queue_put(&store, &mut n, in_account("mate", NOW)).await;
+    let (one, two) = (address(&ns, &scope, "one"), address(&ns, &scope, "two"));
+    let writes = vec![
+        Write::PutSecret(put_request(&one, NOW, None, 1, "1")),
+        Write::PutSecret(put_request(&two, NOW, None, 1, "2")),
+    ];
+    let two = queue_commit(&store, &mut n, writes).await;
+    let later = queue_put(&store, &mut n, in_account("later", NOW)).await;
+    gate.release().await;
+
+    assert_scope_full(two.await.expect("task"), 1);
+    for (name, answer) in [("mate", mate.await), ("later", later.await)] {
+        match answer.expect("task") {
+            Err(StoreError::Unavailable(why)) => {
+                assert!(why.contains("retry"), "{name}: {why}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(list_ids(&*store, &ns, &scope).await, Vec::<SecretId>::new());
+    assert_eq!(
+        list_ids(&*store, &ns, &Scope::Account).await,
+        Vec::<SecretId>::new()
+    );
+    store
+        .check_ready()
+        .await
+        .expect("a batch undone is no storage failure");
+    let retry = store.put(in_account("mate", NOW)).await;
+    retry.expect("a retry succeeds");
 }
 
 #[tokio::test(flavor = "multi_thread")]
