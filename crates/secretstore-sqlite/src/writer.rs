@@ -7,10 +7,10 @@
 //! fsync for the whole batch. A job that fails (a full scope, a seal error) must leave nothing
 //! behind: it runs inside its own savepoint, undone alone, unless it is written to fail only
 //! before its first change (`Job::fails_before_changing`: the secrets API's puts, deletes and
-//! commits, whose savepoints cost a fifth of the writer's time on a create). Replies go out only after COMMIT returned, so `Ok` means
-//! durable; if the commit fails, every job of the batch that had succeeded is answered with
-//! that failure instead. The thread survives any error and keeps serving, so a disk that fills
-//! up and then frees space needs no restart.
+//! commits, whose savepoints cost a fifth of the writer's time on a create). Replies go out
+//! only after COMMIT returned, so `Ok` means durable; if the commit fails, every job of the
+//! batch that had succeeded is answered with that failure instead. The thread survives any
+//! error and keeps serving, so a disk that fills up and then frees space needs no restart.
 //!
 //! The outcome of every batch is noted in `WriterState::health` (a job that failed because
 //! storage did, or a batch that could not commit, says writes fail; otherwise a committed
