@@ -54,16 +54,20 @@ fn check_token(value: &str, max: usize, extra: &[u8]) -> Result<(), InvalidValue
     Ok(())
 }
 
-/// `prefix` followed by `len` random alphanumerics from the OS random source. Rejection
-/// sampling keeps every character uniformly likely, so ids reveal nothing about order or count.
+/// `prefix` followed by `len` random alphanumerics from the OS random source
+/// (`secretstore_crypto::fill_random`). Rejection sampling keeps every character uniformly
+/// likely, so ids reveal nothing about order or count.
 pub fn random_id(prefix: &str, len: usize) -> String {
     let mut id = String::with_capacity(prefix.len() + len);
     id.push_str(prefix);
     let mut buf = [0u8; 64];
     while id.len() < prefix.len() + len {
+        // One byte in 32 is rejected: a few more than needed almost always suffice at once.
+        let want = (prefix.len() + len - id.len() + 4).min(buf.len());
+        let buf = &mut buf[..want];
         // The OS random source failing is unrecoverable for a secret store.
-        getrandom::getrandom(&mut buf).expect("the operating system's random source failed");
-        for &b in &buf {
+        secretstore_crypto::fill_random(buf).expect("the operating system's random source failed");
+        for &b in buf.iter() {
             if b < 248 && id.len() < prefix.len() + len {
                 id.push(ALPHANUMERIC[(b % 62) as usize] as char);
             }

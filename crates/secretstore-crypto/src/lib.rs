@@ -52,6 +52,7 @@
 //! sealed data is held to: owned by the server's user, nothing for group or others.
 
 mod digest_key;
+mod entropy;
 mod envelope;
 pub mod envelope_v2;
 mod keyring;
@@ -63,6 +64,7 @@ mod root_key;
 mod secret_key;
 
 pub use digest_key::{DigestKey, KeyedDigest};
+pub use entropy::fill as fill_random;
 pub use envelope::Envelope;
 pub use envelope_v2::{sealed_format, Kek, SealedFormat};
 pub use keyring::RootKeyring;
@@ -114,10 +116,11 @@ pub enum CryptoError {
     NotPrivate(#[from] NotPrivate),
 }
 
-/// `N` bytes from the operating system's random source, wiped on drop since most are keys.
+/// `N` bytes from the operating system's random source ([`fill_random`]), wiped on drop since
+/// most are keys.
 pub(crate) fn random<const N: usize>() -> Result<zeroize::Zeroizing<[u8; N]>, CryptoError> {
     let mut bytes = zeroize::Zeroizing::new([0u8; N]);
-    getrandom::getrandom(bytes.as_mut()).map_err(|_| CryptoError::Random)?;
+    fill_random(bytes.as_mut())?;
     Ok(bytes)
 }
 
