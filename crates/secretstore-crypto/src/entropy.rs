@@ -39,10 +39,12 @@ thread_local! {
 
 /// Fills `out` with random bytes from the operating system's source; `Random` if it fails.
 pub fn fill(out: &mut [u8]) -> Result<(), CryptoError> {
+    let direct = |out: &mut [u8]| getrandom::getrandom(out).map_err(|_| CryptoError::Random);
     if out.len() >= DIRECT_LEN {
-        return getrandom::getrandom(out).map_err(|_| CryptoError::Random);
+        return direct(out);
     }
-    POOL.with(|pool| {
+    // A thread whose pool is already gone (a destructor that runs at thread exit) goes direct.
+    POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if POOL_LEN - pool.next < out.len() {
             getrandom::getrandom(pool.bytes.as_mut_slice()).map_err(|_| CryptoError::Random)?;
@@ -55,6 +57,7 @@ pub fn fill(out: &mut [u8]) -> Result<(), CryptoError> {
         pool.next += out.len();
         Ok(())
     })
+    .unwrap_or_else(|_| direct(out))
 }
 
 #[cfg(test)]
