@@ -60,7 +60,8 @@ fn check_token(value: &str, max: usize, extra: &[u8]) -> Result<(), InvalidValue
 pub fn random_id(prefix: &str, len: usize) -> String {
     let mut id = String::with_capacity(prefix.len() + len);
     id.push_str(prefix);
-    let mut buf = [0u8; 64];
+    // Wiped on return: some ids are credentials (an API key's secret part, the admin token).
+    let mut buf = zeroize::Zeroizing::new([0u8; 64]);
     while id.len() < prefix.len() + len {
         // One byte in 32 is rejected: a few more than needed almost always suffice at once.
         let want = (prefix.len() + len - id.len() + 4).min(buf.len());

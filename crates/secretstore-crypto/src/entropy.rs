@@ -1,9 +1,9 @@
 //! The process's one source of random bytes: the operating system's (`getrandom`), drawn in
 //! blocks of `POOL_LEN` bytes per thread and handed out in order, each byte once. A write asks
-//! for randomness four times (the secret's id, its data key and two nonces): as one system call
-//! each, that was about a tenth of a set's time on the async workers. Buffering changes where
-//! the bytes wait, not where they come from: no generator in user space stretches them, so they
-//! are exactly as unpredictable as the kernel's.
+//! for randomness four times (the secret's id, its data key and two nonces): as one system
+//! call each, they cost sets and creates 2-5% of their req/s (`scripts/profile`). Buffering
+//! changes where the bytes wait, not where they come from: no generator in user space
+//! stretches them, so they are exactly as unpredictable as the kernel's.
 //!
 //! What the pool holds is key material: it is wiped where it is handed out, and the rest when
 //! its thread ends. A process that forked without exec would hand the same bytes out twice
