@@ -1,9 +1,9 @@
-//! The process's one source of random bytes: the operating system's (`getrandom`), drawn in
-//! blocks of `POOL_LEN` bytes per thread and handed out in order, each byte once. A write asks
-//! for randomness four times (the secret's id, its data key and two nonces): as one system
-//! call each, they cost sets and creates 2-5% of their req/s (`scripts/profile`). Buffering
-//! changes where the bytes wait, not where they come from: no generator in user space
-//! stretches them, so they are exactly as unpredictable as the kernel's.
+//! Where keys, nonces and ids get their random bytes: the operating system's (`getrandom`),
+//! drawn in blocks of `POOL_LEN` bytes per thread and handed out in order, each byte once. A
+//! write asks for randomness four times (the secret's id, its data key and two nonces): as
+//! one system call each, they cost sets and creates 2-5% of their req/s (`scripts/profile`).
+//! Buffering changes where the bytes wait, not where they come from: no generator in user
+//! space stretches them, so they are exactly as unpredictable as the kernel's.
 //!
 //! What the pool holds is key material: it is wiped where it is handed out, and the rest when
 //! its thread ends. A process that forked without exec would hand the same bytes out twice
@@ -47,7 +47,7 @@ pub fn fill(out: &mut [u8]) -> Result<(), CryptoError> {
     POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if POOL_LEN - pool.next < out.len() {
-            getrandom::getrandom(pool.bytes.as_mut_slice()).map_err(|_| CryptoError::Random)?;
+            direct(pool.bytes.as_mut_slice())?;
             pool.next = 0;
         }
         let start = pool.next;
