@@ -244,8 +244,9 @@ impl Backoff {
 }
 
 /// Serves one connection (plain or TLS) until it ends or it is asked to close (to make room, or
-/// at shutdown). It lingers only when it may end with input unread: an error answered to a
-/// request that came with a body (the body may be unread), or a request hyper refused itself.
+/// at shutdown). It lingers only when it may end with input unread: a request whose body was
+/// not read to its end (its answer then says `connection: close`), or a request hyper refused
+/// itself.
 async fn connection<I>(
     io: I,
     client: ClientAddr,
@@ -264,16 +265,37 @@ async fn connection<I>(
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = registration.busy();
             let with_body = !hyper::body::Body::is_end_stream(request.body());
-            let mut request = request.map(axum::body::Body::new);
+            // Only a request with a body can leave input unread; the others cost no flag.
+            let body_ended = with_body.then(|| Arc::new(AtomicBool::new(false)));
+            let mut request = match &body_ended {
+                Some(ended) => request.map(|body| {
+                    axum::body::Body::new(TrackedBody {
+                        inner: body,
+                        ended: Arc::clone(ended),
+                    })
+                }),
+                None => request.map(axum::body::Body::new),
+            };
             request.extensions_mut().insert(client);
             let answer = router.clone().oneshot(request);
             let unread_input = Arc::clone(&unread_input);
             // Boxed so that the connection can be driven by `poll_without_shutdown`, which
             // gives the socket back for the lingering close.
             Box::pin(async move {
-                let answer = answer.await;
-                if with_body && answer.as_ref().is_ok_and(|a| !a.status().is_success()) {
+                let mut answer = answer.await;
+                let unread = body_ended.is_some_and(|ended| !ended.load(Ordering::Relaxed));
+                if unread {
                     unread_input.store(true, Ordering::Relaxed);
+                    // hyper closes a connection whose request body was not read to its end,
+                    // but says nothing of it in the answer: a keep-alive client would pool the
+                    // connection and send its next request into the close, reading no answer
+                    // (hyper's client reports `IncompleteMessage`). Saying so keeps it out of
+                    // the client's pool.
+                    if let Ok(answer) = answer.as_mut() {
+                        answer
+                            .headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                 }
                 drop(busy);
                 answer
@@ -307,6 +329,44 @@ async fn connection<I>(
         if let Ok(_permit) = lingering.try_acquire() {
             linger(io.inner).await;
         }
+    }
+}
+
+/// A request body that records whether it was read to its end, so that the answer to a
+/// request whose body was left unread (refused before or while it arrived) says the connection
+/// closes.
+struct TrackedBody {
+    inner: Incoming,
+    ended: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let ended = match &frame {
+            None => true,
+            Some(Ok(_)) => self.inner.is_end_stream(),
+            // A body that failed midway leaves its connection unusable: hyper closes it.
+            Some(Err(_)) => false,
+        };
+        if ended {
+            self.ended.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -34,10 +34,14 @@ fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool)
 
 /// A well-behaved client's find, timed: it must succeed while the abuse goes on.
 async fn served_meanwhile(url: &str) -> Duration {
-    let http = client();
+    served_with(&client(), url).await
+}
+
+/// A find of the canary by `http`, timed: it must succeed.
+async fn served_with(http: &reqwest::Client, url: &str) -> Duration {
     let started = Instant::now();
     let (status, body) = find(
-        &http,
+        http,
         url,
         KEY,
         &[("name", "canary"), ("scope[type]", "account")],
@@ -357,6 +361,52 @@ async fn slow_bodies_get_408_and_oversized_requests_413_and_431() {
         .unwrap();
     assert_eq!(answer.status().as_u16(), 400);
     served_meanwhile(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_client_is_told_when_a_refused_body_closes_its_connection() {
+    let mut site = site();
+    let server = with_canary(&mut site, &["--max-body-bytes", "4096"]).await;
+    let http = client();
+    let post = |key: &str, body: String| {
+        http.post(format!("{}/v1/apps/secrets", server.url))
+            .bearer_auth(key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    // Refused before its body is read (too large, or a key that is not even well formed): the
+    // connection closes, and the answer says so, so that the client does not pool it and send
+    // its next request into the close. Without the header the next request failed now and
+    // then with no answer at all (an `IncompleteMessage` from hyper's client).
+    for round in 0..20 {
+        let (key, status, size) = if round % 2 == 0 {
+            (KEY, 413, 64 * 1024)
+        } else {
+            ("not-a-key", 401, 2048)
+        };
+        let body = format!("name=n&payload={}", "x".repeat(size));
+        let refused = post(key, body).await.unwrap();
+        assert_eq!(refused.status().as_u16(), status);
+        assert_eq!(
+            refused
+                .headers()
+                .get("connection")
+                .map(|v| v.to_str().unwrap()),
+            Some("close"),
+            "a {status} to a request whose body was left unread"
+        );
+        served_with(&http, &server.url).await;
+    }
+    // A body read to its end keeps the connection, whatever the answer.
+    for (body, status) in [
+        ("name=kept&payload=p&scope[type]=account", 200),
+        ("name=kept&payload=p", 400),
+    ] {
+        let answer = post(KEY, body.to_owned()).await.unwrap();
+        assert_eq!(answer.status().as_u16(), status);
+        assert_eq!(answer.headers().get("connection"), None, "{status}");
+    }
 }
 
 /// Sends raw bytes on a fresh connection and reads the whole answer.
