@@ -286,11 +286,13 @@ async fn connection<I>(
                 let unread = body_ended.is_some_and(|ended| !ended.load(Ordering::Relaxed));
                 if unread {
                     unread_input.store(true, Ordering::Relaxed);
-                    // hyper closes a connection whose request body was not read to its end,
-                    // but says nothing of it in the answer: a keep-alive client would pool the
-                    // connection and send its next request into the close, reading no answer
-                    // (hyper's client reports `IncompleteMessage`). Saying so keeps it out of
-                    // the client's pool.
+                    // hyper keeps a connection whose request body was left unread only if
+                    // the rest of the body has already arrived (it drains what it holds), and
+                    // otherwise closes it without saying so in the answer: a keep-alive client
+                    // would pool the connection and send its next request into the close,
+                    // reading no answer (hyper's client reports `IncompleteMessage`). Closing
+                    // always, and saying so, keeps it out of the client's pool whatever the
+                    // timing.
                     if let Ok(answer) = answer.as_mut() {
                         answer
                             .headers_mut()
