@@ -288,6 +288,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bo
             None
         }
         Ok(()) => {
+            crate::audit::begin();
             let mut abort: Option<StoreError> = None;
             for job in batch {
                 touched.push(job.touches);
@@ -302,7 +303,8 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bo
             }
             let outcome = match abort {
                 Some(err) => Err(err),
-                None => exec(conn, "COMMIT").map_err(|e| sql_failure(&e)),
+                None => crate::audit::flush(conn)
+                    .and_then(|()| exec(conn, "COMMIT").map_err(|e| sql_failure(&e))),
             };
             match outcome {
                 Ok(()) => {
@@ -310,7 +312,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bo
                     None
                 }
                 Err(err) => {
-                    crate::audit::forget_head();
+                    crate::audit::discard();
                     // Whatever SQLite has not rolled back already goes now.
                     if !conn.is_autocommit() {
                         if let Err(e) = exec(conn, "ROLLBACK") {
@@ -429,11 +431,12 @@ fn run_job<T>(
     savepoint: bool,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, Option<StoreError>) {
+    let audited = crate::audit::mark();
     if !savepoint {
         let changes = conn.total_changes();
         let result = work(conn);
         if result.is_err() {
-            crate::audit::forget_head();
+            crate::audit::undo_to(audited);
         }
         let stop = if conn.is_autocommit() {
             Some(lost_transaction(&result))
@@ -452,14 +455,14 @@ fn run_job<T>(
     // On some errors (disk full, I/O) SQLite rolls back the whole transaction by itself;
     // running later jobs now would autocommit them one by one, so the batch stops here.
     if conn.is_autocommit() {
-        crate::audit::forget_head();
+        crate::audit::discard();
         let lost = lost_transaction(&result);
         return (result, Some(lost));
     }
     let closed = match &result {
         Ok(_) => exec(conn, "RELEASE job"),
         Err(_) => {
-            crate::audit::forget_head();
+            crate::audit::undo_to(audited);
             exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
         }
     };

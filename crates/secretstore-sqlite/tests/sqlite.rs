@@ -8,12 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use secretstore_core::audit::Verifier;
 use secretstore_core::{
-    AtomicWrites as _, Completed, IdempotencyClaim, KeptAnswer, KeyOwner, KeyStore as _,
-    Lifecycle as _, ListQuery, MetaStore as _, Mode, Namespace, PutRequest, Scope, SealedSecret,
-    SecretId, SecretStore as _, Store, StoreError, StoredKey, UserId, Write, Written,
+    AtomicWrites as _, AuditAppend, AuditChain, AuditEvent, AuditStore as _, Completed,
+    IdempotencyClaim, KeptAnswer, KeyOwner, KeyStore as _, Lifecycle as _, ListQuery,
+    MetaStore as _, Mode, Namespace, PutRequest, Scope, SealedSecret, SecretId, SecretStore as _,
+    Store, StoreError, StoredKey, UserId, Write, Written,
 };
-use secretstore_crypto::KeyId;
+use secretstore_crypto::{DigestKey, KeyId, RootKey};
 use secretstore_sqlite::{
     inspect, restore, snapshot_stopped, try_lock, SqliteOptions, SqliteStore, DATABASE_FILE,
     LOCK_FILE, MIGRATIONS, SCHEMA_VERSION,
@@ -883,6 +885,142 @@ async fn a_write_that_fails_after_a_change_undoes_its_batch() {
         .expect("a batch undone is no storage failure");
     let retry = store.put(in_account("mate", NOW)).await;
     retry.expect("a retry succeeds");
+}
+
+/// An audit event numbered `i` (its request id says which), at a time that grows with `i`.
+fn audit_event(i: i64) -> AuditEvent {
+    AuditEvent {
+        time_ms: 1_700_000_000_000 + i * 1000,
+        request_id: format!("req_{i:020}"),
+        operation: "secrets.set".into(),
+        status: 200,
+        ..AuditEvent::default()
+    }
+}
+
+/// The request ids of the chain as stored, and whether it verifies from its anchor.
+async fn stored_chain(store: &Arc<SqliteStore>, chain: &AuditChain) -> (Vec<i64>, Vec<String>) {
+    let anchor = store.audit_anchor().await.expect("anchor");
+    let entries = store
+        .audit_scan(anchor.as_ref().map_or(0, |a| a.seq), 1000)
+        .await
+        .expect("scan");
+    let mut verifier = Verifier::new(chain, anchor.as_ref()).expect("the anchor verifies");
+    for entry in &entries {
+        verifier.check(entry).expect("the chain verifies");
+    }
+    (
+        entries.iter().map(|e| e.seq).collect(),
+        entries.iter().map(|e| e.event.request_id.clone()).collect(),
+    )
+}
+
+/// Records appended in one batch are inserted together before its commit: the records of jobs
+/// that fail in the batch are not kept and leave no gap, a prune in the batch counts the
+/// records appended before it, and the chain goes on from the batch in the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_records_of_one_batch_make_one_chain_without_the_failed_jobs() {
+    let tmp = private_tempdir();
+    let store = open_with(tmp.path(), SqliteOptions::default());
+    let chain = Arc::new(AuditChain::new(DigestKey::new(
+        &RootKey::generate().expect("a root key"),
+    )));
+    let record = |i: i64| {
+        Write::Audit(AuditAppend::new(
+            Arc::new(audit_event(i)),
+            Arc::clone(&chain),
+        ))
+    };
+    let ns = home();
+    let full = user("usr_full");
+    put_ok(
+        &(Arc::clone(&store) as Arc<dyn Store>),
+        &address(&ns, &full, "only"),
+        NOW,
+        None,
+        1,
+        "o",
+    )
+    .await;
+
+    let gate = Gate::close(&store).await;
+    let mut n = 0;
+    let one = queue_commit(
+        &store,
+        &mut n,
+        vec![Write::PutSecret(in_account("one", NOW)), record(1)],
+    )
+    .await;
+    let over = put_request(&address(&ns, &full, "over"), NOW, None, 1, "x");
+    let refused = queue_commit(&store, &mut n, vec![Write::PutSecret(over), record(2)]).await;
+    let alone = {
+        let (store, append) = (
+            Arc::clone(&store),
+            AuditAppend::new(Arc::new(audit_event(3)), Arc::clone(&chain)),
+        );
+        queue(&store.clone(), &mut n, async move {
+            store.audit_append(append).await
+        })
+        .await
+    };
+    let unsealed = failing_put(&address(&ns, &Scope::Account, "unsealed"), NOW, ROOMY);
+    let failed = queue_commit(&store, &mut n, vec![Write::PutSecret(unsealed), record(4)]).await;
+    let five = queue_commit(
+        &store,
+        &mut n,
+        vec![Write::PutSecret(in_account("five", NOW)), record(5)],
+    )
+    .await;
+    gate.release().await;
+
+    one.await.expect("task").expect("one");
+    assert_scope_full(refused.await.expect("task"), 1);
+    assert_eq!(alone.await.expect("task").expect("alone").seq, 2);
+    assert!(matches!(
+        failed.await.expect("task"),
+        Err(StoreError::Seal(_))
+    ));
+    let five = five.await.expect("task").expect("five");
+    assert!(matches!(five.last(), Some(Written::Audit(entry)) if entry.seq == 3));
+    let (seqs, ids) = stored_chain(&store, &chain).await;
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(ids, [1, 3, 5].map(|i| audit_event(i).request_id));
+
+    // A prune between two appends of one batch: the first is the head it must keep.
+    let gate = Gate::close(&store).await;
+    let mut n = 0;
+    let six = queue_commit(
+        &store,
+        &mut n,
+        vec![Write::PutSecret(in_account("six", NOW)), record(6)],
+    )
+    .await;
+    let prune = {
+        let (store, chain) = (Arc::clone(&store), Arc::clone(&chain));
+        let before = audit_event(100).time_ms;
+        queue(&store.clone(), &mut n, async move {
+            store.audit_prune(before, before, chain).await
+        })
+        .await
+    };
+    gate.release().await;
+    six.await.expect("task").expect("six");
+    assert_eq!(
+        prune.await.expect("task").expect("prune"),
+        3,
+        "all but the newest"
+    );
+    let seven = store
+        .audit_append(AuditAppend::new(
+            Arc::new(audit_event(7)),
+            Arc::clone(&chain),
+        ))
+        .await
+        .expect("seven");
+    assert_eq!(seven.seq, 5);
+    let (seqs, ids) = stored_chain(&store, &chain).await;
+    assert_eq!(seqs, vec![4, 5]);
+    assert_eq!(ids, [6, 7].map(|i| audit_event(i).request_id));
 }
 
 #[tokio::test(flavor = "multi_thread")]
