@@ -288,7 +288,6 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bo
             None
         }
         Ok(()) => {
-            crate::audit::begin();
             let mut abort: Option<StoreError> = None;
             for job in batch {
                 touched.push(job.touches);
@@ -303,8 +302,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bo
             }
             let outcome = match abort {
                 Some(err) => Err(err),
-                None => crate::audit::flush(conn)
-                    .and_then(|()| exec(conn, "COMMIT").map_err(|e| sql_failure(&e))),
+                None => exec(conn, "COMMIT").map_err(|e| sql_failure(&e)),
             };
             match outcome {
                 Ok(()) => {
@@ -312,7 +310,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, state: &WriterState, synced: bo
                     None
                 }
                 Err(err) => {
-                    crate::audit::discard();
+                    crate::audit::forget_head();
                     // Whatever SQLite has not rolled back already goes now.
                     if !conn.is_autocommit() {
                         if let Err(e) = exec(conn, "ROLLBACK") {
@@ -431,12 +429,11 @@ fn run_job<T>(
     savepoint: bool,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, Option<StoreError>) {
-    let audited = crate::audit::mark();
     if !savepoint {
         let changes = conn.total_changes();
         let result = work(conn);
         if result.is_err() {
-            crate::audit::undo_to(audited);
+            crate::audit::forget_head();
         }
         let stop = if conn.is_autocommit() {
             Some(lost_transaction(&result))
@@ -455,14 +452,14 @@ fn run_job<T>(
     // On some errors (disk full, I/O) SQLite rolls back the whole transaction by itself;
     // running later jobs now would autocommit them one by one, so the batch stops here.
     if conn.is_autocommit() {
-        crate::audit::discard();
+        crate::audit::forget_head();
         let lost = lost_transaction(&result);
         return (result, Some(lost));
     }
     let closed = match &result {
         Ok(_) => exec(conn, "RELEASE job"),
         Err(_) => {
-            crate::audit::undo_to(audited);
+            crate::audit::forget_head();
             exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
         }
     };

@@ -915,9 +915,9 @@ async fn stored_chain(store: &Arc<SqliteStore>, chain: &AuditChain) -> (Vec<i64>
     )
 }
 
-/// Records appended in one batch are inserted together before its commit: the records of jobs
-/// that fail in the batch are not kept and leave no gap, a prune in the batch counts the
-/// records appended before it, and the chain goes on from the batch in the next one.
+/// Records appended in one batch make one chain: the records of jobs that fail in the batch
+/// are not kept and leave no gap, a prune in the batch counts the records appended before it,
+/// and the chain goes on from the batch in the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_records_of_one_batch_make_one_chain_without_the_failed_jobs() {
     let tmp = private_tempdir();
