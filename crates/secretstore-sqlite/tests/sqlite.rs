@@ -925,12 +925,8 @@ async fn audit_records_of_one_batch_make_one_chain_without_the_failed_jobs() {
     let chain = Arc::new(AuditChain::new(DigestKey::new(
         &RootKey::generate().expect("a root key"),
     )));
-    let record = |i: i64| {
-        Write::Audit(AuditAppend::new(
-            Arc::new(audit_event(i)),
-            Arc::clone(&chain),
-        ))
-    };
+    let append = |i: i64| AuditAppend::new(Arc::new(audit_event(i)), Arc::clone(&chain));
+    let record = |i: i64| Write::Audit(append(i));
     let ns = home();
     let full = user("usr_full");
     put_ok(
@@ -954,12 +950,9 @@ async fn audit_records_of_one_batch_make_one_chain_without_the_failed_jobs() {
     let over = put_request(&address(&ns, &full, "over"), NOW, None, 1, "x");
     let refused = queue_commit(&store, &mut n, vec![Write::PutSecret(over), record(2)]).await;
     let alone = {
-        let (store, append) = (
-            Arc::clone(&store),
-            AuditAppend::new(Arc::new(audit_event(3)), Arc::clone(&chain)),
-        );
+        let (store, three) = (Arc::clone(&store), append(3));
         queue(&store.clone(), &mut n, async move {
-            store.audit_append(append).await
+            store.audit_append(three).await
         })
         .await
     };
@@ -1010,13 +1003,7 @@ async fn audit_records_of_one_batch_make_one_chain_without_the_failed_jobs() {
         3,
         "all but the newest"
     );
-    let seven = store
-        .audit_append(AuditAppend::new(
-            Arc::new(audit_event(7)),
-            Arc::clone(&chain),
-        ))
-        .await
-        .expect("seven");
+    let seven = store.audit_append(append(7)).await.expect("seven");
     assert_eq!(seven.seq, 5);
     let (seqs, ids) = stored_chain(&store, &chain).await;
     assert_eq!(seqs, vec![4, 5]);
