@@ -145,6 +145,11 @@ pub fn delete(
 /// earlier one changed something all the same (two puts into one full scope), the writer
 /// undoes the whole batch (`writer::Job::fails_before_changing`).
 pub fn commit(conn: &Connection, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
+    if !writes.iter().any(|write| matches!(write, Write::AddKey(_))) {
+        // The common commit (a write and its audit record): nothing to reorder, so no
+        // partition, renumbering and sort on the writer thread.
+        return writes.into_iter().map(|write| apply(conn, write)).collect();
+    }
     let (keys, others): (Vec<_>, Vec<_>) = writes
         .into_iter()
         .enumerate()
