@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::response::{IntoResponse as _, Response};
-use secretstore_core::audit::hex;
+use secretstore_core::audit::{hex, Text};
 use secretstore_core::{
     AuditAppend, AuditChain, AuditEntry, AuditEvent, AuditSlot, AuditStore, Clock, Principal,
     RequestId,
@@ -26,9 +26,16 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 
-/// The address of the client on the other end of a request's connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+/// The address of the client on the other end of a request's connection, as its records show
+/// it: written out once per connection rather than once per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr(Arc<str>);
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr) -> Self {
+        Self(ip.to_string().into())
+    }
+}
 
 /// Where the JSON-lines copy of the records goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +98,12 @@ impl Auditor {
         &self,
         id: RequestId,
         client: Option<ClientAddr>,
-        operation: String,
+        operation: Text,
     ) -> Arc<AuditSlot> {
         Arc::new(AuditSlot::new(AuditEvent {
             time_ms: self.now_ms(),
             request_id: id.as_str().to_owned(),
-            client: client.map(|c| c.0.to_string()),
+            client: client.map(|c| c.0.as_ref().to_owned()),
             operation,
             ..AuditEvent::default()
         }))
@@ -186,11 +193,11 @@ fn spawn_writer(target: AuditLogTarget) -> std::io::Result<std::sync::mpsc::Send
 pub fn note_principal(slot: &AuditSlot, principal: &Principal) {
     slot.note(|event| {
         let (kind, id) = principal.credential_ref();
-        event.credential_kind = Some(kind.to_owned());
+        event.credential_kind = Some(kind.into());
         event.credential = Some(id);
         event.app = Some(principal.namespace.app.as_str().to_owned());
         event.account = Some(principal.namespace.account.as_str().to_owned());
-        event.mode = Some(principal.namespace.mode.as_str().to_owned());
+        event.mode = Some(principal.namespace.mode.as_str().into());
     });
 }
 

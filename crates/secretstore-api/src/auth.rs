@@ -432,7 +432,7 @@ impl FromRequestParts<AppState> for Caller {
                     // Not authenticated: the credential is known only by its hint.
                     let hint = key.hint();
                     slot.note(|event| {
-                        event.credential_kind = Some(key.kind.audit_name().to_owned());
+                        event.credential_kind = Some(key.kind.audit_name().into());
                         event.credential = Some(hint.to_string());
                     });
                 }

@@ -27,6 +27,7 @@ use secretstore_core::{AuditTicket, RequestId};
 use crate::audit::{Auditor, ClientAddr};
 use crate::error::{ApiError, Code};
 use crate::{admin, idempotency, ops, HttpLimits};
+use secretstore_core::audit::Text;
 
 /// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
 /// need to be unique, not secret, so this spares every request a `getrandom` call.
@@ -136,13 +137,13 @@ pub struct Edge {
 }
 
 /// The operation a request reaches, as the audit log names it.
-fn operation(edge: &Edge, request: &Request) -> String {
+fn operation(edge: &Edge, request: &Request) -> Text {
     if edge.stripe {
-        return ops::operation_name(request.method(), request.uri().path()).to_owned();
+        return ops::operation_name(request.method(), request.uri().path()).into();
     }
     match admin::route_of(request.method(), request.uri().path()) {
-        Some(route) => format!("admin {} {route}", request.method()),
-        None => "unknown".to_owned(),
+        Some(route) => format!("admin {} {route}", request.method()).into(),
+        None => "unknown".into(),
     }
 }
 
@@ -236,7 +237,7 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
     let auditor = edge.auditor.as_ref().filter(|_| !probe);
     let slot = auditor.map(|auditor| {
-        let client = request.extensions().get::<ClientAddr>().copied();
+        let client = request.extensions().get::<ClientAddr>().cloned();
         let slot = auditor.begin(id, client, operation(&edge, &request));
         request.extensions_mut().insert(Arc::clone(&slot));
         slot

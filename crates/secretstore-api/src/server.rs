@@ -150,7 +150,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientAddr(peer.ip());
+        let client = ClientAddr::new(peer.ip());
         let (router, http, shutdown) = (router.clone(), http.clone(), shutdown.clone());
         let lingering = Arc::clone(&lingering);
         match &tls {
@@ -276,7 +276,7 @@ async fn connection<I>(
                 }),
                 None => request.map(axum::body::Body::new),
             };
-            request.extensions_mut().insert(client);
+            request.extensions_mut().insert(client.clone());
             let answer = router.clone().oneshot(request);
             let unread_input = Arc::clone(&unread_input);
             // Boxed so that the connection can be driven by `poll_without_shutdown`, which

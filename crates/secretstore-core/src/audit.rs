@@ -29,6 +29,11 @@ pub type ChainHash = [u8; 32];
 /// The `prev` of the first record ever written.
 pub const GENESIS: ChainHash = [0; 32];
 
+/// A record's text that is most often one of a few fixed words (a credential kind, a mode, a
+/// scope type, an operation): borrowed then, so that drafting a record allocates only for what
+/// is the request's own.
+pub type Text = std::borrow::Cow<'static, str>;
+
 /// What a request was and how it ended. Every field but the time, the request id, the
 /// operation and the status may be absent: a request refused before authentication has no
 /// caller, one refused before parsing no target.
@@ -38,7 +43,7 @@ pub struct AuditEvent {
     pub time_ms: i64,
     pub request_id: String,
     /// `secret_key`, `restricted_key`, `user_session`, `admin_token`.
-    pub credential_kind: Option<String>,
+    pub credential_kind: Option<Text>,
     /// The credential's id, never the credential: `key_...` or `uss_...` for what the admin API
     /// issued, `admin` for the admin token, and in dev mode (where keys are not issued) the
     /// key's hint, `sk_test_****abcd`.
@@ -46,14 +51,14 @@ pub struct AuditEvent {
     pub app: Option<String>,
     pub account: Option<String>,
     /// `live` or `test`.
-    pub mode: Option<String>,
+    pub mode: Option<Text>,
     /// `account` or `user`.
-    pub scope_type: Option<String>,
+    pub scope_type: Option<Text>,
     pub user: Option<String>,
     /// `secrets.set`, `secrets.find`, `secrets.delete`, `secrets.list`; `admin` followed by
     /// the method and route for the admin API (`admin POST /v1/accounts`); `unknown` for a
     /// route that does not exist.
-    pub operation: String,
+    pub operation: Text,
     pub secret_name: Option<String>,
     /// The client's IP address.
     pub client: Option<String>,
@@ -162,7 +167,7 @@ impl AuditChain {
 pub fn fields_digest(event: &AuditEvent) -> ChainHash {
     let texts = [
         Some(event.request_id.as_str()),
-        Some(event.operation.as_str()),
+        Some(&*event.operation),
         event.credential_kind.as_deref(),
         event.credential.as_deref(),
         event.app.as_deref(),

@@ -193,7 +193,7 @@ impl AtomicWrites for Swapped {
 /// A context whose audit record goes to a slot drafted with `operation`.
 fn audited(operation: &str) -> (RequestContext, Arc<AuditSlot>) {
     let slot = Arc::new(AuditSlot::new(AuditEvent {
-        operation: operation.into(),
+        operation: operation.to_owned().into(),
         status: 0,
         ..AuditEvent::default()
     }));

@@ -4,7 +4,7 @@
 //! servers append; the lock is held until that transaction commits.
 
 use deadpool_postgres::GenericClient;
-use secretstore_core::audit::{AuditAnchor, ChainHash, Outcome};
+use secretstore_core::audit::{AuditAnchor, ChainHash, Outcome, Text};
 use secretstore_core::{AuditAppend, AuditChain, AuditEntry, AuditEvent, AuditFilter, StoreError};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -64,8 +64,8 @@ pub async fn append_many<C: GenericClient>(
             entry
         })
         .collect();
-    let column = |field: fn(&AuditEvent) -> &Option<String>| -> Vec<Option<&str>> {
-        entries.iter().map(|e| field(&e.event).as_deref()).collect()
+    let column = |field: fn(&AuditEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        entries.iter().map(|e| field(&e.event)).collect()
     };
     let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
     let times: Vec<i64> = entries.iter().map(|e| e.event.time_ms).collect();
@@ -73,25 +73,25 @@ pub async fn append_many<C: GenericClient>(
         .iter()
         .map(|e| e.event.request_id.as_str())
         .collect();
-    let operations: Vec<&str> = entries.iter().map(|e| e.event.operation.as_str()).collect();
+    let operations: Vec<&str> = entries.iter().map(|e| &*e.event.operation).collect();
     let statuses: Vec<i32> = entries.iter().map(|e| i32::from(e.event.status)).collect();
     let prevs: Vec<&[u8]> = entries.iter().map(|e| &e.prev[..]).collect();
     let hashes: Vec<&[u8]> = entries.iter().map(|e| &e.hash[..]).collect();
     let (kinds, credentials, apps) = (
-        column(|e| &e.credential_kind),
-        column(|e| &e.credential),
-        column(|e| &e.app),
+        column(|e| e.credential_kind.as_deref()),
+        column(|e| e.credential.as_deref()),
+        column(|e| e.app.as_deref()),
     );
     let (accounts, modes, scopes) = (
-        column(|e| &e.account),
-        column(|e| &e.mode),
-        column(|e| &e.scope_type),
+        column(|e| e.account.as_deref()),
+        column(|e| e.mode.as_deref()),
+        column(|e| e.scope_type.as_deref()),
     );
     let (users, names, clients, codes) = (
-        column(|e| &e.user),
-        column(|e| &e.secret_name),
-        column(|e| &e.client),
-        column(|e| &e.code),
+        column(|e| e.user.as_deref()),
+        column(|e| e.secret_name.as_deref()),
+        column(|e| e.client.as_deref()),
+        column(|e| e.code.as_deref()),
     );
     let head_hash = &head.1[..];
     execute(
@@ -184,6 +184,11 @@ pub async fn group_commit(
     }
 }
 
+fn text(row: &Row, column: usize) -> Result<Option<Text>, StoreError> {
+    let text: Option<String> = row.try_get(column).map_err(|e| pg_failure(&e))?;
+    Ok(text.map(Text::from))
+}
+
 fn entry(row: &Row) -> Result<AuditEntry, StoreError> {
     let get = |e: tokio_postgres::Error| pg_failure(&e);
     let status: i32 = row.try_get(13).map_err(get)?;
@@ -194,14 +199,14 @@ fn entry(row: &Row) -> Result<AuditEntry, StoreError> {
         event: std::sync::Arc::new(AuditEvent {
             time_ms: row.try_get(1).map_err(get)?,
             request_id: row.try_get(2).map_err(get)?,
-            credential_kind: row.try_get(3).map_err(get)?,
+            credential_kind: text(row, 3)?,
             credential: row.try_get(4).map_err(get)?,
             app: row.try_get(5).map_err(get)?,
             account: row.try_get(6).map_err(get)?,
-            mode: row.try_get(7).map_err(get)?,
-            scope_type: row.try_get(8).map_err(get)?,
+            mode: text(row, 7)?,
+            scope_type: text(row, 8)?,
             user: row.try_get(9).map_err(get)?,
-            operation: row.try_get(10).map_err(get)?,
+            operation: row.try_get::<_, String>(10).map_err(get)?.into(),
             secret_name: row.try_get(11).map_err(get)?,
             client: row.try_get(12).map_err(get)?,
             // A status outside u16 was written by hand; it cannot verify either way.

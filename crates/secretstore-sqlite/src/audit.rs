@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension as _, Row};
-use secretstore_core::audit::{AuditAnchor, ChainHash, Outcome, GENESIS};
+use secretstore_core::audit::{AuditAnchor, ChainHash, Outcome, Text, GENESIS};
 use secretstore_core::{AuditAppend, AuditEntry, AuditEvent, AuditFilter, StoreError};
 
 use crate::errors::sql_failure;
@@ -126,20 +126,24 @@ fn insert(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     stmt.raw_execute().map(|_| ())
 }
 
+fn text(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Text>> {
+    Ok(row.get::<_, Option<String>>(column)?.map(Text::from))
+}
+
 fn entry(row: &Row<'_>) -> rusqlite::Result<(i64, AuditEvent, Vec<u8>, Vec<u8>)> {
     Ok((
         row.get(0)?,
         AuditEvent {
             time_ms: row.get(1)?,
             request_id: row.get(2)?,
-            credential_kind: row.get(3)?,
+            credential_kind: text(row, 3)?,
             credential: row.get(4)?,
             app: row.get(5)?,
             account: row.get(6)?,
-            mode: row.get(7)?,
-            scope_type: row.get(8)?,
+            mode: text(row, 7)?,
+            scope_type: text(row, 8)?,
             user: row.get(9)?,
-            operation: row.get(10)?,
+            operation: row.get::<_, String>(10)?.into(),
             secret_name: row.get(11)?,
             client: row.get(12)?,
             status: row.get(13)?,

@@ -239,7 +239,7 @@ impl FromRequestParts<AdminState> for AdminCaller {
         };
         let slot = parts.extensions.get::<Arc<AuditSlot>>();
         if let Some(slot) = slot {
-            slot.note(|event| event.credential_kind = Some("admin_token".to_owned()));
+            slot.note(|event| event.credential_kind = Some("admin_token".into()));
         }
         if bool::from(token_hash(token).ct_eq(&state.token_hash)) {
             if let Some(slot) = slot {

@@ -90,7 +90,7 @@ pub async fn handle<O: Operation>(
         let access = O::access(&request);
         let name = O::secret_name(&request);
         slot.note(|event| {
-            event.scope_type = Some(access.scope.type_str().to_owned());
+            event.scope_type = Some(access.scope.type_str().into());
             event.user = access.scope.user().map(|u| u.as_str().to_owned());
             event.secret_name = name.map(|n| n.as_str().to_owned());
         });
