@@ -24,6 +24,7 @@ mod rows;
 mod sched;
 mod schema;
 mod syncer;
+mod wal_vfs;
 mod writer;
 mod writes;
 
@@ -379,12 +380,14 @@ fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> std::io::Result<
 }
 
 fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Through the layer that writes a commit's frames of the log in one call (`wal_vfs`).
+    let conn = match wal_vfs::vfs_name() {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+        None => Connection::open_with_flags(path, flags),
+    }
     .map_err(|e| open_failure(path, &e))?;
     conn.busy_timeout(busy_timeout)
         .map_err(|e| open_failure(path, &e))?;
