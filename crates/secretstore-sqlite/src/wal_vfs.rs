@@ -2,11 +2,14 @@
 //! the frames a commit appends to the write-ahead log and hands them to the kernel in one write.
 //!
 //! SQLite writes each frame of the log with two `pwrite` calls, its 24-byte header and then its
-//! page, so a group commit of a dozen sets made some thirty system calls, each paying the
-//! virtual machine's full price (about 9 us a frame on the 2-CPU machine of `scripts/bench`,
-//! against about 1 us a frame written in one call). Here the frames are kept in memory while
-//! they arrive in order, and written at once when the commit frame's page arrives (its header
-//! carries the database's size in pages, which only a commit frame does). That write happens
+//! page, so a group commit of a dozen sets made some thirty system calls, each paying a virtual
+//! machine's price for one. Through this layer a set run made 17,900 `pwrite` calls instead of
+//! 82,700 (strace), and the writer spent 38.5 us of CPU per create instead of 42, for 7% more
+//! creates per second (`scripts/profile create`, alternating runs).
+//!
+//! The frames are kept in memory while they arrive in order, and written at once when the
+//! commit frame's page arrives (its header carries the database's size in pages, which only a
+//! commit frame does). That write happens
 //! inside the `xWrite` call of that last page, before SQLite syncs the log and before it
 //! publishes the commit to other connections in the shared index, so no reader ever looks for a
 //! frame that is not in the file yet, and an error (a full disk) is reported by the same call,
@@ -15,8 +18,8 @@
 //! that does not follow on) writes what is gathered before it goes on, and so does a commit
 //! larger than `MAX_GATHERED`. Every other file, and every other call, goes straight to `unix`.
 //!
-//! Registered once, as `WAL_VFS`; where SQLite has no `unix` layer (not Linux or macOS), the
-//! connections open with the default one instead (`vfs_name`).
+//! Registered once, as `WAL_VFS`; where SQLite has no `unix` layer (Windows), the connections
+//! open with the default one instead (`vfs_name`).
 
 #![allow(unsafe_code)]
 
@@ -48,7 +51,7 @@ pub fn vfs_name() -> Option<&'static str> {
         // that lives for the rest of the process.
         unsafe { register() }
     });
-    registered.then_some("secretstore-wal")
+    registered.then(|| WAL_VFS.to_str().ok()).flatten()
 }
 
 /// Copies the `unix` layer with our `xOpen` and file size, and registers the copy (not as the
