@@ -97,7 +97,7 @@ impl Auditor {
     pub fn begin(
         &self,
         id: RequestId,
-        client: Option<ClientAddr>,
+        client: Option<&ClientAddr>,
         operation: Text,
     ) -> Arc<AuditSlot> {
         Arc::new(AuditSlot::new(AuditEvent {

@@ -21,13 +21,13 @@ use axum::middleware::Next;
 use axum::response::IntoResponse as _;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue};
+use secretstore_core::audit::Text;
 use secretstore_core::ids::ALPHANUMERIC;
 use secretstore_core::{AuditTicket, RequestId};
 
 use crate::audit::{Auditor, ClientAddr};
 use crate::error::{ApiError, Code};
 use crate::{admin, idempotency, ops, HttpLimits};
-use secretstore_core::audit::Text;
 
 /// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
 /// need to be unique, not secret, so this spares every request a `getrandom` call.
@@ -237,7 +237,7 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
     let auditor = edge.auditor.as_ref().filter(|_| !probe);
     let slot = auditor.map(|auditor| {
-        let client = request.extensions().get::<ClientAddr>().cloned();
+        let client = request.extensions().get::<ClientAddr>();
         let slot = auditor.begin(id, client, operation(&edge, &request));
         request.extensions_mut().insert(Arc::clone(&slot));
         slot
