@@ -243,11 +243,14 @@ pub async fn put<C: GenericClient>(
         " FOR UPDATE"
     );
     const EXISTING: &str = "SELECT seq, id, created, expires_at FROM secrets WHERE address = $1";
+    // Counts no further than the limit, as the embedded store does (whether the scope is full
+    // is all a put needs).
     const COUNT_LIVE: &str = concat!(
-        "SELECT COUNT(*) FROM secrets WHERE ",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM secrets WHERE ",
         in_scope!(),
         " AND ",
-        live_at!("$6")
+        live_at!("$6"),
+        " LIMIT $7) AS live"
     );
     const INSERT: &str = "INSERT INTO secrets (id, app, account, livemode, scope_type, \
                           scope_user, name, created, expires_at, sealed, address) \
@@ -276,13 +279,14 @@ pub async fn put<C: GenericClient>(
         // Expired: as good as absent. The transaction restores it if this put then fails.
         execute(tx, "DELETE FROM secrets WHERE seq = $1", &[&found.seq]).await?;
     }
-    let live: i64 = query_opt(tx, COUNT_LIVE, &cols.with(&[&now]))
+    let limit = i64::from(max_per_scope);
+    let live: i64 = query_opt(tx, COUNT_LIVE, &cols.with(&[&now, &limit]))
         .await?
         .map(|row| row.try_get(0))
         .transpose()
         .map_err(|e| pg_failure(&e))?
         .unwrap_or(0);
-    if live >= i64::from(max_per_scope) {
+    if live >= limit {
         return Err(StoreError::ScopeFull { max: max_per_scope });
     }
     let sealed = seal_once(seal, &new_id)?;

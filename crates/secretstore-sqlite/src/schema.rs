@@ -276,6 +276,13 @@ pub const MIGRATIONS: &[&str] = &[
         ON secrets (app, account, livemode, scope_type, scope_user, seq);
     CREATE INDEX secrets_by_expiry ON secrets (expires_at) WHERE expires_at IS NOT NULL;
     CREATE INDEX secrets_by_account ON secrets (account, scope_type, scope_user);",
+    // 10: `secrets_by_scope` also holds `expires_at`, so a create's count of its scope's live
+    // secrets reads the index alone instead of looking each row up in the table (100,000
+    // names set at 1,000 to a scope: 10.0 s against 11.5-12.0 s, `scripts/profile find` with
+    // SECRETS=100000), and a list looks up only the rows it keeps.
+    "DROP INDEX secrets_by_scope;
+    CREATE INDEX secrets_by_scope
+        ON secrets (app, account, livemode, scope_type, scope_user, seq, expires_at);",
 ];
 
 /// The schema version this binary writes.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 use secretstore_core::{Scope, SecretId, SecretStore, StoreError};
-use secretstore_store_tests::fixtures::{address, home, put_bytes, NOW};
+use secretstore_store_tests::fixtures::{
+    address, assert_scope_full, home, put_bytes, put_request, user, NOW,
+};
 
 use crate::errors::sql_failure;
 use crate::writer::Touches;
@@ -184,4 +186,53 @@ async fn a_closed_store_leaves_its_writes_in_the_database_file_not_the_wal() {
     assert_eq!(wal_bytes, 0, "the WAL is checkpointed and emptied at close");
     let db = tmp.path().join(crate::data_dir::DATABASE_FILE);
     assert!(std::fs::metadata(&db).expect("database file").len() > 50 * 1000);
+}
+
+/// SQLite's steps for the count of a refused create of `name` in `scope` under a limit of 10,
+/// measured on the write connection's cached statement, the one `writes::put` runs.
+async fn refused_create_count_steps(store: &SqliteStore, scope: &Scope) -> i32 {
+    use rusqlite::StatementStatus::VmStep;
+    let count_steps = |reset: bool| {
+        move |conn: &Connection| {
+            let stmt = conn.prepare_cached(crate::writes::COUNT_LIVE)?;
+            let steps = if reset {
+                stmt.reset_status(VmStep)
+            } else {
+                stmt.get_status(VmStep)
+            };
+            Ok(steps.to_string())
+        }
+    };
+    store.inspect(count_steps(true)).await.expect("reset");
+    let at = address(&home(), scope, "one-too-many");
+    assert_scope_full(
+        store.put(put_request(&at, NOW, None, 10, "refused")).await,
+        10,
+    );
+    let steps = store.inspect(count_steps(false)).await.expect("steps");
+    steps.parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_creates_count_of_its_scope_stops_at_the_limit() {
+    let tmp = private_tempdir();
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    let (full, crowded) = (user("at-the-limit"), user("crowded"));
+    for (scope, n) in [(&full, 10), (&crowded, 400)] {
+        for i in 0..n {
+            let at = address(&home(), scope, &format!("secret-{i}"));
+            store
+                .put(put_bytes(&at, NOW, vec![7; 10]))
+                .await
+                .expect("put");
+        }
+    }
+    let at_the_limit = refused_create_count_steps(&store, &full).await;
+    let crowded = refused_create_count_steps(&store, &crowded).await;
+    assert!(at_the_limit > 0, "the count ran");
+    // Counting all 400 would take some 40 times the steps of counting 10.
+    assert!(
+        crowded < 2 * at_the_limit,
+        "the count over 400 secrets took {crowded} steps against {at_the_limit} over 10"
+    );
 }

@@ -16,18 +16,23 @@ use crate::rows::{in_scope, live_at, live_secret, parse_id, ScopeColumns};
 /// What a put finds at its address: the row's `seq`, `id`, `created` and `expires_at`.
 type Existing = (i64, String, i64, Option<i64>);
 
+/// A put's count of its scope's live secrets, up to the limit (`?7`): whether the scope is full
+/// is all a put needs, so a create reads at most the limit's rows however many the scope holds
+/// (counting them all made each create into a scope of 60,000 read all 60,000).
+pub(crate) const COUNT_LIVE: &str = concat!(
+    "SELECT COUNT(*) FROM (SELECT 1 FROM secrets WHERE ",
+    in_scope!(),
+    " AND ",
+    live_at!("?6"),
+    " LIMIT ?7)"
+);
+
 /// Create or replace; see `SecretStore::put`.
 pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, StoreError> {
     const EXISTING: &str = concat!(
         "SELECT seq, id, created, expires_at FROM secrets WHERE ",
         in_scope!(),
         " AND name = ?6"
-    );
-    const COUNT_LIVE: &str = concat!(
-        "SELECT COUNT(*) FROM secrets WHERE ",
-        in_scope!(),
-        " AND ",
-        live_at!("?6")
     );
     let PutRequest {
         address,
@@ -74,6 +79,7 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
         let mut stmt = conn.prepare_cached(COUNT_LIVE)?;
         cols.bind(&mut stmt)?;
         stmt.raw_bind_parameter(6, now)?;
+        stmt.raw_bind_parameter(7, i64::from(max_per_scope))?;
         let mut rows = stmt.raw_query();
         match rows.next()? {
             Some(row) => row.get(0),
