@@ -188,8 +188,8 @@ async fn a_closed_store_leaves_its_writes_in_the_database_file_not_the_wal() {
     assert!(std::fs::metadata(&db).expect("database file").len() > 50 * 1000);
 }
 
-/// SQLite's steps for the count of a refused create of `name` in `scope` under a limit of 10,
-/// measured on the write connection's cached statement, the one `writes::put` runs.
+/// SQLite's steps for the count of a refused create in `scope` under a limit of 10, measured
+/// on the write connection's cached statement, the one `writes::put` runs.
 async fn refused_create_count_steps(store: &SqliteStore, scope: &Scope) -> i32 {
     use rusqlite::StatementStatus::VmStep;
     let count_steps = |reset: bool| {

@@ -17,8 +17,8 @@ use crate::rows::{in_scope, live_at, live_secret, parse_id, ScopeColumns};
 type Existing = (i64, String, i64, Option<i64>);
 
 /// A put's count of its scope's live secrets, up to the limit (`?7`): whether the scope is full
-/// is all a put needs, so a create reads at most the limit's rows however many the scope holds
-/// (counting them all made each create into a scope of 60,000 read all 60,000).
+/// is all a put needs, so a create reads at most the limit's index entries however many the
+/// scope holds (a scope left above a lowered limit was read whole by every refused create).
 pub(crate) const COUNT_LIVE: &str = concat!(
     "SELECT COUNT(*) FROM (SELECT 1 FROM secrets WHERE ",
     in_scope!(),
