@@ -236,3 +236,49 @@ async fn a_creates_count_of_its_scope_stops_at_the_limit() {
         "the count over 400 secrets took {crowded} steps against {at_the_limit} over 10"
     );
 }
+
+/// Pages one replace of `at` writes: the frames its commit adds to the write-ahead log of a
+/// store just reopened (closing empties the log, and nothing else writes in between).
+async fn pages_of_one_replace(
+    dir: &std::path::Path,
+    at: &secretstore_core::SecretAddress,
+    expires_at: Option<i64>,
+) -> u64 {
+    use secretstore_core::Lifecycle as _;
+    const WAL_HEADER: u64 = 32;
+    const FRAME: u64 = 24 + 4096;
+    let wal = dir.join(format!("{}-wal", crate::data_dir::DATABASE_FILE));
+    let wal_bytes = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let store = SqliteStore::open(dir, SqliteOptions::default()).expect("open");
+    assert_eq!(wal_bytes(), 0, "the reopened store has written nothing yet");
+    store
+        .put(put_request(at, NOW + 1, expires_at, 1000, "replaced"))
+        .await
+        .expect("replace");
+    let written = wal_bytes();
+    store.close().await.expect("close");
+    drop(store);
+    (written - WAL_HEADER) / FRAME
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replace_that_keeps_its_expiry_writes_its_row_alone() {
+    use secretstore_core::Lifecycle as _;
+    let tmp = private_tempdir();
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    put_secrets(&store, 50).await;
+    store.close().await.expect("close");
+    drop(store);
+    let at = address(&home(), &Scope::Account, "secret-7");
+
+    // The row's page, and no index's: `expires_at` is in two indexes, which SQLite rewrites
+    // whenever a statement assigns it, to the same value or not.
+    let kept = pages_of_one_replace(tmp.path(), &at, None).await;
+    assert_eq!(kept, 1, "a replace keeping its expiry wrote {kept} pages");
+    // Given an expiry, the same replace moves the secret in both indexes as well.
+    let moved = pages_of_one_replace(tmp.path(), &at, Some(NOW + 3_600_000)).await;
+    assert_eq!(
+        moved, 3,
+        "a replace changing its expiry wrote {moved} pages"
+    );
+}

@@ -60,9 +60,19 @@ pub fn put(conn: &Connection, request: PutRequest) -> Result<SealedSecret, Store
             // Replace in place: same row, so same id, `created` and place in lists.
             let id = parse_id(&id)?;
             let sealed = seal_once(seal, &id)?;
-            conn.prepare_cached("UPDATE secrets SET sealed = ?1, expires_at = ?2 WHERE seq = ?3")
+            // SQLite rewrites the entries of every index holding a column the statement
+            // assigns, changed or not: `expires_at` is in two, so a replace that keeps its
+            // expiry (most do) leaves it alone and writes the table's row only.
+            let replaced = if old_expiry == expires_at {
+                conn.prepare_cached("UPDATE secrets SET sealed = ?1 WHERE seq = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![sealed, seq]))
+            } else {
+                conn.prepare_cached(
+                    "UPDATE secrets SET sealed = ?1, expires_at = ?2 WHERE seq = ?3",
+                )
                 .and_then(|mut stmt| stmt.execute(params![sealed, expires_at, seq]))
-                .map_err(|e| sql_failure(&e))?;
+            };
+            replaced.map_err(|e| sql_failure(&e))?;
             return Ok(SealedSecret {
                 id,
                 address,
