@@ -38,6 +38,7 @@ use crate::error::StoreError;
 use crate::ids::{AccountId, Namespace, UserId};
 use crate::secret::Scope;
 use crate::store::{KeyOwner, KeyStore, MetaStore, Reseal, SealedSecret, StoredKey, Write};
+use crate::user_filter::UserFilter;
 
 /// How long a namespace's unwrapped keys are used before storage is asked again for newer
 /// versions (made by a rotation through another server).
@@ -46,6 +47,9 @@ pub const RELOAD_AFTER: Duration = Duration::from_secs(10);
 /// Namespaces whose keys are held unwrapped at most; past it the cache starts afresh (each
 /// key is one root-key unwrap away).
 const CACHED_NAMESPACES: usize = 100_000;
+
+/// How many users `learn_users` reads from storage at a time.
+const LEARN_BATCH: u32 = 1_000;
 
 /// How many secrets a rotation re-wraps per transaction.
 const RESEAL_BATCH: u32 = 200;
@@ -227,6 +231,8 @@ pub struct KeyManager {
     clock: Arc<dyn Clock>,
     namespaces: Mutex<HashMap<Namespace, Arc<NamespaceKeys>>>,
     users: Mutex<HashMap<(AccountId, UserId), Arc<UserKey>>>,
+    /// Which users may have a key: the others' first write makes one without reading.
+    users_with_keys: UserFilter,
     /// Shared by each write from the moment it takes its sealing key until its row is stored
     /// (`writing`), exclusive around a removal and the `forget` after it (`removing`): a write
     /// that took a key a removal then destroys would otherwise store a row no key opens.
@@ -278,6 +284,7 @@ impl KeyManager {
             clock,
             namespaces: Mutex::default(),
             users: Mutex::default(),
+            users_with_keys: UserFilter::default(),
             writes: tokio::sync::RwLock::new(()),
             service: Arc::new(Kek::new(1, &service)),
             digest: DigestKey::from_secret_key(&digest),
@@ -373,7 +380,11 @@ impl KeyManager {
             ))
         };
         let id = (namespace.account.clone(), user.clone());
-        if let Some(known) = self.user_key(&id).await? {
+        let known = match self.users_with_keys.may_have(&id.0, &id.1) {
+            true => self.user_key(&id).await?,
+            false => None,
+        };
+        if let Some(known) = known {
             return Ok(Sealing {
                 kek: combined(&known.key),
                 new_user_key: None,
@@ -390,6 +401,39 @@ impl KeyManager {
     /// reads of the user's secrets use it.
     pub fn stored(&self, new: NewUserKey) {
         self.remember_user(new.user, new.key, new.generation);
+    }
+
+    /// A user's key made by `sealing` that could not be stored because the user has one
+    /// already (stored by another request, or by another server sharing the database): the
+    /// next `sealing` for the user reads that one.
+    pub fn lost(&self, new: &NewUserKey) {
+        self.users_with_keys.insert(&new.user.0, &new.user.1);
+    }
+
+    /// Reads which users have a key in storage, so that a user's first secret needs no read
+    /// to learn that the user has none (`UserFilter`). Run once, after `start`, while the
+    /// server serves: until it is done every write for a user reads, as it would without it.
+    /// Answers how many users it read.
+    pub async fn learn_users(&self) -> Result<u64, KeyError> {
+        let mut after = None;
+        let mut learnt = 0;
+        loop {
+            let users = self
+                .store
+                .users_with_keys(after.as_ref(), LEARN_BATCH)
+                .await?;
+            for (account, user) in &users {
+                self.users_with_keys.insert(account, user);
+            }
+            learnt += users.len() as u64;
+            let full = users.len() == LEARN_BATCH as usize;
+            match users.into_iter().next_back() {
+                Some(last) if full => after = Some(last),
+                _ => break,
+            }
+        }
+        self.users_with_keys.learnt();
+        Ok(learnt)
     }
 
     /// As `sealing`, but a user's key that does not exist yet is stored now, on its own.
@@ -566,6 +610,7 @@ impl KeyManager {
             loaded: Instant::now(),
             generation,
         });
+        self.users_with_keys.insert(&id.0, &id.1);
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         if users.len() >= CACHED_NAMESPACES {
             users.clear();

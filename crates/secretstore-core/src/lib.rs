@@ -23,6 +23,7 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod tenancy;
+mod user_filter;
 pub mod write_health;
 
 pub use audit::{

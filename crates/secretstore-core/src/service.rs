@@ -220,7 +220,10 @@ impl SecretService {
                 }
                 // Another request or server stored the user's first key meanwhile: seal under
                 // that one (the next `sealing` reads it).
-                (Err(CoreError::Store(StoreError::AlreadyExists(_))), Some(_)) if !sealed_again => {
+                (Err(CoreError::Store(StoreError::AlreadyExists(_))), Some(new))
+                    if !sealed_again =>
+                {
+                    self.keys.lost(&new);
                     sealed_again = true;
                 }
                 (Err(err), _) => return Err(err),

@@ -240,11 +240,14 @@ pub enum KeyOwner {
 }
 
 impl KeyOwner {
+    /// The kind a user's key is stored as (`stored_columns`).
+    pub const USER_KIND: &'static str = "user";
+
     /// The owner's kind as stored: `namespace`, `user`, `service` or `digest`.
     pub fn kind(&self) -> &'static str {
         match self {
             KeyOwner::Namespace(_) => "namespace",
-            KeyOwner::User { .. } => "user",
+            KeyOwner::User { .. } => Self::USER_KIND,
             KeyOwner::Service => "service",
             KeyOwner::Digest => "digest",
         }
@@ -392,6 +395,15 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&Namespace>,
         limit: u32,
     ) -> Result<Vec<Namespace>, StoreError>;
+
+    /// Up to `limit` users that have a key of their own (`KeyOwner::User`), each once, in a
+    /// stable order after `after`; for learning at start which users have one
+    /// (`KeyManager::learn_users`).
+    async fn users_with_keys(
+        &self,
+        after: Option<&(AccountId, UserId)>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, UserId)>, StoreError>;
 
     /// Whether other servers may share this store (and cache its keys): a namespace rotation
     /// then waits for their caches before its last pass.

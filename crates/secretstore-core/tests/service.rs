@@ -288,11 +288,25 @@ async fn service_keeping_keys(
     keys: Arc<dyn secretstore_core::KeyStore>,
     root: &RootKey,
 ) -> SecretService {
+    service_learning_users(store, keys, root, false).await
+}
+
+/// As `service_keeping_keys`; with `learn`, its key hierarchy has first learnt which users
+/// have a key (`KeyManager::learn_users`), as a server does once it has started.
+async fn service_learning_users(
+    store: &Arc<MemoryStore>,
+    keys: Arc<dyn secretstore_core::KeyStore>,
+    root: &RootKey,
+    learn: bool,
+) -> SecretService {
     let clock = Arc::new(ManualClock::new(NOW));
     let ring = RootKeyring::new(Arc::new(LocalRootKey::new(root.clone())), vec![]).unwrap();
     let keys = KeyManager::start(ring, keys, &**store, clock.clone())
         .await
         .unwrap();
+    if learn {
+        keys.learn_users().await.unwrap();
+    }
     SecretService::new(
         store.clone(),
         store.clone(),
@@ -377,10 +391,12 @@ async fn racing_first_secrets_of_a_new_user_store_one_key_and_all_open() {
 
 /// The keys of a `MemoryStore`, except that the next `late` reads of a user's keys miss what
 /// is stored: as a read made just before another server's commit of the user's first key.
-#[derive(Debug)]
+/// Reads of users' keys are counted in `user_reads`.
+#[derive(Debug, Default)]
 struct LateKeyReads {
     store: Arc<MemoryStore>,
     late: std::sync::atomic::AtomicUsize,
+    user_reads: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
@@ -390,7 +406,11 @@ impl secretstore_core::KeyStore for LateKeyReads {
         owner: &secretstore_core::KeyOwner,
     ) -> Result<Vec<secretstore_core::StoredKey>, StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
-        let late = matches!(owner, secretstore_core::KeyOwner::User { .. })
+        let user = matches!(owner, secretstore_core::KeyOwner::User { .. });
+        if user {
+            self.user_reads.fetch_add(1, SeqCst);
+        }
+        let late = user
             && self
                 .late
                 .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
@@ -444,6 +464,13 @@ impl secretstore_core::KeyStore for LateKeyReads {
     ) -> Result<Vec<Namespace>, StoreError> {
         self.store.namespaces(after, limit).await
     }
+    async fn users_with_keys(
+        &self,
+        after: Option<&(AccountId, secretstore_core::UserId)>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, secretstore_core::UserId)>, StoreError> {
+        self.store.users_with_keys(after, limit).await
+    }
 }
 
 /// A user's first key made by two servers: the second one's read of the user's keys came
@@ -457,7 +484,7 @@ async fn a_write_that_lost_the_race_for_a_users_first_key_seals_again_under_the_
     let one = service_keeping_keys(&store, store.clone(), &root).await;
     let late = Arc::new(LateKeyReads {
         store: store.clone(),
-        late: std::sync::atomic::AtomicUsize::new(0),
+        ..LateKeyReads::default()
     });
     let two = service_keeping_keys(&store, late.clone(), &root).await;
     one.set(&ctx(), user_set("usr_raced", "first"))
@@ -474,4 +501,66 @@ async fn a_write_that_lost_the_race_for_a_users_first_key_seals_again_under_the_
     );
     let names = ["first".to_string(), "second".to_string()];
     assert_one_key_opens_all(&store, "usr_raced", &[&one, &two], &names).await;
+}
+
+/// A server that has learnt which users have a key makes a new user's first key without
+/// reading the user's keys; a user who has one (made before the server started, by another
+/// server) is still read, and sealed under that key.
+#[tokio::test]
+async fn a_server_that_learnt_its_users_reads_no_key_for_a_new_user() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Arc::new(MemoryStore::new());
+    let root = RootKey::generate().unwrap();
+    let one = service_keeping_keys(&store, store.clone(), &root).await;
+    one.set(&ctx(), user_set("usr_old", "before"))
+        .await
+        .unwrap();
+    let counted = Arc::new(LateKeyReads {
+        store: store.clone(),
+        ..LateKeyReads::default()
+    });
+    let two = service_learning_users(&store, counted.clone(), &root, true).await;
+
+    two.set(&ctx(), user_set("usr_new", "first")).await.unwrap();
+    assert_eq!(counted.user_reads.load(SeqCst), 0, "no read for a new user");
+    two.set(&ctx(), user_set("usr_old", "after")).await.unwrap();
+    assert_eq!(
+        counted.user_reads.load(SeqCst),
+        1,
+        "the known user's key is read"
+    );
+
+    assert_one_key_opens_all(&store, "usr_new", &[&one, &two], &["first".into()]).await;
+    let names = ["before".to_string(), "after".to_string()];
+    assert_one_key_opens_all(&store, "usr_old", &[&one, &two], &names).await;
+}
+
+/// A user's first key stored by another server after this one learnt its users: this server
+/// takes the user for new, makes a key, and its commit fails on the key stored; it then reads
+/// that key and seals under it. The write succeeds and the user keeps one key.
+#[tokio::test]
+async fn a_key_stored_by_another_server_after_learning_is_the_one_sealed_under() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Arc::new(MemoryStore::new());
+    let root = RootKey::generate().unwrap();
+    let counted = Arc::new(LateKeyReads {
+        store: store.clone(),
+        ..LateKeyReads::default()
+    });
+    let two = service_learning_users(&store, counted.clone(), &root, true).await;
+    let one = service_keeping_keys(&store, store.clone(), &root).await;
+    one.set(&ctx(), user_set("usr_later", "first"))
+        .await
+        .unwrap();
+
+    two.set(&ctx(), user_set("usr_later", "second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        counted.user_reads.load(SeqCst),
+        1,
+        "read once, after the commit failed"
+    );
+    let names = ["first".to_string(), "second".to_string()];
+    assert_one_key_opens_all(&store, "usr_later", &[&one, &two], &names).await;
 }

@@ -13,7 +13,7 @@
 use deadpool_postgres::GenericClient;
 use secretstore_core::{
     AccountId, AppId, KeyOwner, Namespace, Reseal, RootUse, Scope, SealedSecret, SecretId,
-    StoreError, StoredKey,
+    StoreError, StoredKey, UserId,
 };
 use secretstore_crypto::KeyId;
 use tokio_postgres::Row;
@@ -262,6 +262,40 @@ pub async fn reseal<C: GenericClient>(tx: &C, mut reseals: Vec<Reseal>) -> Resul
         .await?;
     }
     Ok(applied)
+}
+
+/// Users with a key of their own, each once, in (account, user) order byte by byte (the
+/// columns are `COLLATE "C"`). A user's key is kept with `app` and `mode` empty, so the
+/// primary key (kind, app, account, mode, scope_user, version) serves the order.
+pub async fn users_with_keys<C: GenericClient>(
+    client: &C,
+    after: Option<&(AccountId, UserId)>,
+    limit: u32,
+) -> Result<Vec<(AccountId, UserId)>, StoreError> {
+    const FIRST: &str = "SELECT DISTINCT account, scope_user FROM keys \
+                         WHERE kind = $1 AND app = '' AND mode = '' \
+                         ORDER BY account, scope_user LIMIT $2";
+    const AFTER: &str = "SELECT DISTINCT account, scope_user FROM keys \
+                         WHERE kind = $1 AND app = '' AND mode = '' \
+                             AND (account, scope_user) > ($3, $4) \
+                         ORDER BY account, scope_user LIMIT $2";
+    let (kind, limit) = (KeyOwner::USER_KIND, i64::from(limit));
+    let rows = match after {
+        None => query(client, FIRST, &[&kind, &limit]).await?,
+        Some((account, user)) => {
+            let (account, user) = (account.as_str(), user.as_str());
+            query(client, AFTER, &[&kind, &limit, &account, &user]).await?
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            let account =
+                AccountId::parse(&col::<String>(row, 0)?).map_err(|_| damaged("keys.account"))?;
+            let user =
+                UserId::parse(&col::<String>(row, 1)?).map_err(|_| damaged("keys.scope_user"))?;
+            Ok((account, user))
+        })
+        .collect()
 }
 
 /// Namespaces in `Namespace`'s order: app and account byte by byte, then test before live

@@ -620,6 +620,15 @@ impl KeyStore for PostgresStore {
         keys::namespaces(&client, after, limit).await
     }
 
+    async fn users_with_keys(
+        &self,
+        after: Option<&(AccountId, UserId)>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, UserId)>, StoreError> {
+        let client = self.client().await?;
+        keys::users_with_keys(&client, after, limit).await
+    }
+
     /// Any number of servers share one database, each caching namespace keys.
     fn shared(&self) -> bool {
         true

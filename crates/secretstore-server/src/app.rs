@@ -198,6 +198,25 @@ impl AppBuilder {
             )
             .await?,
         );
+        // Which users have a key, read while the server serves: until then a user's first
+        // secret reads the user's keys first, as it always could.
+        tokio::spawn({
+            let keys = Arc::clone(&keys);
+            async move {
+                let started = std::time::Instant::now();
+                match keys.learn_users().await {
+                    Ok(users) => tracing::info!(
+                        users,
+                        ms = started.elapsed().as_millis() as u64,
+                        "learnt which users have a key"
+                    ),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "cannot learn which users have a key; every user's first secret reads first"
+                    ),
+                }
+            }
+        });
         let digest_key = keys.digest_key().clone();
         let auditor = match &config.audit {
             AuditConfig::Off => {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, Row, ToSql};
 use secretstore_core::{
-    KeyOwner, Namespace, Reseal, RootUse, SealedSecret, SecretAddress, SecretId, SecretName,
-    StoreError, StoredKey,
+    AccountId, KeyOwner, Namespace, Reseal, RootUse, SealedSecret, SecretAddress, SecretId,
+    SecretName, StoreError, StoredKey, UserId,
 };
 use secretstore_crypto::KeyId;
 
@@ -180,6 +180,37 @@ pub fn keys_not_under(
         " FROM keys WHERE root <> ?1 ORDER BY kind, app, account, mode, scope_user, version LIMIT ?2"
     );
     rows_of(conn, SQL, params![&root.0, limit], key_row)
+}
+
+/// Users with a key of their own, each once, in (account, user) order byte by byte (SQLite's
+/// default collation). A user's key is kept with `app` and `mode` empty, so the primary key
+/// (kind, app, account, mode, scope_user, version) serves the order.
+pub fn users_with_keys(
+    conn: &Connection,
+    after: Option<&(AccountId, UserId)>,
+    limit: u32,
+) -> Result<Vec<(AccountId, UserId)>, StoreError> {
+    const FIRST: &str = "SELECT DISTINCT account, scope_user FROM keys
+                         WHERE kind = ?1 AND app = '' AND mode = ''
+                         ORDER BY account, scope_user LIMIT ?2";
+    const AFTER: &str = "SELECT DISTINCT account, scope_user FROM keys
+                         WHERE kind = ?1 AND app = '' AND mode = ''
+                             AND (account, scope_user) > (?3, ?4)
+                         ORDER BY account, scope_user LIMIT ?2";
+    let kind = KeyOwner::USER_KIND;
+    let user_row = |row: &Row<'_>| {
+        let text = |i: usize| row.get::<_, String>(i).map_err(failure);
+        let account = AccountId::parse(&text(0)?).map_err(|_| damaged("keys.account"))?;
+        let user = UserId::parse(&text(1)?).map_err(|_| damaged("keys.scope_user"))?;
+        Ok((account, user))
+    };
+    match after {
+        None => rows_of(conn, FIRST, params![kind, limit], user_row),
+        Some((account, user)) => {
+            let params = params![kind, limit, account.as_str(), user.as_str()];
+            rows_of(conn, AFTER, params, user_row)
+        }
+    }
 }
 
 pub fn rewrap_key(

@@ -864,6 +864,16 @@ impl KeyStore for SqliteStore {
         self.read(|conn| keys::keys_by_root(conn)).await
     }
 
+    async fn users_with_keys(
+        &self,
+        after: Option<&(AccountId, UserId)>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, UserId)>, StoreError> {
+        let after = after.cloned();
+        self.read(move |conn| keys::users_with_keys(conn, after.as_ref(), limit))
+            .await
+    }
+
     async fn stale_sealed(
         &self,
         namespace: &Namespace,

@@ -140,6 +140,7 @@ macro_rules! __every_check {
                 keys_not_under_answers_the_keys_of_other_roots,
                 rewrap_key_is_a_compare_and_set,
                 keys_by_root_counts_the_keys_of_each_root,
+                users_with_keys_lists_each_user_once,
                 stale_sealed_answers_what_a_rotation_must_reseal,
                 reseal_applies_only_where_the_sealed_bytes_still_match,
                 namespaces_lists_each_namespace_with_secrets_once,

@@ -929,6 +929,24 @@ impl KeyStore for MemoryStore {
             .collect();
         Ok(held.into_iter().take(limit as usize).cloned().collect())
     }
+
+    async fn users_with_keys(
+        &self,
+        after: Option<&(AccountId, UserId)>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, UserId)>, StoreError> {
+        let data = self.open()?;
+        let users: BTreeSet<(AccountId, UserId)> = data
+            .stored_keys
+            .iter()
+            .filter_map(|key| match &key.owner {
+                KeyOwner::User { account, user } => Some((account.clone(), user.clone())),
+                _ => None,
+            })
+            .filter(|user| after.is_none_or(|after| user > after))
+            .collect();
+        Ok(users.into_iter().take(limit as usize).collect())
+    }
 }
 
 #[async_trait]

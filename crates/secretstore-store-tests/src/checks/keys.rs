@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use secretstore_core::{
-    KeyOwner, Mode, Namespace, Reseal, RootUse, Scope, SealedSecret, SecretId, Store, StoreError,
-    StoredKey, UserId, Write, Written,
+    AccountId, KeyOwner, Mode, Namespace, Reseal, RootUse, Scope, SealedSecret, SecretId, Store,
+    StoreError, StoredKey, UserId, Write, Written,
 };
 use secretstore_crypto::KeyId;
 use tokio::task::JoinSet;
@@ -423,6 +423,59 @@ pub async fn rewrap_key_is_a_compare_and_set(store: Arc<dyn Store>) {
         vec![service.clone()]
     );
     assert_eq!(not_under_ok(&store, ROOT_A, 100).await, vec![again]);
+}
+
+async fn users_with_keys_ok(
+    store: &Arc<dyn Store>,
+    after: Option<&(AccountId, UserId)>,
+    limit: u32,
+) -> Vec<(AccountId, UserId)> {
+    match store.users_with_keys(after, limit).await {
+        Ok(found) => found,
+        Err(e) => panic!("users_with_keys after {after:?} limit {limit} failed: {e:?}"),
+    }
+}
+
+/// Every user with a key of their own, once however many versions it has, in (account, user)
+/// order byte by byte, paged by `after`; the keys of namespaces and of the server are not
+/// users'.
+pub async fn users_with_keys_lists_each_user_once(store: Arc<dyn Store>) {
+    assert!(users_with_keys_ok(&store, None, 10).await.is_empty());
+    let user_owner = |account: &str, user: &str| KeyOwner::User {
+        account: AccountId::parse(account).expect("account"),
+        user: UserId::parse(user).expect("user"),
+    };
+    let mut expected = Vec::new();
+    for (account, user) in [
+        ("acct_2", "usr_a"),
+        ("acct_1", "usr_b"),
+        ("acct_1", "usr_a.x"),
+        ("acct_1", "usr_A"),
+        ("acct_1", "usr_a"),
+    ] {
+        add_ok(&store, &key(&user_owner(account, user), 1, ROOT_A, b"w")).await;
+        expected.push((
+            AccountId::parse(account).expect("account"),
+            UserId::parse(user).expect("user"),
+        ));
+    }
+    expected.sort();
+    add_ok(
+        &store,
+        &key(&user_owner("acct_1", "usr_a"), 2, ROOT_A, b"w2"),
+    )
+    .await;
+    add_ok(&store, &key(&home_owner(), 1, ROOT_A, b"ns")).await;
+    add_ok(&store, &key(&KeyOwner::Service, 1, ROOT_A, b"svc")).await;
+
+    assert_eq!(users_with_keys_ok(&store, None, 10).await, expected);
+    let first = users_with_keys_ok(&store, None, 2).await;
+    assert_eq!(first, expected[..2]);
+    let second = users_with_keys_ok(&store, first.last(), 2).await;
+    assert_eq!(second, expected[2..4]);
+    let third = users_with_keys_ok(&store, second.last(), 2).await;
+    assert_eq!(third, expected[4..]);
+    assert!(users_with_keys_ok(&store, third.last(), 2).await.is_empty());
 }
 
 /// How many keys each root key version wraps, every owner's, as keys are added and re-wrapped;
