@@ -369,24 +369,27 @@ async fn assert_one_key_opens_all(
 /// First secrets of one new user, written at once through two servers: each may make a key
 /// for the user and store it with its secret; one commits first, and the others' commits fail
 /// whole and seal again under its key. Every write succeeds, the user has one key, and every
-/// secret opens through either server.
+/// secret opens through either server; whether the servers read the user's keys first or,
+/// having learnt which users have one, make the key without reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_first_secrets_of_a_new_user_store_one_key_and_all_open() {
-    let store = Arc::new(MemoryStore::new());
-    let root = RootKey::generate().unwrap();
-    let one = Arc::new(service_keeping_keys(&store, store.clone(), &root).await);
-    let two = Arc::new(service_keeping_keys(&store, store.clone(), &root).await);
-    let names: Vec<String> = (0..24).map(|n| format!("first-{n}")).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, name) in names.iter().enumerate() {
-        let service = if n % 2 == 0 { one.clone() } else { two.clone() };
-        let request = user_set("usr_new", name);
-        tasks.spawn(async move { service.set(&ctx(), request).await.map(|_| ()) });
+    for learn in [false, true] {
+        let store = Arc::new(MemoryStore::new());
+        let root = RootKey::generate().unwrap();
+        let one = Arc::new(service_learning_users(&store, store.clone(), &root, learn).await);
+        let two = Arc::new(service_learning_users(&store, store.clone(), &root, learn).await);
+        let names: Vec<String> = (0..24).map(|n| format!("first-{n}")).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, name) in names.iter().enumerate() {
+            let service = if n % 2 == 0 { one.clone() } else { two.clone() };
+            let request = user_set("usr_new", name);
+            tasks.spawn(async move { service.set(&ctx(), request).await.map(|_| ()) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap().unwrap();
+        }
+        assert_one_key_opens_all(&store, "usr_new", &[&one, &two], &names).await;
     }
-    while let Some(joined) = tasks.join_next().await {
-        joined.unwrap().unwrap();
-    }
-    assert_one_key_opens_all(&store, "usr_new", &[&one, &two], &names).await;
 }
 
 /// The keys of a `MemoryStore`, except that the next `late` reads of a user's keys miss what
