@@ -19,8 +19,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::ids::{AccountId, UserId};
 
@@ -33,7 +32,8 @@ const PROBES: u64 = 7;
 /// See the module's documentation.
 #[derive(Debug)]
 pub struct UserFilter {
-    bits: Mutex<Vec<u64>>,
+    /// Atomic words rather than a lock: it is asked on every write to a user's scope.
+    bits: Box<[AtomicU64]>,
     /// Keyed per process, so that nobody can choose user ids that fill the filter for others.
     hasher: RandomState,
     /// Whether every user with a key in storage has been added (`learnt`).
@@ -43,8 +43,7 @@ pub struct UserFilter {
 impl Default for UserFilter {
     fn default() -> Self {
         Self {
-            // Zeroed memory is mapped on demand: pages are taken as bits are set.
-            bits: Mutex::new(vec![0; (BITS / 64) as usize]),
+            bits: (0..BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             hasher: RandomState::new(),
             complete: AtomicBool::new(false),
         }
@@ -54,10 +53,8 @@ impl Default for UserFilter {
 impl UserFilter {
     /// Notes that `user` of `account` has a key.
     pub fn insert(&self, account: &AccountId, user: &UserId) {
-        let probes = self.probes(account, user);
-        let mut bits = self.bits.lock().unwrap_or_else(PoisonError::into_inner);
-        for bit in probes {
-            bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        for bit in self.probes(account, user) {
+            self.bits[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Release);
         }
     }
 
@@ -67,11 +64,9 @@ impl UserFilter {
         if !self.complete.load(Ordering::Acquire) {
             return true;
         }
-        let probes = self.probes(account, user);
-        let bits = self.bits.lock().unwrap_or_else(PoisonError::into_inner);
-        probes
-            .into_iter()
-            .all(|bit| bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        self.probes(account, user).into_iter().all(|bit| {
+            self.bits[(bit / 64) as usize].load(Ordering::Acquire) & (1 << (bit % 64)) != 0
+        })
     }
 
     /// Every user with a key in storage has been inserted (the ones stored since the reading
