@@ -170,14 +170,92 @@ pub fn remove_account(conn: &Connection, id: &AccountId) -> Result<Option<Remove
         removed += remove_app_rows(conn, &app)?;
     }
     let a = id.as_str();
-    removed.secrets += delete(conn, "DELETE FROM secrets WHERE account = ?1", [a])?;
+    for app in apps_with_secrets(conn)? {
+        removed.secrets += delete(conn, DELETE_ACCOUNT_SECRETS, [app.as_str(), a])?;
+    }
     removed.user_sessions += delete(conn, "DELETE FROM user_sessions WHERE account = ?1", [a])?;
     removed.installations += delete(conn, "DELETE FROM installations WHERE account = ?1", [a])?;
     removed.users += delete(conn, "DELETE FROM users WHERE account = ?1", [a])?;
-    // Every namespace key of any app on the account, and its users' keys.
-    removed.keys += delete(conn, "DELETE FROM keys WHERE account = ?1", [a])?;
+    // Every namespace key of any app on the account, and its users' keys (whatever the kind:
+    // a key of the server's own has no account).
+    for (kind, app) in key_kinds_and_apps(conn)? {
+        removed.keys += delete(conn, DELETE_ACCOUNT_KEYS, [kind.as_str(), app.as_str(), a])?;
+    }
     delete(conn, "DELETE FROM accounts WHERE id = ?1", [a])?;
     Ok(Some(removed))
+}
+
+// The removals' statements over `secrets` and `keys`; a test checks that each is a search of
+// an index, never a scan of the table.
+pub(crate) const APPS_WITH_SECRETS: [&str; 2] = [
+    "SELECT app FROM secrets ORDER BY app LIMIT 1",
+    "SELECT app FROM secrets WHERE app > ?1 ORDER BY app LIMIT 1",
+];
+pub(crate) const KEY_KINDS: [&str; 2] = [
+    "SELECT kind FROM keys ORDER BY kind LIMIT 1",
+    "SELECT kind FROM keys WHERE kind > ?1 ORDER BY kind LIMIT 1",
+];
+pub(crate) const KEY_APPS_OF_KIND: [&str; 2] = [
+    "SELECT app FROM keys WHERE kind = ?1 ORDER BY app LIMIT 1",
+    "SELECT app FROM keys WHERE kind = ?1 AND app > ?2 ORDER BY app LIMIT 1",
+];
+pub(crate) const DELETE_ACCOUNT_SECRETS: &str =
+    "DELETE FROM secrets WHERE app = ?1 AND account = ?2";
+pub(crate) const DELETE_USER_SECRETS: &str =
+    "DELETE FROM secrets WHERE app = ?1 AND account = ?2 AND livemode IN (0, 1)
+         AND scope_type = 'user' AND scope_user = ?3";
+pub(crate) const DELETE_ACCOUNT_KEYS: &str =
+    "DELETE FROM keys WHERE kind = ?1 AND app = ?2 AND account = ?3";
+
+/// Each distinct value that a query's first column takes, in order, one seek apiece: `first`
+/// answers the smallest (given `fixed` as `?1`..), `next` the smallest after the value bound
+/// last (`fixed`, then that value). With an index that leads with the column (after the
+/// columns `fixed` binds), that is a seek per value instead of a read of every row.
+fn skip_scan(
+    conn: &Connection,
+    first: &str,
+    next: &str,
+    fixed: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let mut values: Vec<String> = Vec::new();
+    loop {
+        let (sql, last) = match values.last() {
+            None => (first, None),
+            Some(last) => (next, Some(last.as_str())),
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(failure)?;
+        let bound = fixed.iter().copied().chain(last);
+        let found = stmt
+            .query_row(rusqlite::params_from_iter(bound), |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(failure)?;
+        match found {
+            Some(value) => values.push(value),
+            None => return Ok(values),
+        }
+    }
+}
+
+/// The apps that hold secrets. No index of `secrets` leads with the account (each would cost
+/// every create one more insert), so a removal of an account's or a user's secrets walks the
+/// apps, which both of `secrets`' indexes lead with, and deletes app by app.
+fn apps_with_secrets(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let [first, next] = APPS_WITH_SECRETS;
+    skip_scan(conn, first, next, &[])
+}
+
+/// The (kind, app) pairs that `keys` holds, which its primary key leads with: as for
+/// `apps_with_secrets`, an account's keys are deleted pair by pair.
+fn key_kinds_and_apps(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let [first, next] = KEY_KINDS;
+    let kinds = skip_scan(conn, first, next, &[])?;
+    let mut pairs = Vec::new();
+    for kind in kinds {
+        let [first, next] = KEY_APPS_OF_KIND;
+        let apps = skip_scan(conn, first, next, &[kind.as_str()])?;
+        pairs.extend(apps.into_iter().map(|app| (kind.clone(), app)));
+    }
+    Ok(pairs)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,6 +538,10 @@ pub fn remove_user(
         return Ok(None);
     }
     let (a, u) = (account.as_str(), id.as_str());
+    let mut secrets = 0;
+    for app in apps_with_secrets(conn)? {
+        secrets += delete(conn, DELETE_USER_SECRETS, [app.as_str(), a, u])?;
+    }
     Ok(Some(Removed {
         users: delete(
             conn,
@@ -471,11 +553,7 @@ pub fn remove_user(
             "DELETE FROM user_sessions WHERE account = ?1 AND user = ?2",
             [a, u],
         )?,
-        secrets: delete(
-            conn,
-            "DELETE FROM secrets WHERE account = ?1 AND scope_type = 'user' AND scope_user = ?2",
-            [a, u],
-        )?,
+        secrets,
         keys: delete(
             conn,
             "DELETE FROM keys WHERE kind = 'user' AND app = '' AND account = ?1 AND mode = ''

@@ -282,3 +282,56 @@ async fn a_replace_that_keeps_its_expiry_writes_its_row_alone() {
         "a replace changing its expiry wrote {moved} pages"
     );
 }
+
+/// The removals of an account or a user walk the apps (no index leads with the account, to
+/// spare every create an insert): each of their statements must search an index, never read
+/// a whole table.
+#[tokio::test(flavor = "multi_thread")]
+async fn removals_search_indexes_and_never_scan_a_table() {
+    use crate::directory::{
+        APPS_WITH_SECRETS, DELETE_ACCOUNT_KEYS, DELETE_ACCOUNT_SECRETS, DELETE_USER_SECRETS,
+        KEY_APPS_OF_KIND, KEY_KINDS,
+    };
+    let tmp = private_tempdir();
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    put_secrets(&store, 10).await;
+    let [first_app, next_app] = APPS_WITH_SECRETS;
+    let [first_kind, next_kind] = KEY_KINDS;
+    let [first_key_app, next_key_app] = KEY_APPS_OF_KIND;
+    // The first of each walk reads one entry of an index in its order (LIMIT 1).
+    let firsts = [first_app, first_kind, first_key_app];
+    let searches = [
+        next_app,
+        next_kind,
+        next_key_app,
+        DELETE_ACCOUNT_SECRETS,
+        DELETE_USER_SECRETS,
+        DELETE_ACCOUNT_KEYS,
+    ];
+    for (sql, search) in firsts
+        .iter()
+        .map(|sql| (*sql, false))
+        .chain(searches.iter().map(|sql| (*sql, true)))
+    {
+        let plan = store
+            .inspect(move |conn| {
+                // Unbound parameters are NULL: the plan does not depend on their values.
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let mut rows = stmt.raw_query();
+                let mut details = Vec::new();
+                while let Some(row) = rows.next()? {
+                    details.push(row.get::<_, String>(3)?);
+                }
+                Ok(details.join("; "))
+            })
+            .await
+            .expect("plan");
+        assert!(plan.contains("INDEX"), "{sql}: {plan}");
+        if search {
+            assert!(
+                plan.starts_with("SEARCH") && !plan.contains("SCAN"),
+                "{sql}: {plan}"
+            );
+        }
+    }
+}

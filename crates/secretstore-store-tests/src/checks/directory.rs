@@ -506,8 +506,22 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
         .await
         .expect("the owner keeps it"));
 
+    // A secret of x written on acct_other after that (as dev mode writes without an
+    // installation), under a new namespace key.
+    let late = namespace("app_x", "acct_other", Mode::Test);
+    put_ok(
+        &store,
+        &address(&late, &Scope::Account, "late"),
+        NOW,
+        None,
+        ROOMY,
+        "l",
+    )
+    .await;
+    add_key_ok(&store, &owners[6], 2).await;
+
     // Account acct_other: its user usr_2, the app y it owns (key, secrets: 4 left after usr_1,
-    // its two namespace keys), usr_2's key, nothing of x (already gone there).
+    // its two namespace keys), usr_2's key, and x's late secret and key on it.
     let removed = store
         .remove_account(&other)
         .await
@@ -519,12 +533,13 @@ pub async fn directory_removals_take_exactly_what_they_own(store: Arc<dyn Store>
             apps: 1,
             users: 1,
             api_keys: 1,
-            secrets: 4,
-            keys: 3,
+            secrets: 5,
+            keys: 4,
             ..Removed::default()
         }
     );
     assert_eq!(store.app(&y).await.expect("app"), None);
+    assert!(ids_in(&store, &late, &Scope::Account, NOW).await.is_empty());
     assert_eq!(store.account(&other).await.expect("account"), None);
 
     // App x: its key, its secrets on its owner (6) and its namespace keys there (3 versions).
