@@ -135,17 +135,24 @@ pub async fn add_key<C: GenericClient>(tx: &C, key: &StoredKey) -> Result<Stored
         .ok_or_else(|| StoreError::Internal("a key just stored cannot be read back".into()))
 }
 
-/// Ordered by the primary key (its text columns are `COLLATE "C"`), which serves it.
+/// Ordered by root key version, then owner (its text columns are `COLLATE "C"`).
 pub async fn keys_not_under<C: GenericClient>(
     client: &C,
     root: KeyId,
     limit: u32,
 ) -> Result<Vec<StoredKey>, StoreError> {
+    // Two ranges of `keys_by_root_owner` (schema migration 6), each read from its start: the
+    // keys a rotation re-wrapped have left both, so a page reads only the keys it answers.
     const SQL: &str = concat!(
-        "SELECT ",
+        "(SELECT ",
         key_columns!(),
-        " FROM keys WHERE root <> $1 ORDER BY kind, app, account, mode, scope_user, version \
-          LIMIT $2"
+        " FROM keys WHERE root < $1 \
+          ORDER BY root, kind, app, account, mode, scope_user, version LIMIT $2) \
+         UNION ALL (SELECT ",
+        key_columns!(),
+        " FROM keys WHERE root > $1 \
+          ORDER BY root, kind, app, account, mode, scope_user, version LIMIT $2) \
+         ORDER BY root, kind, app, account, mode, scope_user, version LIMIT $2"
     );
     let root = &root.0[..];
     key_rows(&query(client, SQL, &[&root, &i64::from(limit)]).await?)

@@ -335,3 +335,67 @@ async fn removals_search_indexes_and_never_scan_a_table() {
         }
     }
 }
+
+/// SQLite's steps for one `keys_not_under(active, 10)` on the write connection's cached
+/// statement.
+async fn not_under_steps(store: &SqliteStore, active: [u8; 8]) -> i32 {
+    use rusqlite::StatementStatus::VmStep;
+    let steps = store
+        .inspect(move |conn| {
+            conn.prepare_cached(crate::keys::NOT_UNDER)?
+                .reset_status(VmStep);
+            let found = crate::keys::keys_not_under(conn, secretstore_crypto::KeyId(active), 10)
+                .map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?;
+            assert_eq!(found.len(), 10, "ten keys still to re-wrap");
+            let steps = conn
+                .prepare_cached(crate::keys::NOT_UNDER)?
+                .get_status(VmStep);
+            Ok(steps.to_string())
+        })
+        .await
+        .expect("walk");
+    steps.parse().expect("a number")
+}
+
+/// A root key rotation re-wraps keys page by page (`keys_not_under`, then a re-wrap of each):
+/// a page must cost the same whether few or most keys were re-wrapped already, or a rotation
+/// over many keys reads the re-wrapped ones again on every page (quadratic in the keys).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotations_walk_reads_only_the_keys_it_answers() {
+    let tmp = private_tempdir();
+    let store = SqliteStore::open(tmp.path(), SqliteOptions::default()).expect("open");
+    // Old root key versions on both sides of the active one, in byte order.
+    let (below, active, above) = ([1u8; 8], [5u8; 8], [9u8; 8]);
+    store
+        .inspect(move |conn| {
+            let mut insert = conn.prepare(
+                "INSERT INTO keys (kind, app, account, mode, scope_user, version, root,
+                     wrapped, created) VALUES ('user', '', 'acct_walk', '', ?1, 1, ?2, x'00', 0)",
+            )?;
+            for i in 0..2_000 {
+                let root = if i % 2 == 0 { below } else { above };
+                insert.execute(rusqlite::params![format!("usr_{i:05}"), &root[..]])?;
+            }
+            Ok(String::new())
+        })
+        .await
+        .expect("keys");
+    let fresh = not_under_steps(&store, active).await;
+    // All but the last 20 (by owner) re-wrapped, as after most of a rotation that walks the
+    // keys in their owners' order.
+    store
+        .inspect(move |conn| {
+            conn.execute(
+                "UPDATE keys SET root = ?1 WHERE scope_user < 'usr_01980'",
+                [&active[..]],
+            )?;
+            Ok(String::new())
+        })
+        .await
+        .expect("re-wrap");
+    let late = not_under_steps(&store, active).await;
+    assert!(
+        late < 2 * fresh,
+        "a page late in the rotation took {late} steps against {fresh} at its start"
+    );
+}
