@@ -345,15 +345,17 @@ async fn not_under_steps(store: &SqliteStore, active: [u8; 8]) -> i32 {
             conn.prepare_cached(crate::keys::NOT_UNDER)?
                 .reset_status(VmStep);
             let found = crate::keys::keys_not_under(conn, secretstore_crypto::KeyId(active), 10)
-                .map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?;
-            assert_eq!(found.len(), 10, "ten keys still to re-wrap");
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             let steps = conn
                 .prepare_cached(crate::keys::NOT_UNDER)?
                 .get_status(VmStep);
-            Ok(steps.to_string())
+            // Checked here, not on the writer thread, which an assertion would bring down.
+            Ok(format!("{} {steps}", found.len()))
         })
         .await
         .expect("walk");
+    let (found, steps) = steps.split_once(' ').expect("two numbers");
+    assert_eq!(found, "10", "ten keys still to re-wrap");
     steps.parse().expect("a number")
 }
 
