@@ -36,30 +36,70 @@ pub fn entry_bytes(secret: &SealedSecret) -> usize {
         + secret.id.as_str().len()
 }
 
-#[derive(Debug, Default)]
-struct Shard {
-    /// By the hash of the address; the secret holds the address itself, compared on every hit,
-    /// so two addresses with one hash only take turns in the slot.
-    entries: HashMap<u64, SealedSecret>,
-    /// What the entries cost (`entry_bytes`), at most the shard's budget.
-    bytes: usize,
-    /// Bumped by every write to a key of this shard.
-    generation: u64,
+/// What a cached entry costs, in bytes, against its cache's budget.
+pub(crate) trait Weighed {
+    fn weight(&self) -> usize;
 }
 
-impl Shard {
-    fn remove(&mut self, hash: u64) {
-        if let Some(gone) = self.entries.remove(&hash) {
-            self.bytes -= entry_bytes(&gone);
+impl Weighed for SealedSecret {
+    fn weight(&self) -> usize {
+        entry_bytes(self)
+    }
+}
+
+/// One shard of a cache: entries by hash, what they cost, and a generation number bumped by
+/// every write to a key of the shard.
+#[derive(Debug)]
+pub(crate) struct Shard<E> {
+    pub entries: HashMap<u64, E>,
+    pub bytes: usize,
+    pub generation: u64,
+}
+
+impl<E> Default for Shard<E> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            bytes: 0,
+            generation: 0,
         }
     }
 }
 
-/// Sealed secrets by address, in shards so concurrent finds rarely meet on one lock, holding at
-/// most a budget of bytes.
+impl<E: Weighed> Shard<E> {
+    pub fn remove(&mut self, hash: u64) -> Option<E> {
+        let gone = self.entries.remove(&hash);
+        if let Some(gone) = &gone {
+            self.bytes -= gone.weight();
+        }
+        gone
+    }
+
+    /// Keeps `entry` under `hash` if the shard's generation is still the ticket's (no write to
+    /// the shard since the read began) and it fits in `budget`, making room by dropping other
+    /// entries (in hash order, so effectively at random).
+    fn keep(&mut self, ticket: Ticket, entry: E, budget: usize) {
+        let cost = entry.weight();
+        if self.generation != ticket.generation || cost > budget {
+            return;
+        }
+        self.remove(ticket.hash);
+        while self.bytes + cost > budget {
+            let Some(victim) = self.entries.keys().next().copied() else {
+                break;
+            };
+            self.remove(victim);
+        }
+        self.bytes += cost;
+        self.entries.insert(ticket.hash, entry);
+    }
+}
+
+/// The entries of a cache in shards, so concurrent reads rarely meet on one lock, holding at
+/// most a budget of bytes; what the entries are and how they are keyed is the cache's own.
 #[derive(Debug)]
-pub struct SecretCache {
-    shards: Vec<Mutex<Shard>>,
+pub(crate) struct Shards<E> {
+    shards: Vec<Mutex<Shard<E>>>,
     /// Bytes each shard may hold.
     per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
@@ -73,8 +113,8 @@ pub struct Ticket {
     generation: u64,
 }
 
-impl SecretCache {
-    /// Holds at most `budget` bytes of entries (`entry_bytes`); 0 turns the cache off.
+impl<E: Weighed> Shards<E> {
+    /// Holds at most `budget` bytes of entries; 0 keeps nothing.
     pub fn new(budget: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -83,20 +123,111 @@ impl SecretCache {
         }
     }
 
-    fn locate(&self, key: &SecretAddress) -> (usize, u64) {
+    /// The shard and the hash of `key`.
+    pub fn locate(&self, key: impl std::hash::Hash) -> (usize, u64) {
         let hash = self.hasher.hash_one(key);
         ((hash as usize) % SHARDS, hash)
     }
 
-    /// The live secret with this key if cached; otherwise a ticket for filling it after a read.
-    pub fn get(&self, key: &SecretAddress, now: i64) -> Result<Option<SealedSecret>, Ticket> {
-        let (shard, hash) = self.locate(key);
-        let mut guard = self.shards[shard].lock();
-        let ticket = |generation| Ticket {
+    pub fn lock(&self, shard: usize) -> parking_lot::MutexGuard<'_, Shard<E>> {
+        self.shards[shard].lock()
+    }
+
+    /// A ticket for the entry at (`shard`, `hash`) of a shard at `generation`.
+    pub fn ticket(shard: usize, hash: u64, generation: u64) -> Ticket {
+        Ticket {
             shard,
             hash,
             generation,
-        };
+        }
+    }
+
+    /// The hash a ticket was given for.
+    pub fn hash_of(ticket: &Ticket) -> u64 {
+        ticket.hash
+    }
+
+    /// Locks the ticket's shard and hands it to `change`, which gives the entry to keep (if
+    /// any); kept if nothing wrote to the shard since the ticket and it fits.
+    pub fn fill(&self, ticket: Ticket, change: impl FnOnce(&mut Shard<E>) -> Option<E>) {
+        let mut guard = self.lock(ticket.shard);
+        if guard.generation != ticket.generation {
+            return;
+        }
+        if let Some(entry) = change(&mut guard) {
+            guard.keep(ticket, entry, self.per_shard);
+        }
+    }
+
+    /// A write to the key at (`shard`, `hash`) is committed (or failed): forget it, and refuse
+    /// fills that began before.
+    pub fn invalidate(&self, (shard, hash): (usize, u64)) {
+        let mut guard = self.lock(shard);
+        guard.generation = guard.generation.wrapping_add(1);
+        guard.remove(hash);
+    }
+
+    /// Forgets everything, and refuses fills that began before.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut guard = shard.lock();
+            guard.generation = guard.generation.wrapping_add(1);
+            guard.entries.clear();
+            guard.bytes = 0;
+        }
+    }
+
+    /// Hands every entry to `prune`, which may shrink it and says whether it is of no use any
+    /// more (then it goes), and refuses fills that began before.
+    pub fn prune(&self, mut prune: impl FnMut(&mut E) -> bool) {
+        for shard in &self.shards {
+            let mut guard = shard.lock();
+            guard.generation = guard.generation.wrapping_add(1);
+            let (mut freed, mut gone) = (0, Vec::new());
+            for (hash, entry) in guard.entries.iter_mut() {
+                let before = entry.weight();
+                if prune(entry) {
+                    gone.push(*hash);
+                }
+                freed += before - entry.weight();
+            }
+            guard.bytes -= freed;
+            for hash in gone {
+                guard.remove(hash);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+    }
+
+    /// What the entries cost now, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().bytes).sum()
+    }
+}
+
+/// Sealed secrets by address, holding at most a budget of bytes. The secret holds its address
+/// itself, compared on every hit, so two addresses with one hash only take turns in the slot.
+#[derive(Debug)]
+pub struct SecretCache {
+    shards: Shards<SealedSecret>,
+}
+
+impl SecretCache {
+    /// Holds at most `budget` bytes of entries (`entry_bytes`); 0 turns the cache off.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            shards: Shards::new(budget),
+        }
+    }
+
+    /// The live secret with this key if cached; otherwise a ticket for filling it after a read.
+    pub fn get(&self, key: &SecretAddress, now: i64) -> Result<Option<SealedSecret>, Ticket> {
+        let (shard, hash) = self.shards.locate(key);
+        let mut guard = self.shards.lock(shard);
+        let ticket = |generation| Shards::<SealedSecret>::ticket(shard, hash, generation);
         match guard.entries.get(&hash) {
             Some(secret) if secret.address == *key && is_live(secret.expires_at, now) => {
                 Ok(Some(secret.clone()))
@@ -113,70 +244,34 @@ impl SecretCache {
     }
 
     /// Keeps what a read found, unless a write to the shard came in between; makes room by
-    /// dropping other entries (in hash order, so effectively at random). An entry larger than a
-    /// shard's whole budget is not kept.
+    /// dropping other entries. An entry larger than a shard's whole budget is not kept.
     pub fn fill(&self, ticket: Ticket, secret: &SealedSecret) {
-        let cost = entry_bytes(secret);
-        if cost > self.per_shard {
-            return;
-        }
-        let mut guard = self.shards[ticket.shard].lock();
-        if guard.generation != ticket.generation {
-            return;
-        }
-        guard.remove(ticket.hash);
-        while guard.bytes + cost > self.per_shard {
-            let Some(victim) = guard.entries.keys().next().copied() else {
-                break;
-            };
-            guard.remove(victim);
-        }
-        guard.bytes += cost;
-        guard.entries.insert(ticket.hash, secret.clone());
+        self.shards.fill(ticket, |_| Some(secret.clone()));
     }
 
     /// A write to `key` is committed (or failed): forget it, and refuse fills that began before.
     pub fn invalidate(&self, key: &SecretAddress) {
-        let (shard, hash) = self.locate(key);
-        let mut guard = self.shards[shard].lock();
-        guard.generation = guard.generation.wrapping_add(1);
-        guard.remove(hash);
+        self.shards.invalidate(self.shards.locate(key));
     }
 
     /// Secrets were deleted wholesale (a tenant's removal): forget everything.
     pub fn clear(&self) {
-        for shard in &self.shards {
-            let mut guard = shard.lock();
-            guard.generation = guard.generation.wrapping_add(1);
-            guard.entries.clear();
-            guard.bytes = 0;
-        }
+        self.shards.clear();
     }
 
-    /// Expired secrets were deleted from storage: drop them here too.
+    /// Expired secrets were deleted from storage: drop them here too. Fills that began before
+    /// are refused: what they read may be one of them.
     pub fn purge(&self, now: i64) {
-        for shard in &self.shards {
-            let mut guard = shard.lock();
-            guard.generation = guard.generation.wrapping_add(1);
-            let expired: Vec<u64> = guard
-                .entries
-                .iter()
-                .filter(|(_, secret)| !is_live(secret.expires_at, now))
-                .map(|(hash, _)| *hash)
-                .collect();
-            for hash in expired {
-                guard.remove(hash);
-            }
-        }
+        self.shards.prune(|secret| !is_live(secret.expires_at, now));
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+        self.shards.len()
     }
 
     /// What the entries cost now, in bytes (`entry_bytes`).
     pub fn bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().bytes).sum()
+        self.shards.bytes()
     }
 }
 

@@ -19,6 +19,7 @@ mod data_dir;
 mod directory;
 mod errors;
 mod keys;
+mod list_cache;
 mod reader;
 mod rows;
 mod sched;
@@ -80,8 +81,9 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Most expired rows one purge step deletes before letting other writes in.
     pub purge_batch: u32,
-    /// Bytes the read cache of sealed secrets may hold (each entry's ciphertext, address and
-    /// bookkeeping; see `cache::entry_bytes`); 0 turns it off.
+    /// Bytes the read caches may hold together: sealed secrets for finds (each entry's
+    /// ciphertext, address and bookkeeping; see `cache::entry_bytes`), and in an eighth of it
+    /// first pages of lists (`list_cache`); 0 turns both off.
     pub cache_bytes: usize,
 }
 
@@ -109,9 +111,10 @@ pub struct SqliteStats {
     pub queued_writes: usize,
     /// Secrets in the read cache right now.
     pub cached_secrets: usize,
-    /// What they cost, in bytes (`SqliteOptions::cache_bytes` is the bound).
+    /// What they cost, in bytes, with the cached first pages of lists
+    /// (`SqliteOptions::cache_bytes` bounds the two together).
     pub cached_bytes: usize,
-    /// Read jobs handed to the reader threads (a find the cache answers is not one).
+    /// Read jobs handed to the reader threads (a find or a list a cache answers is not one).
     pub reads: u64,
 }
 
@@ -255,7 +258,7 @@ impl SqliteStore {
             commits: self.state.commits.load(Ordering::Relaxed),
             ops: self.state.ops.load(Ordering::Relaxed),
             cached_secrets: self.state.cache.len(),
-            cached_bytes: self.state.cache.bytes(),
+            cached_bytes: self.state.cache.bytes() + self.state.lists.bytes(),
             reads: self.state.reads.load(Ordering::Relaxed),
             queued_writes: self
                 .channels
@@ -499,8 +502,21 @@ impl SecretStore for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<StoredList, StoreError> {
-        let query = query.clone();
-        self.read(move |conn| reader::list(conn, &query)).await
+        // Only first pages are cached: a cursor names a secret, and a page after it is asked
+        // for far less often than the newest one.
+        let ticket = match query.cursor {
+            None => match self.state.lists.get(query) {
+                Ok(hit) => return Ok(hit),
+                Err(ticket) => Some(ticket),
+            },
+            Some(_) => None,
+        };
+        let owned = query.clone();
+        let (list, past) = self.read(move |conn| reader::list(conn, &owned)).await?;
+        if let Some(ticket) = ticket {
+            self.state.lists.fill(ticket, query, &list, past);
+        }
+        Ok(list)
     }
 
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
@@ -511,6 +527,7 @@ impl SecretStore for SqliteStore {
         // answered anyway (the cache checks), so this only gives their memory back, and a walk
         // of the whole cache per step would slow the very writes the steps make room for.
         self.state.cache.purge(now);
+        self.state.lists.purge(now);
         if removed > 0 {
             tracing::debug!(removed, "purged expired secrets");
         }

@@ -35,7 +35,11 @@ pub fn get(
 
 /// Newest first by `seq`. `starting_after` pages towards older rows; `ending_before` takes the
 /// rows just newer than the cursor (read oldest first, closest to the cursor, then reversed).
-pub fn list(conn: &mut Connection, query: &ListQuery) -> Result<StoredList, StoreError> {
+/// A page of `query`, and the expiry of the first live secret past it, if there is one.
+pub fn list(
+    conn: &mut Connection,
+    query: &ListQuery,
+) -> Result<(StoredList, Option<Option<i64>>), StoreError> {
     const CURSOR: &str = concat!(
         "SELECT seq FROM secrets WHERE ",
         in_scope!(),
@@ -105,12 +109,15 @@ pub fn list(conn: &mut Connection, query: &ListQuery) -> Result<StoredList, Stor
     .map_err(|e| sql_failure(&e))?;
     tx.finish().map_err(|e| sql_failure(&e))?;
     let mut items = items.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // The row past the page (fetched only to say there is more): its expiry, for the list
+    // cache (`list_cache`), which serves the page only while that row too is live.
+    let past = items.get(limit).map(|next| next.expires_at);
     let has_more = items.len() > limit;
     items.truncate(limit);
     if towards_newer {
         items.reverse();
     }
-    Ok(StoredList { items, has_more })
+    Ok((StoredList { items, has_more }, past))
 }
 
 /// The kept answer of a key, if one was created after `kept_after`.

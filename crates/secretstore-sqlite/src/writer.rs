@@ -33,10 +33,16 @@ use tokio::sync::oneshot;
 
 use crate::cache::SecretCache;
 use crate::errors::sql_failure;
+use crate::list_cache::ListCache;
 use crate::syncer::{self, Syncer};
 
 /// Where a job's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// The read caches' budget (`--cache-bytes`) goes to the sealed secrets of finds, but for this
+/// share (one eighth) given to the first pages of lists: a page of ten secrets costs about what
+/// ten finds' entries do, and one scope's page serves every list of that scope.
+const LIST_SHARE: usize = 8;
 
 /// What the writer thread and the store handle share.
 #[derive(Debug)]
@@ -51,6 +57,8 @@ pub struct WriterState {
     pub reads: AtomicU64,
     /// Sealed secrets recently read; the writer invalidates what it changes.
     pub cache: SecretCache,
+    /// First pages of lists recently read; the writer forgets the scopes it changes.
+    pub lists: ListCache,
     /// Credentials and installations recently looked up; cleared by every directory write.
     pub directory: DirectoryCache,
     /// Whether the latest batches could write; for the readiness check.
@@ -64,7 +72,8 @@ impl WriterState {
             commits: AtomicU64::default(),
             ops: AtomicU64::default(),
             reads: AtomicU64::default(),
-            cache: SecretCache::new(cache_bytes),
+            cache: SecretCache::new(cache_bytes - cache_bytes / LIST_SHARE),
+            lists: ListCache::new(cache_bytes / LIST_SHARE),
             directory: DirectoryCache::default(),
             health: WriteHealth::default(),
         }
@@ -357,9 +366,11 @@ fn settle(touched: &[Touches], state: &WriterState) {
     for touches in touched {
         for address in &touches.secrets {
             state.cache.invalidate(address);
+            state.lists.invalidate(&address.namespace, &address.scope);
         }
         if touches.all_secrets {
             state.cache.clear();
+            state.lists.clear();
         }
         if touches.directory {
             state.directory.clear();

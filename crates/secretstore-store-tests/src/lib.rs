@@ -109,6 +109,7 @@ macro_rules! __every_check {
                 list_pages_forward_with_starting_after,
                 list_pages_backward_with_ending_before,
                 list_has_more_counts_only_live_secrets,
+                a_first_page_asked_again_follows_expiry_without_writes,
                 purge_removes_exactly_the_expired_secrets,
                 purge_removes_many_expired_secrets,
                 count_secrets_counts_every_stored_secret,

@@ -306,9 +306,10 @@ pub struct ServeArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1_048_576))]
     pub max_header_bytes: usize,
 
-    /// Bytes of sealed secrets the embedded database keeps in memory for finds (ciphertext and
-    /// metadata only, never a payload); 0 turns the cache off. The default, 64 MiB, keeps the
-    /// whole server under 256 MiB whatever the size of the secrets asked for.
+    /// Bytes of sealed secrets the embedded database keeps in memory for finds, and (an eighth
+    /// of them) for the first pages of lists (ciphertext and metadata only, never a payload);
+    /// 0 turns both caches off. The default, 64 MiB, keeps the whole server under 256 MiB
+    /// whatever the size of the secrets asked for.
     #[arg(long, env = "SECRETSTORE_CACHE_BYTES", default_value_t = secretstore_sqlite::DEFAULT_CACHE_BYTES)]
     pub cache_bytes: usize,
 

@@ -274,3 +274,50 @@ pub async fn list_has_more_counts_only_live_secrets(store: Arc<dyn Store>) {
     assert_eq!(page_ids(&one.items), vec![l3.clone()]);
     assert!(one.has_more, "l4 remains");
 }
+
+/// The same first page asked for again and again, with no write in between, follows time
+/// alone: a listed secret that expires leaves the page, and `has_more` turns false once the
+/// only live secret past the page expires (a store that caches pages must see both).
+pub async fn a_first_page_asked_again_follows_expiry_without_writes(store: Arc<dyn Store>) {
+    let ns = home();
+    // Oldest first: past (expires at +5), kept, newest.
+    let scope = user("usr_pages_past");
+    let mut made = Vec::new();
+    for (name, expires) in [("past", Some(NOW + 5)), ("kept", None), ("newest", None)] {
+        let at = address(&ns, &scope, name);
+        made.push(put_ok(&store, &at, NOW, expires, ROOMY, name).await.id);
+    }
+    let (kept, newest) = (&made[1], &made[2]);
+    for now in [NOW, NOW + 4] {
+        let page = list_ok(&store, &ns, &scope, 2, None, now).await;
+        assert_eq!(page_ids(&page.items), vec![newest.clone(), kept.clone()]);
+        assert!(page.has_more, "past is live at {now}");
+    }
+    let page = list_ok(&store, &ns, &scope, 2, None, NOW + 5).await;
+    assert_eq!(page_ids(&page.items), vec![newest.clone(), kept.clone()]);
+    assert!(!page.has_more, "past expired at NOW + 5");
+
+    // A listed secret that expires.
+    let scope = user("usr_pages_listed");
+    let a = put_ok(&store, &address(&ns, &scope, "a"), NOW, None, ROOMY, "a").await;
+    let b = put_ok(
+        &store,
+        &address(&ns, &scope, "b"),
+        NOW,
+        Some(NOW + 7),
+        ROOMY,
+        "b",
+    )
+    .await;
+    for now in [NOW, NOW + 6] {
+        let page = list_ok(&store, &ns, &scope, 5, None, now).await;
+        assert_eq!(page_ids(&page.items), vec![b.id.clone(), a.id.clone()]);
+        assert!(!page.has_more);
+    }
+    let page = list_ok(&store, &ns, &scope, 5, None, NOW + 7).await;
+    assert_eq!(
+        page_ids(&page.items),
+        vec![a.id.clone()],
+        "b expired at NOW + 7"
+    );
+}
