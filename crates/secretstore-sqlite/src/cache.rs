@@ -75,15 +75,14 @@ impl<E: Weighed> Shard<E> {
         gone
     }
 
-    /// Keeps `entry` under `hash` if the shard's generation is still the ticket's (no write to
-    /// the shard since the read began) and it fits in `budget`, making room by dropping other
+    /// Keeps `entry` under `hash` if it fits in `budget`, making room by dropping other
     /// entries (in hash order, so effectively at random).
-    fn keep(&mut self, ticket: Ticket, entry: E, budget: usize) {
+    fn keep(&mut self, hash: u64, entry: E, budget: usize) {
         let cost = entry.weight();
-        if self.generation != ticket.generation || cost > budget {
+        if cost > budget {
             return;
         }
-        self.remove(ticket.hash);
+        self.remove(hash);
         while self.bytes + cost > budget {
             let Some(victim) = self.entries.keys().next().copied() else {
                 break;
@@ -91,7 +90,7 @@ impl<E: Weighed> Shard<E> {
             self.remove(victim);
         }
         self.bytes += cost;
-        self.entries.insert(ticket.hash, entry);
+        self.entries.insert(hash, entry);
     }
 }
 
@@ -108,9 +107,9 @@ pub(crate) struct Shards<E> {
 /// Where a read stood when it began; it may fill the cache only if nothing wrote since.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
-    shard: usize,
-    hash: u64,
-    generation: u64,
+    pub(crate) shard: usize,
+    pub(crate) hash: u64,
+    pub(crate) generation: u64,
 }
 
 impl<E: Weighed> Shards<E> {
@@ -133,20 +132,6 @@ impl<E: Weighed> Shards<E> {
         self.shards[shard].lock()
     }
 
-    /// A ticket for the entry at (`shard`, `hash`) of a shard at `generation`.
-    pub fn ticket(shard: usize, hash: u64, generation: u64) -> Ticket {
-        Ticket {
-            shard,
-            hash,
-            generation,
-        }
-    }
-
-    /// The hash a ticket was given for.
-    pub fn hash_of(ticket: &Ticket) -> u64 {
-        ticket.hash
-    }
-
     /// Locks the ticket's shard and hands it to `change`, which gives the entry to keep (if
     /// any); kept if nothing wrote to the shard since the ticket and it fits.
     pub fn fill(&self, ticket: Ticket, change: impl FnOnce(&mut Shard<E>) -> Option<E>) {
@@ -155,7 +140,7 @@ impl<E: Weighed> Shards<E> {
             return;
         }
         if let Some(entry) = change(&mut guard) {
-            guard.keep(ticket, entry, self.per_shard);
+            guard.keep(ticket.hash, entry, self.per_shard);
         }
     }
 
@@ -227,7 +212,11 @@ impl SecretCache {
     pub fn get(&self, key: &SecretAddress, now: i64) -> Result<Option<SealedSecret>, Ticket> {
         let (shard, hash) = self.shards.locate(key);
         let mut guard = self.shards.lock(shard);
-        let ticket = |generation| Shards::<SealedSecret>::ticket(shard, hash, generation);
+        let ticket = |generation| Ticket {
+            shard,
+            hash,
+            generation,
+        };
         match guard.entries.get(&hash) {
             Some(secret) if secret.address == *key && is_live(secret.expires_at, now) => {
                 Ok(Some(secret.clone()))

@@ -87,7 +87,11 @@ impl ListCache {
             .filter(|page| is_live(page.valid_until, query.now));
         match hit {
             Some(page) => Ok(page.list.clone()),
-            None => Err(Shards::<ScopePages>::ticket(shard, hash, guard.generation)),
+            None => Err(Ticket {
+                shard,
+                hash,
+                generation: guard.generation,
+            }),
         }
     }
 
@@ -116,7 +120,7 @@ impl ListCache {
         };
         self.shards.fill(ticket, |shard| {
             // The scope's other page sizes stay; a scope of the same hash gives way.
-            let mut pages = match shard.remove(Shards::<ScopePages>::hash_of(&ticket)) {
+            let mut pages = match shard.remove(ticket.hash) {
                 Some(found) if found.of(query) => found.pages,
                 _ => Vec::new(),
             };
