@@ -4,7 +4,6 @@
 //! on standard output (the rest goes to standard error), so `KEY=$(secretstore admin keys
 //! create ...)` captures exactly the key.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,6 +11,8 @@ use clap::{Args, Subcommand};
 use secretstore_client::{AdminClient, Error};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
+
+use crate::stdout::{out, outln};
 
 const TOKEN_ENV: &str = "SECRETSTORE_ADMIN_TOKEN";
 const URL_ENV: &str = "SECRETSTORE_ADMIN_URL";
@@ -287,8 +288,11 @@ pub fn read_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
 pub fn main(args: AdminArgs) -> ExitCode {
     if let AdminCommand::TokenGenerate = args.command {
         let token = Zeroizing::new(secretstore_core::ids::random_id("", 48));
-        println!("{}", token.as_str());
-        return ExitCode::SUCCESS;
+        return if crate::stdout::secret_line(&token, "the admin token") {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     block_on(run(args))
 }
@@ -580,7 +584,7 @@ fn removal(path: &str, confirm: &Confirm) -> String {
 /// error, when there is one).
 pub fn print_answer(answer: &Value, as_json: bool) {
     if as_json {
-        println!("{answer:#}");
+        outln!("{answer:#}");
         return;
     }
     let secret = answer.get("secret").and_then(Value::as_str);
@@ -593,11 +597,11 @@ pub fn print_answer(answer: &Value, as_json: bool) {
         Some(secret) => {
             eprint!("{text}");
             eprintln!("The secret below is shown once; keep it now.");
-            println!("{secret}");
+            // A failure fails the command (`stdout::failed`), which the caller's exit code says.
+            crate::stdout::secret_line(secret, "the secret");
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
-    let _ = std::io::stdout().flush();
 }
 
 fn cell(value: &Value) -> String {

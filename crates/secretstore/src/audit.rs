@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::{block_on, client, listed, print_answer, Connection, Failure, ListArgs};
+use crate::stdout::outln;
 
 #[derive(Debug, Args)]
 #[command(after_help = "The admin token comes from --admin-token-file, else \
@@ -92,7 +93,7 @@ async fn run(args: AuditArgs) -> Result<(), Failure> {
             if as_json {
                 print_answer(&answer, true);
             } else if answer["intact"] == true {
-                println!(
+                outln!(
                     "The audit chain is intact: {} records checked, from {} to the head, record \
                      {} (hash {}).",
                     answer["records"],
@@ -103,12 +104,12 @@ async fn run(args: AuditArgs) -> Result<(), Failure> {
                     answer["head"]["seq"],
                     answer["head"]["hash"].as_str().unwrap_or("")
                 );
-                println!(
+                outln!(
                     "Keep the head's hash elsewhere: records removed from the end of the chain \
                      show only against it."
                 );
             } else {
-                println!(
+                outln!(
                     "The audit chain is broken at record {}: {}.",
                     answer["record"],
                     answer["problem"].as_str().unwrap_or("")
@@ -169,12 +170,12 @@ async fn run(args: AuditArgs) -> Result<(), Failure> {
                 print_answer(&answer, true);
             } else {
                 match answer["anchor"]["seq"].as_i64() {
-                    Some(anchor) => println!(
+                    Some(anchor) => outln!(
                         "Removed {} records; the chain now verifies from the anchor at record \
                          {anchor}.",
                         answer["removed"]
                     ),
-                    None => println!("Removed {} records.", answer["removed"]),
+                    None => outln!("Removed {} records.", answer["removed"]),
                 }
             }
             Ok(())

@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::admin::{block_on, client, Connection, Failure};
+use crate::stdout::outln;
 
 /// Where a dev-mode server keeps the root key it generated (`serve --dev` without a key).
 const DEV_ROOT_KEY: &str = "root.key";
@@ -84,7 +85,7 @@ pub fn backup(args: BackupArgs) -> ExitCode {
 pub fn restore(args: RestoreArgs) -> ExitCode {
     match secretstore_sqlite::restore(&args.data.path, &args.input) {
         Ok(info) => {
-            println!(
+            outln!(
                 "restored {} into {}: {} ({} secrets, schema {}). Start the server on it with \
                  the root key it was made under{}; another root key is refused at start.",
                 args.input.display(),
@@ -160,7 +161,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), Failure> {
     };
     if args.connection.json {
         let roots: Vec<String> = info.roots.iter().map(ToString::to_string).collect();
-        println!(
+        outln!(
             "{:#}",
             json!({
                 "object": "backup",
@@ -184,7 +185,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), Failure> {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "wrote {}: {}, {} secrets, schema {} ({}). It holds ciphertext and wrapped keys only \
          and opens only with the same root key{}{dev_note}.",
         args.output.display(),

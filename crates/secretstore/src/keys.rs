@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use secretstore_crypto::{Pkcs11RootKey, RootKeyProvider as _};
 
 use crate::admin::{block_on, client, print_answer, Connection, Failure};
+use crate::stdout::outln;
 
 #[derive(Debug, Args)]
 #[command(after_help = "The admin token comes from --admin-token-file, else \
@@ -84,7 +85,7 @@ pub fn main(args: KeysArgs) -> ExitCode {
             pkcs11_key_label,
         ) {
             Ok(key) => {
-                println!(
+                outln!(
                     "made root key {} ({}); start the server with --pkcs11-key-label {}",
                     key.id(),
                     key.describe(),
@@ -111,7 +112,7 @@ fn print_roots(answer: &Value) {
         } else {
             ""
         };
-        println!(
+        outln!(
             "root key {}{active}: wraps {} stored keys; {source}",
             root["id"].as_str().unwrap_or(""),
             root["keys"]
@@ -147,14 +148,14 @@ async fn run(args: KeysArgs) -> Result<(), Failure> {
     match answer["object"].as_str() {
         Some("root_key_status") => {
             print_roots(&answer);
-            println!(
+            outln!(
                 "secrets still sealed in format 1 (opened only by the root key that sealed \
                  them; `secretstore keys rotate-namespace --all` moves them): {}",
                 answer["format_1_secrets"]
             );
         }
         Some("root_key_rotation") => {
-            println!(
+            outln!(
                 "re-wrapped {} stored keys under the active root key",
                 answer["rewrapped"]
             );
@@ -162,7 +163,7 @@ async fn run(args: KeysArgs) -> Result<(), Failure> {
         }
         _ => {
             for ns in answer["namespaces"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{} {} {}: key version {}, {} secrets re-wrapped ({} of them sealed again \
                      from format 1)",
                     ns["app"].as_str().unwrap_or(""),

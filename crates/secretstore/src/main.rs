@@ -14,6 +14,7 @@ mod generate;
 mod keys;
 mod secrets;
 mod serve;
+mod stdout;
 
 use clap::Parser;
 
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = cli::Cli::parse_from(args);
-    match cli.command {
+    let code = match cli.command {
         cli::Command::Serve(args) => serve::main(args),
         cli::Command::Secrets(args) => secrets::main(args),
         cli::Command::Completions(args) => generate::completions(args),
@@ -50,5 +51,11 @@ fn main() -> ExitCode {
         cli::Command::Keys(args) => keys::main(args),
         cli::Command::Backup(args) => backup::backup(args),
         cli::Command::Restore(args) => backup::restore(args),
+    };
+    // The command's work may have succeeded while its answer could not be written.
+    if stdout::failed() {
+        ExitCode::FAILURE
+    } else {
+        code
     }
 }

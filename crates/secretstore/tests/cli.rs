@@ -602,7 +602,8 @@ fn production() -> Production {
 }
 
 impl Production {
-    fn admin(&self, args: &[&str]) -> Answer {
+    /// `secretstore admin ARGS` against this server, not yet run.
+    fn admin_command(&self, args: &[&str]) -> Command {
         let mut command = bare();
         command
             .arg("admin")
@@ -612,7 +613,11 @@ impl Production {
                 "SECRETSTORE_ADMIN_TOKEN",
                 self.site.admin_token.as_ref().unwrap(),
             );
-        answer(run(command, ""))
+        command
+    }
+
+    fn admin(&self, args: &[&str]) -> Answer {
+        answer(run(self.admin_command(args), ""))
     }
 }
 
@@ -777,4 +782,98 @@ fn token_generate_prints_one_fresh_token_and_every_admin_command_has_help() {
         let help = answer(run(command, "")).ok().stdout;
         assert!(help.contains("Usage: secretstore"), "{path:?}: {help}");
     }
+}
+
+/// Where a test sends a command's standard output instead of a pipe it reads.
+enum Sink {
+    /// A pipe whose reader is already gone, as `| head` leaves it: every write is refused
+    /// (EPIPE), deterministically, since the reader closes before the command starts.
+    ClosedPipe,
+    /// `/dev/full`: every write fails with "no space left on device".
+    Full,
+}
+
+/// Runs `command` with its standard output on `sink`; (exit code, standard error).
+fn run_into(mut command: Command, sink: Sink) -> (i32, String) {
+    let stdout = match sink {
+        Sink::ClosedPipe => {
+            // The write end of a pipe whose only reader, a process of its own, has exited.
+            let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+            let writer = reader.stdin.take().unwrap();
+            reader.wait().unwrap();
+            Stdio::from(writer)
+        }
+        Sink::Full => Stdio::from(std::fs::File::create("/dev/full").unwrap()),
+    };
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn an_answer_nobody_reads_ends_quietly_but_a_failed_write_or_a_lost_secret_fails() {
+    let p = production();
+    p.admin(&["accounts", "create", "--id", "acct_pipe"]).ok();
+    p.admin(&[
+        "apps",
+        "create",
+        "--id",
+        "com.pipe.app",
+        "--name",
+        "Pipe",
+        "--account",
+        "acct_pipe",
+    ])
+    .ok();
+    let admin = |args: &[&str]| p.admin_command(args);
+
+    // `secretstore admin accounts list --json | head -1`, `head` gone: as any Unix filter,
+    // the command ends as its work did, without a word (it used to panic, exit code 101).
+    for args in [
+        &["accounts", "list", "--json"][..],
+        &["accounts", "list"][..],
+        &["apps", "get", "com.pipe.app"][..],
+    ] {
+        let (code, stderr) = run_into(admin(args), Sink::ClosedPipe);
+        assert_eq!((code, stderr.as_str()), (0, ""), "{args:?}");
+    }
+    // Any other failure to write is said, and fails the command.
+    let (code, stderr) = run_into(admin(&["accounts", "list", "--json"]), Sink::Full);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // A secret shown only once that nobody could read is a failure, whatever the cause.
+    let (code, stderr) = run_into(
+        admin(&[
+            "keys",
+            "create",
+            "--app",
+            "com.pipe.app",
+            "--mode",
+            "test",
+            "--type",
+            "secret",
+        ]),
+        Sink::ClosedPipe,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the secret could not be written to standard output"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_into(admin(&["token-generate"]), Sink::ClosedPipe);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the admin token could not be written to standard output"),
+        "{stderr}"
+    );
 }
