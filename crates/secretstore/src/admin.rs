@@ -4,6 +4,7 @@
 //! on standard output (the rest goes to standard error), so `KEY=$(secretstore admin keys
 //! create ...)` captures exactly the key.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -595,9 +596,13 @@ pub fn print_answer(answer: &Value, as_json: bool) {
     };
     match secret {
         Some(secret) => {
-            eprint!("{text}");
-            eprintln!("The secret below is shown once; keep it now.");
-            // A failure fails the command (`stdout::failed`), which the caller's exit code says.
+            // Not `eprint!`, which panics if standard error is a pipe whose reader went away
+            // (`2>&1 | head -1`): the secret must still get its chance below. A failure there
+            // fails the command (`stdout::failed`), which the caller's exit code says.
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "{text}");
+            let _ = writeln!(err, "The secret below is shown once; keep it now.");
+            drop(err);
             crate::stdout::secret_line(secret, "the secret");
         }
         None => out!("{text}"),

@@ -29,7 +29,7 @@ pub fn print(text: fmt::Arguments<'_>) {
         CLOSED.store(true, Ordering::Relaxed);
         if err.kind() != ErrorKind::BrokenPipe {
             FAILED.store(true, Ordering::Relaxed);
-            eprintln!("secretstore: cannot write to standard output: {err}");
+            say(format_args!("cannot write to standard output: {err}"));
         }
     }
 }
@@ -48,10 +48,18 @@ pub fn secret_line(secret: &str, what: &str) -> bool {
         Err(err) => {
             CLOSED.store(true, Ordering::Relaxed);
             FAILED.store(true, Ordering::Relaxed);
-            eprintln!("secretstore: {what} could not be written to standard output: {err}");
+            say(format_args!(
+                "{what} could not be written to standard output: {err}"
+            ));
             false
         }
     }
+}
+
+/// Says `message` on standard error, if it can: `eprintln!` would panic were standard error a
+/// closed pipe too (`2>&1 | head`).
+fn say(message: fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "secretstore: {message}");
 }
 
 /// Whether a write to standard output failed other than by its reader going away.

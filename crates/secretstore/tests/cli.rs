@@ -794,8 +794,12 @@ enum Sink {
 }
 
 /// Runs `command` with its standard output on `sink`; (exit code, standard error).
-fn run_into(mut command: Command, sink: Sink) -> (i32, String) {
-    let stdout = match sink {
+fn run_into(command: Command, sink: Sink) -> (i32, String) {
+    run_with(command, stdio(sink), Stdio::piped())
+}
+
+fn stdio(sink: Sink) -> Stdio {
+    match sink {
         Sink::ClosedPipe => {
             // The write end of a pipe whose only reader, a process of its own, has exited.
             let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
@@ -804,11 +808,15 @@ fn run_into(mut command: Command, sink: Sink) -> (i32, String) {
             Stdio::from(writer)
         }
         Sink::Full => Stdio::from(std::fs::File::create("/dev/full").unwrap()),
-    };
+    }
+}
+
+/// Runs `command` with these standard output and error; (exit code, standard error if piped).
+fn run_with(mut command: Command, stdout: Stdio, stderr: Stdio) -> (i32, String) {
     let output = command
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .output()
         .unwrap();
     (
@@ -833,6 +841,18 @@ fn an_answer_nobody_reads_ends_quietly_but_a_failed_write_or_a_lost_secret_fails
     ])
     .ok();
     let admin = |args: &[&str]| p.admin_command(args);
+    let create_key = || {
+        admin(&[
+            "keys",
+            "create",
+            "--app",
+            "com.pipe.app",
+            "--mode",
+            "test",
+            "--type",
+            "secret",
+        ])
+    };
 
     // `secretstore admin accounts list --json | head -1`, `head` gone: as any Unix filter,
     // the command ends as its work did, without a word (it used to panic, exit code 101).
@@ -852,24 +872,19 @@ fn an_answer_nobody_reads_ends_quietly_but_a_failed_write_or_a_lost_secret_fails
         "{stderr}"
     );
     // A secret shown only once that nobody could read is a failure, whatever the cause.
-    let (code, stderr) = run_into(
-        admin(&[
-            "keys",
-            "create",
-            "--app",
-            "com.pipe.app",
-            "--mode",
-            "test",
-            "--type",
-            "secret",
-        ]),
-        Sink::ClosedPipe,
-    );
+    let (code, stderr) = run_into(create_key(), Sink::ClosedPipe);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("the secret could not be written to standard output"),
         "{stderr}"
     );
+    // Standard error gone too (`2>&1 | head -1`): still no panic, still a failure.
+    let (code, _) = run_with(
+        create_key(),
+        stdio(Sink::ClosedPipe),
+        stdio(Sink::ClosedPipe),
+    );
+    assert_eq!(code, 1);
     let (code, stderr) = run_into(admin(&["token-generate"]), Sink::ClosedPipe);
     assert_eq!(code, 1, "{stderr}");
     assert!(
