@@ -2,7 +2,6 @@
 //! generated from the same clap definitions that parse the command line, so they can never
 //! drift from the commands they describe.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -97,13 +96,10 @@ pub fn man(args: ManArgs) -> ExitCode {
     }
 }
 
+/// Prints `bytes`; a failed write fails the command in `main` (`stdout::failed`).
 fn print(bytes: &[u8]) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(err) => failed(&format!("cannot write to standard output: {err}")),
-    }
+    crate::stdout::write(bytes);
+    ExitCode::SUCCESS
 }
 
 fn failed(message: &str) -> ExitCode {

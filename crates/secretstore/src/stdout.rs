@@ -1,9 +1,7 @@
-//! Standard output for the commands that print their answer (`admin`, `audit`, `keys`, `backup`,
-//! `restore`). Rust's `println!` panics when it cannot write, so `secretstore audit search
-//! --json | head -1` used to end in a panic's message and exit code 101 once `head` had gone.
-//! Here, as for any Unix filter and as `secrets` and `completions` already did, a reader that
-//! went away is not a failure: the rest of the output is dropped and the command ends as its
-//! work did. Any other failure to write (a full disk under `> file`) is said once on standard
+//! Standard output for every command that prints an answer. Rust's `println!` panics when it
+//! cannot write, so `secretstore audit search --json | head -1` used to end in a panic's message
+//! and exit code 101 once `head` had gone. Here, as for any Unix filter, a reader that went away
+//! is not a failure: the rest of the output is dropped and the command ends as its work did. Any other failure to write (a full disk under `> file`) is said once on standard
 //! error, and the command fails (`main` asks `failed`).
 //!
 //! A secret shown only once (a new API key, a generated admin token) is the exception: it is
@@ -21,11 +19,25 @@ static FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Writes and flushes `text`, unless an earlier write could not be made.
 pub fn print(text: fmt::Arguments<'_>) {
-    if CLOSED.load(Ordering::Relaxed) {
-        return;
+    if !CLOSED.load(Ordering::Relaxed) {
+        let mut out = std::io::stdout().lock();
+        note(out.write_fmt(text).and_then(|()| out.flush()));
     }
-    let mut out = std::io::stdout().lock();
-    if let Err(err) = out.write_fmt(text).and_then(|()| out.flush()) {
+}
+
+/// `print` for bytes (a man page, a completion script).
+pub fn write(bytes: &[u8]) {
+    if !CLOSED.load(Ordering::Relaxed) {
+        let mut out = std::io::stdout().lock();
+        note(out.write_all(bytes).and_then(|()| out.flush()));
+    }
+}
+
+/// Takes note of how a write to standard output went, for writes made here and for a command
+/// that writes through its own handle (`secrets`): after a failure nothing more is written, and
+/// one that is not a broken pipe is said and fails the command.
+pub fn note(written: std::io::Result<()>) {
+    if let Err(err) = written {
         CLOSED.store(true, Ordering::Relaxed);
         if err.kind() != ErrorKind::BrokenPipe {
             FAILED.store(true, Ordering::Relaxed);

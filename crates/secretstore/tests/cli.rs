@@ -86,15 +86,19 @@ impl Answer {
 }
 
 impl Server {
-    /// `secretstore secrets ARGS` against this server, the key in the environment.
-    fn secrets(&self, args: &[&str], stdin: &str) -> Answer {
+    /// `secretstore secrets ARGS` against this server, the key in the environment, not yet run.
+    fn secrets_command(&self, args: &[&str]) -> Command {
         let mut command = bare();
         command
             .arg("secrets")
             .args(args)
             .env("SECRETSTORE_API_KEY", KEY)
             .env("SECRETSTORE_BASE_URL", &self.url);
-        answer(run(command, stdin))
+        command
+    }
+
+    fn secrets(&self, args: &[&str], stdin: &str) -> Answer {
+        answer(run(self.secrets_command(args), stdin))
     }
 }
 
@@ -891,4 +895,51 @@ fn an_answer_nobody_reads_ends_quietly_but_a_failed_write_or_a_lost_secret_fails
         stderr.contains("the admin token could not be written to standard output"),
         "{stderr}"
     );
+}
+
+#[test]
+fn secrets_completions_and_man_end_quietly_without_a_reader_and_fail_on_a_full_disk() {
+    let server = start();
+    server.secrets(&["set", "piped"], "payload").ok();
+    type Make<'a> = Box<dyn Fn() -> Command + 'a>;
+    let commands: [(&str, Make); 5] = [
+        (
+            "secrets list",
+            Box::new(|| server.secrets_command(&["list"])),
+        ),
+        (
+            "secrets find --json",
+            Box::new(|| server.secrets_command(&["find", "piped", "--json"])),
+        ),
+        (
+            "secrets list --json",
+            Box::new(|| server.secrets_command(&["list", "--json"])),
+        ),
+        (
+            "completions bash",
+            Box::new(|| {
+                let mut command = bare();
+                command.args(["completions", "bash"]);
+                command
+            }),
+        ),
+        (
+            "man",
+            Box::new(|| {
+                let mut command = bare();
+                command.arg("man");
+                command
+            }),
+        ),
+    ];
+    for (name, command) in &commands {
+        let (code, stderr) = run_into(command(), Sink::ClosedPipe);
+        assert_eq!((code, stderr.as_str()), (0, ""), "{name}");
+        let (code, stderr) = run_into(command(), Sink::Full);
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output"),
+            "{name}: {stderr}"
+        );
+    }
 }

@@ -144,8 +144,6 @@ enum Failure {
     Usage(String),
     /// The request failed (exit 1).
     Request(Error),
-    /// Reading input or writing output failed (exit 1).
-    Local(String),
 }
 
 pub fn main(mut args: SecretsArgs) -> ExitCode {
@@ -159,10 +157,6 @@ pub fn main(mut args: SecretsArgs) -> ExitCode {
         Err(Failure::Usage(message)) => {
             eprintln!("secretstore: {message}");
             ExitCode::from(2)
-        }
-        Err(Failure::Local(message)) => {
-            eprintln!("secretstore: {message}");
-            ExitCode::FAILURE
         }
         Err(Failure::Request(err)) => {
             report(&err, &base_url);
@@ -327,12 +321,10 @@ async fn run(args: SecretsArgs, base_url: &str) -> Result<(), Failure> {
             }
         }
     };
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        // A reader that went away (`| head`) is not a failure of the command.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(err) => Err(Failure::Local(format!("cannot write the output: {err}"))),
-    }
+    // A reader that went away (`| head`) is not a failure; another failed write fails the
+    // command in `main` (`stdout::failed`).
+    crate::stdout::note(written.and_then(|()| out.flush()));
+    Ok(())
 }
 
 fn now() -> i64 {

@@ -86,7 +86,8 @@ pub fn table(out: &mut impl Write, secrets: &[Secret]) -> io::Result<()> {
 }
 
 pub fn json_secret(out: &mut impl Write, secret: &Secret) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, secret).map_err(io::Error::other)?;
+    // `io::Error::from`, not `other`: it keeps an I/O error's kind (a broken pipe stays one).
+    serde_json::to_writer_pretty(&mut *out, secret).map_err(io::Error::from)?;
     writeln!(out)
 }
 
@@ -105,7 +106,7 @@ pub fn json_page(out: &mut impl Write, page: &Page) -> io::Result<()> {
         has_more: page.has_more,
         data: &page.data,
     };
-    serde_json::to_writer_pretty(&mut *out, &list).map_err(io::Error::other)?;
+    serde_json::to_writer_pretty(&mut *out, &list).map_err(io::Error::from)?;
     writeln!(out)
 }
 
