@@ -1,8 +1,9 @@
 //! Standard output for every command that prints an answer. Rust's `println!` panics when it
 //! cannot write, so `secretstore audit search --json | head -1` used to end in a panic's message
 //! and exit code 101 once `head` had gone. Here, as for any Unix filter, a reader that went away
-//! is not a failure: the rest of the output is dropped and the command ends as its work did. Any other failure to write (a full disk under `> file`) is said once on standard
-//! error, and the command fails (`main` asks `failed`).
+//! is not a failure: the rest of the output is dropped and the command ends as its work did.
+//! Any other failure to write (a full disk under `> file`) is said once on standard error, and
+//! the command fails (`main` asks `failed`).
 //!
 //! A secret shown only once (a new API key, a generated admin token) is the exception: it is
 //! the command's whole result, so failing to write it fails the command whatever the cause,
