@@ -50,23 +50,22 @@ pub fn note(written: std::io::Result<()>) {
 /// Writes a secret that is shown only once, on a line of its own; `false` (said on standard
 /// error, `what` naming the secret) if it could not be written, broken pipe included.
 pub fn secret_line(secret: &str, what: &str) -> bool {
-    let mut out = std::io::stdout().lock();
-    let written = if CLOSED.load(Ordering::Relaxed) {
-        Err(std::io::Error::from(ErrorKind::BrokenPipe))
+    let why = if CLOSED.load(Ordering::Relaxed) {
+        // Whatever made an earlier write fail was said then (unless it was a broken pipe).
+        "an earlier write to it failed".to_owned()
     } else {
-        writeln!(out, "{secret}").and_then(|()| out.flush())
-    };
-    match written {
-        Ok(()) => true,
-        Err(err) => {
-            CLOSED.store(true, Ordering::Relaxed);
-            FAILED.store(true, Ordering::Relaxed);
-            say(format_args!(
-                "{what} could not be written to standard output: {err}"
-            ));
-            false
+        let mut out = std::io::stdout().lock();
+        match writeln!(out, "{secret}").and_then(|()| out.flush()) {
+            Ok(()) => return true,
+            Err(err) => err.to_string(),
         }
-    }
+    };
+    CLOSED.store(true, Ordering::Relaxed);
+    FAILED.store(true, Ordering::Relaxed);
+    say(format_args!(
+        "{what} could not be written to standard output: {why}"
+    ));
+    false
 }
 
 /// Says `message` on standard error, if it can: `eprintln!` would panic were standard error a
