@@ -183,9 +183,13 @@ export async function expectStripeError(promise, { cls, statusCode, type = 'inva
   assert.equal(caught.raw?.type, type);
   if (code !== undefined) assert.equal(caught.code, code);
   if (param !== undefined) assert.equal(caught.param, param);
-  if (message !== undefined) assert.equal(caught.message, message);
-  assert.ok(typeof caught.message === 'string' && caught.message.length > 0);
-  assert.ok(!caught.message.includes(PAYLOAD_MARKER), caught.message);
+  // The server's own message is `raw.message`; since 23.2.0 stripe-node shows it as
+  // `[req_...] message`, the Request-Id header of the answer first.
+  if (message !== undefined) assert.equal(caught.raw?.message, message);
+  assert.ok(typeof caught.raw?.message === 'string' && caught.raw.message.length > 0);
   assert.match(caught.requestId ?? '', REQUEST_ID_RE);
+  assert.equal(caught.message, `[${caught.requestId}] ${caught.raw.message}`);
+  assert.equal(caught.headers?.['request-id'], caught.requestId);
+  assert.ok(!caught.message.includes(PAYLOAD_MARKER), caught.message);
   return caught;
 }

@@ -317,7 +317,7 @@ describe('errors', () => {
       statusCode: 400,
     });
     assert.equal(err.code, undefined);
-    assert.ok(err.message.startsWith('Invalid Stripe API version: garbage.'), err.message);
+    assert.ok(err.raw.message.startsWith('Invalid Stripe API version: garbage.'), err.raw.message);
   });
 
   test('bad scope[type] is invalid', async () => {
