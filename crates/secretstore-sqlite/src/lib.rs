@@ -13,6 +13,7 @@
 //! the lock allows only one.
 
 mod audit;
+mod audit_stmt;
 mod backup;
 mod cache;
 mod data_dir;

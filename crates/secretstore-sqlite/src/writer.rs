@@ -212,6 +212,8 @@ pub fn run(
 ) {
     let max_batch = max_batch.max(1);
     let mut lazy = false;
+    // Dropped before `conn`, as it must be: it finalizes the statement it prepared on it.
+    let audit_insert = crate::audit_stmt::Prepared::on(&conn);
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
@@ -227,6 +229,7 @@ pub fn run(
             syncer.committed(!lazy);
         }
     }
+    drop(audit_insert);
     // The syncer's connection closes before the log is emptied below, which it could hold up.
     syncer.stop_and_wait();
     if syncer.unsynced() {
