@@ -22,10 +22,6 @@ use std::ptr::NonNull;
 use rusqlite::{ffi, Connection};
 use secretstore_core::AuditEntry;
 
-const INSERT: &CStr = c"INSERT INTO audit (seq, time_ms, request_id, credential_kind, credential,
-    app, account, mode, scope_type, user_id, operation, secret_name, client, status, code, prev,
-    hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
-
 /// A statement prepared on the connection `db`.
 struct Statement {
     db: *mut ffi::sqlite3,
@@ -58,12 +54,13 @@ impl<'c> Prepared<'c> {
         // which `Self` borrows, is open.
         let db = unsafe { conn.handle() };
         let mut stmt = std::ptr::null_mut();
-        // SAFETY: `db` is an open connection; `INSERT` is NUL-terminated (length -1).
+        let sql = crate::audit::INSERT;
+        // SAFETY: `db` is an open connection; SQLite reads `sql.len()` bytes of `sql`.
         let rc = unsafe {
             ffi::sqlite3_prepare_v3(
                 db,
-                INSERT.as_ptr(),
-                -1,
+                sql.as_ptr().cast(),
+                c_int::try_from(sql.len()).unwrap_or(c_int::MAX),
                 ffi::SQLITE_PREPARE_PERSISTENT,
                 &mut stmt,
                 std::ptr::null_mut(),
