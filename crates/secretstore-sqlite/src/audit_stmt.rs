@@ -2,11 +2,12 @@
 //! request appends a record, so this one statement runs more often than any other.
 //!
 //! Through rusqlite's statement cache each append hashed the statement's text twice (to take
-//! it from the cache and to put it back), cleared its 17 bindings, and had SQLite copy each of
-//! the record's texts (rusqlite binds text as `SQLITE_TRANSIENT`). Here the writer prepares
-//! the statement once, for as long as its connection lives (`Prepared::on`), and binds the
-//! record's own bytes (`SQLITE_STATIC`), which outlive the one step that reads them. Any other
-//! connection (a test's, a tool's) goes the general way (`insert` answers `None`).
+//! it from the cache and to put it back) and had SQLite copy each of the record's texts
+//! (rusqlite binds text as `SQLITE_TRANSIENT`). Here the writer prepares the statement once,
+//! for as long as its connection lives (`Prepared::on`), and binds the record's own bytes
+//! (`SQLITE_STATIC`), which outlive the one step that reads them; the bindings are cleared
+//! after it, so that the idle statement points at nothing freed. Any other connection (a
+//! test's, a tool's) goes the general way (`insert` answers `None`).
 //!
 //! The statement lives in a thread-local, as the chain's head does (`audit::HEAD`); `Prepared`
 //! borrows the connection and finalizes the statement when dropped, so the statement cannot
