@@ -213,7 +213,7 @@ pub fn api_key_from_headers(headers: &HeaderMap) -> Result<ApiKey, AuthError> {
 
 /// `Stripe-Account`, if given (trimmed).
 fn stripe_account(headers: &HeaderMap) -> Result<Option<String>, AuthError> {
-    match headers.get("stripe-account") {
+    match headers.get(crate::headers::STRIPE_ACCOUNT) {
         None => Ok(None),
         Some(value) => value
             .to_str()

@@ -90,7 +90,7 @@ impl FromRequest<AppState> for StripeForm {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let limits = &state.limits;
         let (parts, body) = request.into_parts();
-        let mut form = Form::default();
+        let mut form = Form::new(parts.headers.contains_key(crate::headers::IDEMPOTENCY_KEY));
         if let Some(query) = parts.uri.query() {
             form.extend_from(query.as_bytes())?;
         }

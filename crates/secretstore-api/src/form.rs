@@ -14,6 +14,7 @@
 //! in its wire form (`scope[user]`), refuse unknown parameters precisely, accept both array
 //! forms, and report non-UTF-8 input as a client error, none of which serde_qs's errors allow.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
@@ -106,8 +107,14 @@ impl FormError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Form {
     pub root: BTreeMap<String, Node>,
-    /// Every decoded pair in wire order, for the idempotency fingerprint.
+    /// Every decoded pair in wire order, for the idempotency fingerprint; left empty when
+    /// `skip_pairs` is set.
     pub pairs: Vec<(String, Text)>,
+    /// Set for a request without an `Idempotency-Key`, which has no fingerprint: keeping its
+    /// pairs would copy each value (payloads included) for nothing.
+    pub skip_pairs: bool,
+    /// Pairs decoded so far, bounded by `MAX_PAIRS`.
+    count: usize,
 }
 
 /// The value of an ASCII hex digit.
@@ -120,13 +127,18 @@ fn hex_digit(byte: u8) -> Option<u8> {
     }
 }
 
+/// Whether a key or value has anything to decode.
+fn has_escapes(raw: &[u8]) -> bool {
+    raw.iter().any(|&b| b == b'%' || b == b'+')
+}
+
 /// One key or value, decoded: `+` is a space, `%XX` the byte XX, a `%` not followed by two hex
 /// digits itself. Decoding never lengthens, so one buffer of the encoded length holds the
 /// result and no outgrown copy is left behind; it is wiped if the text is not UTF-8.
 fn decode_component(raw: &[u8]) -> Result<Text, FormError> {
     // Most components (names, scope types, SDK-encoded tokens) have nothing to decode: checked
     // first, they are copied once into a buffer of their exact size, with no byte-by-byte pass.
-    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+    if !has_escapes(raw) {
         return match std::str::from_utf8(raw) {
             Ok(text) => Ok(Zeroizing::new(text.to_owned())),
             Err(_) => Err(FormError::NotUtf8),
@@ -204,28 +216,46 @@ fn split_key(key: &str) -> (&str, Vec<Segment<'_>>) {
 }
 
 impl Form {
+    /// An empty form that will keep its pairs only if `keep_pairs` (see `skip_pairs`).
+    pub fn new(keep_pairs: bool) -> Self {
+        Self {
+            skip_pairs: !keep_pairs,
+            ..Self::default()
+        }
+    }
+
     /// Adds every pair of a query string or urlencoded body.
     pub fn extend_from(&mut self, raw: &[u8]) -> Result<(), FormError> {
         for pair in raw.split(|&b| b == b'&') {
             if pair.is_empty() {
                 continue;
             }
-            if self.pairs.len() >= MAX_PAIRS {
+            self.count += 1;
+            if self.count > MAX_PAIRS {
                 return Err(FormError::TooManyPairs);
             }
             let (key, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(eq) => (&pair[..eq], &pair[eq + 1..]),
                 None => (pair, &b""[..]),
             };
-            // A name is not secret (the contract's names are fixed words): it leaves the wiped
-            // buffer it was decoded into for a plain string.
-            let key = std::mem::take(&mut *decode_component(key)?);
+            // A name is not secret (the contract's names are fixed words): it is read where it
+            // lies when it has nothing to decode, and otherwise leaves the wiped buffer it was
+            // decoded into for a plain string.
+            let key = if has_escapes(key) {
+                Cow::Owned(std::mem::take(&mut *decode_component(key)?))
+            } else {
+                Cow::Borrowed(std::str::from_utf8(key).map_err(|_| FormError::NotUtf8)?)
+            };
             if key.is_empty() {
                 return Err(FormError::EmptyName);
             }
             let value = decode_component(value)?;
-            self.insert(&key, value.clone())?;
-            self.pairs.push((key, value));
+            if self.skip_pairs {
+                self.insert(&key, value)?;
+            } else {
+                self.insert(&key, value.clone())?;
+                self.pairs.push((key.into_owned(), value));
+            }
         }
         Ok(())
     }
@@ -477,6 +507,31 @@ mod tests {
         #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Form::parse(&bytes);
+        }
+
+        /// A form that does not keep its pairs (no `Idempotency-Key`) decodes what one that
+        /// keeps them does, refuses what it refuses, and keeps no pair.
+        #[test]
+        fn skipping_the_pairs_changes_nothing_else(
+            pairs in proptest::collection::vec(
+                ("[a-z]{1,3}(\\[[a-z0-9]{0,2}\\]){0,2}|%5B|x%2By|\\+", "[a-z%+0-9A-F\\x80-\\xff]{0,8}"),
+                0..12,
+            ),
+        ) {
+            let raw = pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&");
+            let mut kept = Form::new(true);
+            let mut skipped = Form::new(false);
+            let kept_result = kept.extend_from(raw.as_bytes());
+            prop_assert_eq!(&kept_result, &skipped.extend_from(raw.as_bytes()));
+            prop_assert_eq!(&kept.root, &skipped.root);
+            prop_assert!(skipped.pairs.is_empty());
+            if kept_result.is_ok() {
+                prop_assert_eq!(kept.pairs.len(), pairs.len());
+            }
         }
 
         #[test]

@@ -128,9 +128,10 @@ impl FromRequestParts<AppState> for KeyHeader {
 /// a POST (where the header means nothing). The one home of what a well-formed key is, for
 /// the protocol and for the echo of the header on the answer.
 pub fn key_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<Result<&'h str, ApiError>> {
-    let value = headers
-        .get("idempotency-key")
-        .filter(|_| *method == Method::POST)?;
+    if *method != Method::POST {
+        return None;
+    }
+    let value = headers.get(crate::headers::IDEMPOTENCY_KEY)?;
     let invalid = |message: String| {
         Err(ApiError::new(Code::IdempotencyKeyInvalid, message).with_param("Idempotency-Key"))
     };
@@ -196,9 +197,12 @@ fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Resp
         HeaderValue::from_static("application/json"),
     );
     if let Source::Replay { original } = source {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        headers.insert(
+            crate::headers::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
         if let Some(id) = original.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
-            headers.insert("original-request", id);
+            headers.insert(crate::headers::ORIGINAL_REQUEST, id);
         }
     }
     response

@@ -16,6 +16,7 @@ mod connections;
 pub mod error;
 pub mod extract;
 pub mod form;
+pub(crate) mod headers;
 pub mod idempotency;
 pub mod metrics;
 pub mod middleware;

@@ -27,6 +27,7 @@ use secretstore_core::{AuditTicket, RequestId};
 
 use crate::audit::{Auditor, ClientAddr};
 use crate::error::{ApiError, Code};
+use crate::headers as names;
 use crate::{admin, idempotency, ops, HttpLimits};
 
 /// 20 characters drawn from a per-thread generator seeded from the OS random source once. Ids
@@ -110,7 +111,7 @@ fn is_api_version(text: &str) -> bool {
 /// The request's `Stripe-Version`, if it has one and it can be a version; a refusal if it
 /// cannot.
 fn api_version(headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
-    let Some(value) = headers.get("stripe-version") else {
+    let Some(value) = headers.get(names::STRIPE_VERSION) else {
         return Ok(None);
     };
     match value.to_str() {
@@ -158,7 +159,7 @@ struct Echoes {
 }
 
 /// A header's value, if it is printable ASCII of at most `max` bytes.
-fn printable(headers: &HeaderMap, name: &str, max: usize) -> Option<HeaderValue> {
+fn printable(headers: &HeaderMap, name: http::HeaderName, max: usize) -> Option<HeaderValue> {
     headers
         .get(name)
         .filter(|v| v.len() <= max && v.to_str().is_ok())
@@ -176,10 +177,10 @@ impl Echoes {
         };
         let echoes = Self {
             version,
-            account: printable(headers, "stripe-account", MAX_ACCOUNT_LEN),
+            account: printable(headers, names::STRIPE_ACCOUNT, MAX_ACCOUNT_LEN),
             // Only a key the idempotency protocol took: a malformed one is refused, not echoed.
             idempotency_key: match idempotency::key_of(request.method(), headers) {
-                Some(Ok(_)) => headers.get("idempotency-key").cloned(),
+                Some(Ok(_)) => headers.get(names::IDEMPOTENCY_KEY).cloned(),
                 _ => None,
             },
         };
@@ -188,9 +189,9 @@ impl Echoes {
 
     fn apply(self, headers: &mut HeaderMap) {
         for (name, value) in [
-            ("stripe-version", self.version),
-            ("stripe-account", self.account),
-            ("idempotency-key", self.idempotency_key),
+            (names::STRIPE_VERSION, self.version),
+            (names::STRIPE_ACCOUNT, self.account),
+            (names::IDEMPOTENCY_KEY, self.idempotency_key),
         ] {
             if let Some(value) = value {
                 headers.insert(name, value);
@@ -221,12 +222,28 @@ fn headers_too_large(request: &Request, limits: &HttpLimits) -> Option<ApiError>
     })
 }
 
+/// A request's path as the log shows it: its first 200 characters. Cut only when a line is
+/// written: above the info level (`--log warn`), a request that succeeds writes none.
+struct ShownPath<'a>(&'a str);
+
+impl std::fmt::Display for ShownPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let end = self
+            .0
+            .char_indices()
+            .nth(200)
+            .map_or(self.0.len(), |(at, _)| at);
+        f.write_str(&self.0[..end])
+    }
+}
+
 pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = new_request_id();
     request.extensions_mut().insert(id);
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // The request is handed on; its URI shares the request's buffer, so keeping it is cheap.
+    let uri = request.uri().clone();
     let (echoes, bad_version) = if edge.stripe {
         Echoes::of(&request)
     } else {
@@ -263,7 +280,7 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
 
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        headers.insert("request-id", value);
+        headers.insert(names::REQUEST_ID, value);
     }
     headers.insert(
         http::header::CACHE_CONTROL,
@@ -273,7 +290,7 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
     let status = response.status().as_u16();
     // Whole microseconds shown as milliseconds: 3.294, not 3.2939480000000003.
     let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    let shown_path: String = path.chars().take(200).collect();
+    let shown_path = ShownPath(uri.path());
     match response.extensions().get::<ApiError>() {
         Some(err) if status >= 500 => tracing::warn!(
             request_id = %id, %method, path = %shown_path, status, latency_ms,
@@ -287,7 +304,7 @@ pub async fn stamp(State(edge): State<Edge>, mut request: Request, next: Next) -
             request_id = %id, %method, path = %shown_path, status, latency_ms, "request"
         ),
     }
-    crate::metrics::request_served(edge.stripe, &method, &path, status, started.elapsed());
+    crate::metrics::request_served(edge.stripe, &method, uri.path(), status, started.elapsed());
     response
 }
 

@@ -90,43 +90,71 @@ impl Body {
     /// `text` as a JSON string, escaped as serde_json escapes: `"`, `\`, and the control
     /// characters below 0x20 (the five with a short form as `\b \t \n \f \r`, the others as
     /// `\u00XX`); everything else as it is, non-ASCII included. Runs that need no escape are
-    /// copied whole.
+    /// copied whole, and found eight bytes at a time (`needs_escape`): a byte-by-byte search
+    /// had been 4% of a find's instructions (callgrind).
     fn string(&mut self, text: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.push(b"\"");
         let bytes = text.as_bytes();
         let mut start = 0;
-        for (i, &byte) in bytes.iter().enumerate() {
-            let short: &[u8] = match byte {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                0x08 => b"\\b",
-                b'\t' => b"\\t",
-                b'\n' => b"\\n",
-                0x0c => b"\\f",
-                b'\r' => b"\\r",
-                0x00..=0x1f => {
-                    self.push(&bytes[start..i]);
-                    start = i + 1;
-                    self.push(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[usize::from(byte >> 4)],
-                        HEX[usize::from(byte & 0xf)],
-                    ]);
+        let mut at = 0;
+        while at < bytes.len() {
+            if let Some(word) = bytes.get(at..at + 8) {
+                let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+                if !needs_escape(word) {
+                    at += 8;
                     continue;
                 }
-                _ => continue,
-            };
-            self.push(&bytes[start..i]);
-            self.push(short);
-            start = i + 1;
+            }
+            let end = (at + 8).min(bytes.len());
+            for i in at..end {
+                self.escape_at(bytes, &mut start, i);
+            }
+            at = end;
         }
         self.push(&bytes[start..]);
         self.push(b"\"");
     }
+
+    /// Writes the run `bytes[*start..i]` and the escape of `bytes[i]`, if it needs one, and
+    /// moves `start` past it.
+    fn escape_at(&mut self, bytes: &[u8], start: &mut usize, i: usize) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let byte = bytes[i];
+        let short: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ],
+            _ => return,
+        };
+        self.push(&bytes[*start..i]);
+        self.push(short);
+        *start = i + 1;
+    }
+}
+
+/// Whether any of the eight bytes of `word` needs an escape in JSON: a control character
+/// (below 0x20), `"` or `\`. Each test is the classic "has a byte below n" of eight bytes at
+/// once, `(x - n * ONES) & !x & HIGHS`, exact as to whether there is one (n at most 128); a
+/// byte equal to `c` is a byte of `x ^ c * ONES` below 1.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(u64::from(n) * ONES) & !x & HIGHS != 0;
+    below(word, 0x20)
+        || below(word ^ (u64::from(b'"') * ONES), 1)
+        || below(word ^ (u64::from(b'\\') * ONES), 1)
 }
 
 /// How a secret's payload appears: absent (not expanded), `null` (an answer kept without
@@ -244,6 +272,30 @@ pub fn list(page: &ListPage) -> Zeroizing<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any two bytes, at any two places of a word otherwise of plain letters: `needs_escape`
+    /// is true exactly when one of them needs an escape (the borrows of the word-wide
+    /// subtraction must not make a byte next to a high one look like a control character).
+    #[test]
+    fn a_word_needs_an_escape_exactly_when_one_of_its_bytes_does() {
+        let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        for first in 0..8 {
+            for second in first + 1..8 {
+                for a in 0..=255u8 {
+                    for b in 0..=255u8 {
+                        let mut word = *b"abcdefgh";
+                        word[first] = a;
+                        word[second] = b;
+                        assert_eq!(
+                            needs_escape(u64::from_le_bytes(word)),
+                            escaped(a) || escaped(b),
+                            "{word:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
     use proptest::prelude::*;
     use secretstore_core::{Mode, Namespace, SecretAddress, SecretId, SecretName, UserId};
 

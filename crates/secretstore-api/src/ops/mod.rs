@@ -113,7 +113,10 @@ pub async fn handle<O: Operation>(
         .is_keyed()
         .then(|| O::replayed_payload(&request))
         .flatten();
-    let work = O::run(state.service.clone(), ctx, request);
+    // Boxed: a future is copied whole each time it moves, and the operation's (2.5 KB for a
+    // find) nested in the pipeline's made it 6.4 KB, moved several times a request (memcpy
+    // was 10% of a find's instructions; 7% boxed).
+    let work = Box::pin(O::run(state.service.clone(), ctx, request));
     state
         .idempotency
         .run(&principal, keyed, request_id, replayed_payload, work)
