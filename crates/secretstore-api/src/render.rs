@@ -183,9 +183,11 @@ enum PayloadField<'a> {
 }
 
 fn write_secret(out: &mut Body, secret: &Secret, deleted: bool, payload: PayloadField<'_>) {
-    out.push(br#"{"id":"#);
-    out.string(secret.id.as_str());
-    out.push(br#","object":"apps.secret","created":"#);
+    // The id (letters, digits, `_`) and the scope's type are written as they are: nothing in
+    // them needs an escape.
+    out.push(br#"{"id":""#);
+    out.push(secret.id.as_str().as_bytes());
+    out.push(br#"","object":"apps.secret","created":"#);
     out.number(secret.created);
     if deleted {
         out.push(br#","deleted":true"#);
@@ -204,13 +206,14 @@ fn write_secret(out: &mut Body, secret: &Secret, deleted: bool, payload: Payload
             out.string(text);
         }
     }
-    out.push(br#","scope":{"type":"#);
-    out.string(secret.address.scope.type_str());
-    if let Scope::User(user) = &secret.address.scope {
-        out.push(br#","user":"#);
-        out.string(user.as_str());
+    match &secret.address.scope {
+        Scope::Account => out.push(br#","scope":{"type":"account"}}"#),
+        Scope::User(user) => {
+            out.push(br#","scope":{"type":"user","user":"#);
+            out.string(user.as_str());
+            out.push(b"}}");
+        }
     }
-    out.push(b"}}");
 }
 
 fn payload_of(secret: &Secret) -> PayloadField<'_> {
