@@ -94,17 +94,37 @@ pub struct Idempotency {
 pub struct Answered {
     body: Zeroizing<Vec<u8>>,
     kept: Option<Zeroizing<Vec<u8>>>,
+    /// The body shows no payload (only ids, names, times), so it need not be wiped once sent.
+    plain: bool,
 }
 
 impl Answered {
     /// An answer kept as it is sent.
     pub fn new(body: Zeroizing<Vec<u8>>) -> Self {
-        Self { body, kept: None }
+        Self {
+            body,
+            kept: None,
+            plain: false,
+        }
+    }
+
+    /// An answer kept as it is sent, which shows no payload: its buffer is freed without being
+    /// wiped first. A wipe writes each byte on its own (zeroize's volatile writes), which was
+    /// 4% of a list's instructions (callgrind) for an answer with nothing secret in it.
+    pub fn without_payload(body: Zeroizing<Vec<u8>>) -> Self {
+        Self {
+            plain: true,
+            ..Self::new(body)
+        }
     }
 
     /// An answer kept as `kept` (`None`: as it is sent).
     pub fn kept_as(body: Zeroizing<Vec<u8>>, kept: Option<Zeroizing<Vec<u8>>>) -> Self {
-        Self { body, kept }
+        Self {
+            body,
+            kept,
+            plain: false,
+        }
     }
 }
 
@@ -187,9 +207,20 @@ enum Source {
 
 /// A JSON answer. A replay says so (`Idempotent-Replayed: true`) and names the request it
 /// replays (`Original-Request`), as Stripe's answers do. The body may hold a payload: it is
-/// handed to the HTTP layer as it is, without a copy, and wiped when that layer drops it.
-fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Response {
-    let mut response = Response::new(Body::from(Bytes::from_owner(body)));
+/// handed to the HTTP layer as it is, without a copy, and wiped when that layer drops it
+/// (unless it is `plain`: it holds no payload).
+fn respond(
+    status: StatusCode,
+    mut body: Zeroizing<Vec<u8>>,
+    plain: bool,
+    source: Source,
+) -> Response {
+    let bytes = if plain {
+        Bytes::from(std::mem::take(&mut *body))
+    } else {
+        Bytes::from_owner(body)
+    };
+    let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -210,7 +241,7 @@ fn respond(status: StatusCode, body: Zeroizing<Vec<u8>>, source: Source) -> Resp
 
 /// The answer of a request that ran: 200 with its JSON body, or its error.
 fn answer_of(result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
-    result.map(|answered| respond(StatusCode::OK, answered.body, Source::Ran))
+    result.map(|answered| respond(StatusCode::OK, answered.body, answered.plain, Source::Ran))
 }
 
 /// The answer of a request that ran under a key: as `answer_of`, saying so when it was not
@@ -355,7 +386,7 @@ impl Idempotency {
                 let source = Source::Replay {
                     original: opened.original,
                 };
-                Ok(respond(opened.status, body, source))
+                Ok(respond(opened.status, body, false, source))
             }
             IdempotencyClaim::Claimed => {
                 // The work runs in its own task: if the client goes away mid-request, the write

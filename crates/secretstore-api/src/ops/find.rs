@@ -35,6 +35,10 @@ impl Operation for Find {
         request: FindRequest,
     ) -> Result<Answered, ApiError> {
         let secret = service.find(&ctx, request).await?;
-        Ok(Answered::new(render::secret(&secret)))
+        let body = render::secret(&secret);
+        Ok(match secret.payload {
+            Some(_) => Answered::new(body),
+            None => Answered::without_payload(body),
+        })
     }
 }

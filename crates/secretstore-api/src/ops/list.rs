@@ -77,6 +77,11 @@ impl Operation for List {
         request: ListRequest,
     ) -> Result<Answered, ApiError> {
         let page = service.list(&ctx, request).await?;
-        Ok(Answered::new(render::list(&page)))
+        let body = render::list(&page);
+        Ok(if page.items.iter().any(|item| item.payload.is_some()) {
+            Answered::new(body)
+        } else {
+            Answered::without_payload(body)
+        })
     }
 }
