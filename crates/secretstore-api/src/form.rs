@@ -112,7 +112,7 @@ pub struct Form {
     pub pairs: Vec<(String, Text)>,
     /// Set for a request without an `Idempotency-Key`, which has no fingerprint: keeping its
     /// pairs would copy each value (payloads included) for nothing.
-    pub skip_pairs: bool,
+    skip_pairs: bool,
     /// Pairs decoded so far, bounded by `MAX_PAIRS`.
     count: usize,
 }
