@@ -120,8 +120,8 @@ impl Body {
     /// `text` as a JSON string, escaped as serde_json escapes: `"`, `\`, and the control
     /// characters below 0x20 (the five with a short form as `\b \t \n \f \r`, the others as
     /// `\u00XX`); everything else as it is, non-ASCII included. Runs that need no escape are
-    /// copied whole, and found eight bytes at a time (`for_each_suspect`): a byte-by-byte search had
-    /// been 4% of a find's instructions (callgrind).
+    /// copied whole, and found eight bytes at a time (`for_each_suspect`): a byte-by-byte
+    /// search had been 4% of a find's instructions (callgrind).
     fn string(&mut self, text: &str) {
         self.push(b"\"");
         let bytes = text.as_bytes();

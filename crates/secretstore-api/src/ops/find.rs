@@ -35,10 +35,9 @@ impl Operation for Find {
         request: FindRequest,
     ) -> Result<Answered, ApiError> {
         let secret = service.find(&ctx, request).await?;
-        let body = render::secret(&secret);
-        Ok(match secret.payload {
-            Some(_) => Answered::new(body),
-            None => Answered::without_payload(body),
-        })
+        Ok(Answered::new(
+            render::secret(&secret),
+            secret.payload.is_some(),
+        ))
     }
 }

@@ -77,11 +77,7 @@ impl Operation for List {
         request: ListRequest,
     ) -> Result<Answered, ApiError> {
         let page = service.list(&ctx, request).await?;
-        let body = render::list(&page);
-        Ok(if page.items.iter().any(|item| item.payload.is_some()) {
-            Answered::new(body)
-        } else {
-            Answered::without_payload(body)
-        })
+        let shows_payload = page.items.iter().any(|item| item.payload.is_some());
+        Ok(Answered::new(render::list(&page), shows_payload))
     }
 }
